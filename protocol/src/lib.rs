@@ -1,0 +1,286 @@
+//! Wire types shared by the relay and the page.
+//!
+//! Everything the relay sends is a [`ServerEvent`]: a JSON object whose `"type"` says what it
+//! is. The same message object travels on every transport — as a WebSocket text frame, as the
+//! `data:` of a Server-Sent Event, and inside the `messages` array of a poll answer — so one
+//! client-side decoder serves all four. `docs/PROTOCOL.md` is the prose version of this file.
+//!
+//! This crate depends on serde alone so that it builds for `wasm32-unknown-unknown` as well as
+//! natively.
+
+use serde::{Deserialize, Serialize};
+
+/// How a client talks to the relay.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Ws,
+    Sse,
+    Longpoll,
+    Shortpoll,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Ws,
+        Transport::Sse,
+        Transport::Longpoll,
+        Transport::Shortpoll,
+    ];
+
+    /// The wire name, as used in `?transport=` and in welcome events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Longpoll => "longpoll",
+            Transport::Shortpoll => "shortpoll",
+        }
+    }
+}
+
+/// One chat message. `id` is strictly increasing within a room and is the cursor every
+/// transport resumes from (`after=`, SSE `Last-Event-ID`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: u64,
+    pub room: String,
+    pub from: String,
+    pub text: String,
+    /// Unix time in milliseconds, taken by the relay when it accepted the message.
+    pub ts: u64,
+}
+
+/// Everything the relay pushes to a client.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    Welcome(Welcome),
+    Message(Message),
+    Reset(Reset),
+    Error(ErrorBody),
+}
+
+/// The first event on a WebSocket or SSE stream: the tutorial's "connection established".
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub transport: Transport,
+    pub room: String,
+    /// Names the lifetime of the room's history; ids are only comparable within one epoch.
+    pub epoch: String,
+    /// The newest id in the room when the stream opened (0 for an empty room).
+    pub last_id: u64,
+}
+
+/// Sent when the client's cursor cannot be continued without a gap: the messages that follow
+/// are the ones the relay still has, starting at `oldest_id`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub reason: ResetReason,
+    /// The oldest id the relay still retains for this room (`last_id + 1` when it has none).
+    pub oldest_id: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetReason {
+    /// The client's `epoch` is not the room's, or its `after` is newer than anything the room
+    /// has: its ids belong to a history that no longer exists (e.g. the relay restarted).
+    EpochChanged,
+    /// Messages newer than the client's `after` were dropped from the bounded history before
+    /// the client could read them.
+    HistoryGap,
+}
+
+/// An error: the body of every non-2xx HTTP answer and the `error` event on WebSocket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// Human-readable; may change between versions. Match on `code`.
+    pub message: String,
+    /// For `rate_limited`: when the next attempt may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Stable error codes. Adding one is compatible; renaming one is not.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed JSON, a missing field or an unparsable query parameter.
+    BadRequest,
+    InvalidRoom,
+    InvalidName,
+    /// Empty (after trimming) or not valid text.
+    InvalidText,
+    TextTooLong,
+    PayloadTooLarge,
+    RateLimited,
+    TooManyConnections,
+    TooManyRooms,
+    ForbiddenOrigin,
+    NotFound,
+    MethodNotAllowed,
+    ShuttingDown,
+    /// The message bus cannot be reached.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name of the code, as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidText => "invalid_text",
+            ErrorCode::TextTooLong => "text_too_long",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// What a client sends on a WebSocket as JSON. A text frame whose first non-blank character
+/// is not `{` is taken as the message text itself, so `webSocket.send("hello")` works too.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Send { text: String },
+}
+
+/// `POST /api/rooms/{room}/messages` body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PublishRequest {
+    pub from: String,
+    pub text: String,
+}
+
+/// `201 Created` answer to a publish.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishResponse {
+    pub id: u64,
+}
+
+/// `GET /api/rooms/{room}/messages` answer. Generic over the message representation so the
+/// relay can embed already-serialized messages (`&RawValue`) while clients decode [`Message`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PollResponse<M = Message> {
+    /// Messages newer than the request's cursor, in id order.
+    pub messages: Vec<M>,
+    /// The cursor for the next request (`after=`): the id of the last message in `messages`,
+    /// or the room's newest id when `messages` is empty.
+    pub last_id: u64,
+    pub epoch: String,
+    /// Present when the request's cursor could not be continued (see [`Reset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<Reset>,
+    /// True when `limit` cut the answer short: ask again at once with `after=last_id`.
+    #[serde(default)]
+    pub more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_event_is_flat_with_a_type_tag() {
+        let event = ServerEvent::Message(Message {
+            id: 42,
+            room: "lobby".into(),
+            from: "alice".into(),
+            text: "hi".into(),
+            ts: 1,
+        });
+        let json = serde_json::to_string(&event).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"type":"message","id":42,"room":"lobby","from":"alice","text":"hi","ts":1}"#
+        );
+        let back: ServerEvent = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn error_event_omits_retry_after_unless_rate_limited() {
+        let event = ServerEvent::Error(ErrorBody {
+            code: ErrorCode::TextTooLong,
+            message: "too long".into(),
+            retry_after_ms: None,
+        });
+        let json = serde_json::to_string(&event).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"text_too_long","message":"too long"}"#
+        );
+    }
+
+    #[test]
+    fn error_code_wire_names_match_serde() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyConnections,
+            ErrorCode::ForbiddenOrigin,
+            ErrorCode::Unavailable,
+        ] {
+            let json = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn welcome_and_reset_shapes() {
+        let welcome = ServerEvent::Welcome(Welcome {
+            transport: Transport::Longpoll,
+            room: "r".into(),
+            epoch: "e".into(),
+            last_id: 7,
+        });
+        assert_eq!(
+            serde_json::to_string(&welcome).expect("serializes"),
+            r#"{"type":"welcome","transport":"longpoll","room":"r","epoch":"e","last_id":7}"#
+        );
+        let reset = ServerEvent::Reset(Reset {
+            reason: ResetReason::HistoryGap,
+            oldest_id: 3,
+        });
+        assert_eq!(
+            serde_json::to_string(&reset).expect("serializes"),
+            r#"{"type":"reset","reason":"history_gap","oldest_id":3}"#
+        );
+    }
+
+    #[test]
+    fn client_send_frame_parses() {
+        let frame: ClientFrame =
+            serde_json::from_str(r#"{"type":"send","text":"yo"}"#).expect("parses");
+        assert_eq!(frame, ClientFrame::Send { text: "yo".into() });
+    }
+
+    #[test]
+    fn poll_response_defaults_reset_and_more() {
+        let answer: PollResponse =
+            serde_json::from_str(r#"{"messages":[],"last_id":0,"epoch":"x"}"#).expect("parses");
+        assert_eq!(answer.reset, None);
+        assert!(!answer.more);
+    }
+
+    #[test]
+    fn transport_wire_names_match_serde() {
+        for t in Transport::ALL {
+            let json = serde_json::to_string(&t).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Configuration: every setting is a flag and a `RELAY_*` environment variable, with the
+//! default shown by `relay --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::rate::RateLimit;
+use crate::validate::TextLimits;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "relay", version, about = "Group-chat relay: WebSocket, SSE, long and short polling", long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "RELAY_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Directory of the page's build output, served at `/`.
+    #[arg(long, env = "RELAY_STATIC_DIR", default_value = "dist")]
+    pub static_dir: PathBuf,
+
+    /// Origins allowed besides same-origin, comma-separated (e.g. `http://127.0.0.1:8080` for
+    /// `trunk serve`).
+    #[arg(long, env = "RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Messages retained per room for history and resume.
+    #[arg(long, env = "RELAY_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub history: u64,
+
+    /// Messages a newcomer is shown on joining (when it gives no `limit`).
+    #[arg(long, env = "RELAY_JOIN_HISTORY", default_value_t = 50)]
+    pub join_history: usize,
+
+    /// Most rooms at once.
+    #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+
+    /// Most concurrent WebSocket, SSE and long-poll connections.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Longest message text, in bytes of UTF-8.
+    #[arg(long, env = "RELAY_MAX_TEXT_BYTES", default_value_t = 4096)]
+    pub max_text_bytes: usize,
+
+    /// Longest sender name, in characters.
+    #[arg(long, env = "RELAY_MAX_NAME_CHARS", default_value_t = 32)]
+    pub max_name_chars: usize,
+
+    /// Largest WebSocket message and `POST` body, in bytes.
+    #[arg(long, env = "RELAY_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Sustained messages per second one sender may publish (per WebSocket, or per client
+    /// address for `POST`).
+    #[arg(long, env = "RELAY_RATE", default_value_t = 20.0)]
+    pub rate: f64,
+
+    /// Messages one sender may publish in a burst above the sustained rate.
+    #[arg(long, env = "RELAY_BURST", default_value_t = 40.0)]
+    pub burst: f64,
+
+    /// Longest a long poll is held (`wait` is capped to this); below common 60 s proxy
+    /// idle timeouts.
+    #[arg(long, env = "RELAY_LONGPOLL_MAX", default_value = "25s", value_parser = parse_duration)]
+    pub longpoll_max: Duration,
+
+    /// Interval of SSE keep-alive comments.
+    #[arg(long, env = "RELAY_SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub sse_heartbeat: Duration,
+
+    /// Reconnection delay suggested to EventSource clients (the SSE `retry:` field).
+    #[arg(long, env = "RELAY_SSE_RETRY", default_value = "1s", value_parser = parse_duration)]
+    pub sse_retry: Duration,
+
+    /// Interval of WebSocket pings; a connection that has not answered the previous ping by
+    /// the next one is closed.
+    #[arg(long, env = "RELAY_WS_PING", default_value = "20s", value_parser = parse_duration)]
+    pub ws_ping: Duration,
+
+    /// Longest a WebSocket write may block on a client that does not read before the
+    /// connection is closed as too slow.
+    #[arg(long, env = "RELAY_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, longest to wait for connections to close before exiting anyway.
+    #[arg(long, env = "RELAY_SHUTDOWN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_deadline: Duration,
+}
+
+impl Config {
+    pub fn text_limits(&self) -> TextLimits {
+        TextLimits {
+            max_text_bytes: self.max_text_bytes,
+            max_name_chars: self.max_name_chars,
+        }
+    }
+
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.rate.max(f64::MIN_POSITIVE),
+            burst: self.burst.max(1.0),
+        }
+    }
+
+    /// The defaults, as `relay` with no flags and no environment would use them; for tests.
+    pub fn defaults() -> Config {
+        Config::parse_from(["relay"])
+    }
+}
+
+/// Parses `250ms`, `15s`, `2m` or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 250ms, 15s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        other => return Err(format!("unknown unit {other:?}; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::parse_from(["relay"]);
+        assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.static_dir, PathBuf::from("dist"));
+        assert_eq!(config.history, 1000);
+        assert_eq!(config.max_text_bytes, 4096);
+        assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
+        assert_eq!(config.longpoll_max, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn allowed_origins_split_on_commas() {
+        let config = Config::parse_from(["relay", "--allowed-origins", "http://a:1,http://b:2"]);
+        assert_eq!(config.allowed_origins, ["http://a:1", "http://b:2"]);
+    }
+}

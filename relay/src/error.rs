@@ -1,0 +1,160 @@
+//! The one error type at the HTTP boundary.
+//!
+//! Every refusal — bad input, limits, origin, bus trouble — is an [`ApiError`] carrying a stable
+//! [`ErrorCode`]. Over HTTP it becomes a status plus the JSON error event; on a WebSocket the
+//! same body travels as an `error` event and the socket stays open. Client mistakes are logged
+//! at `debug` (they are the client's problem and would let anyone flood the logs); relay faults
+//! at `error`.
+
+use std::time::Duration;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use protocol::{ErrorBody, ErrorCode, ServerEvent};
+
+use crate::bus::BusError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Set for `rate_limited`: becomes `Retry-After` and `retry_after_ms`.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn rate_limited(retry_after: Duration) -> ApiError {
+        ApiError {
+            code: ErrorCode::RateLimited,
+            message: "too many messages; slow down".into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidRoom
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidText
+            | ErrorCode::TextTooLong => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::TooManyConnections
+            | ErrorCode::TooManyRooms
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The wire form shared by HTTP bodies and WebSocket error events.
+    pub fn event(&self) -> ServerEvent {
+        ServerEvent::Error(ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+            retry_after_ms: self.retry_after.map(|d| d.as_millis() as u64),
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing a plain enum of strings and integers cannot fail.
+        serde_json::to_string(&self.event()).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() && self.code != ErrorCode::ShuttingDown {
+            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
+        } else {
+            tracing::debug!(code = self.code.as_str(), message = %self.message, "request refused");
+        }
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.to_json(),
+        )
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            // Retry-After is in whole seconds; round up so a client that obeys it succeeds.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+        } else {
+            ApiError::new(ErrorCode::BadRequest, rejection.body_text())
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(err: BusError) -> ApiError {
+        match err {
+            BusError::TooManyRooms => ApiError::new(
+                ErrorCode::TooManyRooms,
+                "the relay has no room for another room",
+            ),
+            BusError::Unavailable(why) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("message bus unavailable: {why}"),
+            ),
+        }
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(err: serde_json::Error) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, format!("malformed JSON: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_sets_retry_after_rounded_up() {
+        let response = ApiError::rate_limited(Duration::from_millis(1200)).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn body_is_the_error_event() {
+        let err = ApiError::new(ErrorCode::InvalidRoom, "nope");
+        assert_eq!(
+            err.to_json(),
+            r#"{"type":"error","code":"invalid_room","message":"nope"}"#
+        );
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,149 @@
+//! The chat relay: one ordered stream of messages per room, readable over WebSocket,
+//! Server-Sent Events, long polling and short polling, all with the same cursor.
+//!
+//! # Layout
+//! - [`config`]: flags and `RELAY_*` variables.
+//! - [`validate`]: room names, sender names and text, checked once at the boundary.
+//! - [`bus`]: ids, bounded history, epochs, resume and live fan-out; [`bus::memory`] is the
+//!   in-process implementation. Transports depend on the interface only.
+//! - [`transport`]: one module per way of following a room ([`transport::ws`],
+//!   [`transport::sse`], [`transport::poll`], which also holds `POST` publishing).
+//! - [`origin`] and [`rate`]: the cross-site check and send-rate limits.
+//! - [`state`]: the handle every handler gets, and admission of long-lived connections.
+//! - [`error`]: the single error type at the HTTP boundary.
+//! - [`shutdown`]: turning SIGINT/SIGTERM into the token every stream watches.
+//!
+//! # The path of a message
+//! A client publishes (`POST …/messages`, or a text frame on its WebSocket). The handler
+//! checks the origin, the rate and the text, then [`bus::Bus::publish`] assigns the room's next
+//! id, serializes the message once into an [`bus::Envelope`], appends it to the room's history
+//! and hands it to the room's live queue. Every subscriber (a WebSocket session, an SSE body,
+//! a pending long poll) receives the same `Arc<Envelope>` and writes its shared bytes; pollers
+//! read the same envelopes out of history.
+
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod origin;
+pub mod rate;
+pub mod shutdown;
+pub mod state;
+pub mod transport;
+pub mod validate;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use protocol::ErrorCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::bus::Bus;
+use crate::bus::memory::MemoryBus;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::transport::{poll, sse, ws};
+
+/// All routes: the API under `/api`, health checks, and the page's static files for the rest.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/rooms/{room}/ws", get(ws::upgrade))
+        .route("/rooms/{room}/events", get(sse::stream))
+        .route(
+            "/rooms/{room}/messages",
+            get(poll::read).post(poll::publish),
+        )
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(api_method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_frame_bytes));
+    Router::new()
+        .nest("/api", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback_service(static_files(&state.config.static_dir))
+        .with_state(state)
+}
+
+/// The page's build output; unknown paths get `index.html` so that client-side URLs load.
+fn static_files(dir: &Path) -> ServeDir<ServeFile> {
+    ServeDir::new(dir)
+        .precompressed_gzip()
+        .fallback(ServeFile::new(dir.join("index.html")))
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such API endpoint; see docs/PROTOCOL.md",
+    )
+}
+
+async fn api_method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this endpoint",
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([("content-type", "application/json")], r#"{"status":"ok"}"#)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(ErrorCode::ShuttingDown, "shutting down"));
+    }
+    if !state.bus.ready().await {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "message bus unreachable",
+        ));
+    }
+    Ok((
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        r#"{"status":"ready"}"#,
+    ))
+}
+
+/// Builds the bus the configuration asks for.
+pub fn bus(config: &Config) -> Bus {
+    Bus::Memory(MemoryBus::new(config.history as usize, config.max_rooms))
+}
+
+/// Serves on an already-bound listener until `shutdown` is cancelled, then stops accepting,
+/// lets every stream end (WebSockets get 1001, SSE bodies end, long polls answer) and returns
+/// once all are gone or `shutdown_deadline` has passed, whichever is first.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let deadline = config.shutdown_deadline;
+    let state = AppState::new(config.clone(), bus(&config), shutdown.clone());
+    let sessions = state.sessions.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let drained = async {
+        server.await?;
+        sessions.close();
+        sessions.wait().await;
+        Ok(())
+    };
+    tokio::select! {
+        result = drained => result,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
+            tracing::warn!(?deadline, "shutdown deadline passed with connections still open; exiting");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Shared state handed to every handler, and the admission of long-lived connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use protocol::{ErrorCode, Transport};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::origin::OriginPolicy;
+use crate::rate::AddressLimiter;
+use crate::validate::{RoomName, TextLimits};
+
+/// Cheap to clone: every field is a handle or `Arc`, so each request gets its own copy without
+/// any lock on the state itself.
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Bus,
+    pub config: Arc<Config>,
+    pub limits: TextLimits,
+    pub origins: Arc<OriginPolicy>,
+    /// `POST` publishing, per client address.
+    pub post_limiter: Arc<AddressLimiter>,
+    /// One permit per open WebSocket, SSE stream or pending long poll.
+    connections: Arc<Semaphore>,
+    /// Cancelled on SIGINT/SIGTERM; every long-lived stream watches it.
+    pub shutdown: CancellationToken,
+    /// Upgraded WebSocket sessions run outside the HTTP server's own bookkeeping; tracking
+    /// them lets shutdown wait for their close frames to go out.
+    pub sessions: TaskTracker,
+}
+
+impl AppState {
+    pub fn new(config: Config, bus: Bus, shutdown: CancellationToken) -> AppState {
+        AppState {
+            bus,
+            limits: config.text_limits(),
+            origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
+            post_limiter: Arc::new(AddressLimiter::new(config.rate_limit())),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config: Arc::new(config),
+            shutdown,
+            sessions: TaskTracker::new(),
+        }
+    }
+
+    /// Admits one long-lived connection, or refuses it when the relay is full or stopping.
+    pub fn admit(
+        &self,
+        transport: Transport,
+        room: &RoomName,
+        peer: SocketAddr,
+    ) -> Result<Connection, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::new(
+                ErrorCode::ShuttingDown,
+                "the relay is shutting down",
+            ));
+        }
+        let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!(transport = transport.as_str(), %room, "connection refused: relay full");
+            ApiError::new(
+                ErrorCode::TooManyConnections,
+                "the relay has reached its connection limit; try again later",
+            )
+        })?;
+        let conn = Connection {
+            _permit: permit,
+            transport,
+            room: room.clone(),
+            peer,
+            opened: Instant::now(),
+        };
+        conn.log("connected");
+        Ok(conn)
+    }
+}
+
+/// An admitted connection. Holding it holds a connection slot; dropping it frees the slot and
+/// logs the disconnect, whichever way the connection ended.
+#[derive(Debug)]
+pub struct Connection {
+    _permit: OwnedSemaphorePermit,
+    pub transport: Transport,
+    pub room: RoomName,
+    pub peer: SocketAddr,
+    opened: Instant,
+}
+
+impl Connection {
+    fn log(&self, what: &str) {
+        let transport = self.transport.as_str();
+        let ms = self.opened.elapsed().as_millis() as u64;
+        // A long poll is one request per message: per-poll lines would drown the others.
+        if self.transport == Transport::Longpoll {
+            tracing::debug!(transport, room = %self.room, peer = %self.peer, ms, "{what}");
+        } else {
+            tracing::info!(transport, room = %self.room, peer = %self.peer, ms, "{what}");
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.log("disconnected");
+    }
+}
+
+impl AppState {
+    /// Messages retained per room: the most any single read may return.
+    pub fn bus_retention(&self) -> usize {
+        self.config.history as usize
+    }
+}

@@ -1,0 +1,204 @@
+//! Polling and publishing over plain HTTP.
+//!
+//! - `GET /api/rooms/{room}/messages?after=&epoch=&wait=&limit=` answers with the messages
+//!   after the cursor. `wait=0` (short polling, history) answers at once; `wait=N` holds the
+//!   request until a newer message exists or N seconds pass (long polling), capped at
+//!   `RELAY_LONGPOLL_MAX` and ended early by shutdown.
+//! - `POST /api/rooms/{room}/messages` with `{"from","text"}` publishes and answers
+//!   `201 {"id":N}`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use protocol::{PublishRequest, PublishResponse, Reset, Transport};
+use serde::{Deserialize, Serialize};
+
+use super::join_limit;
+use crate::bus::{Cursor, Snapshot};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::RoomName;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PollQuery {
+    pub after: Option<u64>,
+    pub epoch: Option<String>,
+    /// Seconds to hold the request for a new message; fractions allowed.
+    pub wait: Option<f64>,
+    pub limit: Option<usize>,
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: Result<Query<PollQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let room = RoomName::parse(&room)?;
+    let Query(query) = query?;
+    let cursor = Cursor {
+        after: query.after,
+        epoch: query.epoch.filter(|e| !e.is_empty()),
+    };
+    let limit = join_limit(&state, query.limit);
+    let wait = query
+        .wait
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .map_or(Duration::ZERO, |w| {
+            Duration::from_secs_f64(w.min(state.config.longpoll_max.as_secs_f64()))
+        });
+
+    let snapshot = state.bus.read(&room, &cursor, limit).await?;
+    if wait.is_zero() || !snapshot.messages.is_empty() || snapshot.reset.is_some() {
+        return Ok(answer(&snapshot));
+    }
+
+    // Long poll: wait on a live subscription from the same cursor, so a message published
+    // between the read above and the subscription is not missed; then read again.
+    let _conn = state.admit(Transport::Longpoll, &room, peer)?;
+    let mut sub = state.bus.subscribe(&room, &cursor, limit).await?;
+    tokio::select! {
+        _ = sub.next() => {}
+        _ = tokio::time::sleep(wait) => {}
+        _ = state.shutdown.cancelled() => {}
+    }
+    drop(sub);
+    let snapshot = state.bus.read(&room, &cursor, limit).await?;
+    Ok(answer(&snapshot))
+}
+
+/// The fields of a poll answer after `messages`; see `protocol::PollResponse`.
+#[derive(Serialize)]
+struct AnswerTail<'a> {
+    last_id: u64,
+    epoch: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<&'a Reset>,
+    more: bool,
+}
+
+/// Builds the `PollResponse` JSON around the messages' shared, already-serialized bytes rather
+/// than re-serializing every message for every poller.
+fn answer(snapshot: &Snapshot) -> Response {
+    let tail = serde_json::to_vec(&AnswerTail {
+        last_id: snapshot.next_after(),
+        epoch: &snapshot.epoch,
+        reset: snapshot.reset.as_ref(),
+        more: snapshot.more,
+    })
+    .unwrap_or_default();
+    let size: usize = snapshot.messages.iter().map(|m| m.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + tail.len() + 16);
+    body.extend_from_slice(b"{\"messages\":[");
+    for (i, message) in snapshot.messages.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(message.json.as_bytes());
+    }
+    body.extend_from_slice(b"],");
+    // `tail` is a JSON object: splice its fields in after the array, dropping its `{`.
+    body.extend_from_slice(tail.get(1..).unwrap_or(b"}"));
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    state.origins.check(&headers)?;
+    let room = RoomName::parse(&room)?;
+    state
+        .post_limiter
+        .take(peer.ip(), Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    // Any content type is accepted: `curl -d '{...}'` sends a form type by default.
+    let request: PublishRequest = serde_json::from_slice(&body?)?;
+    let from = state.limits.name(&request.from)?;
+    let text = state.limits.text(&request.text)?;
+    let envelope = state.bus.publish(&room, from, text).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PublishResponse { id: envelope.id }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Envelope;
+    use protocol::{Message, PollResponse, ResetReason};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn answer_is_a_valid_poll_response() {
+        let messages = (3..=4)
+            .map(|id| {
+                Arc::new(Envelope::new(Message {
+                    id,
+                    room: "r".into(),
+                    from: "a".into(),
+                    text: "\"quoted\" <b>".into(),
+                    ts: 1,
+                }))
+            })
+            .collect();
+        let snapshot = Snapshot {
+            epoch: Arc::from("e"),
+            head: 9,
+            reset: Some(Reset {
+                reason: ResetReason::HistoryGap,
+                oldest_id: 3,
+            }),
+            messages,
+            more: true,
+        };
+        let body = axum::body::to_bytes(answer(&snapshot).into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let parsed: PollResponse = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(parsed.messages.len(), 2);
+        assert_eq!(parsed.messages[1].text, "\"quoted\" <b>");
+        assert_eq!(parsed.last_id, 4);
+        assert_eq!(parsed.epoch, "e");
+        assert_eq!(
+            parsed.reset.map(|r| r.reason),
+            Some(ResetReason::HistoryGap)
+        );
+        assert!(parsed.more);
+    }
+
+    #[tokio::test]
+    async fn empty_answer_points_at_the_head() {
+        let snapshot = Snapshot {
+            epoch: Arc::from("e"),
+            head: 9,
+            reset: None,
+            messages: Vec::new(),
+            more: false,
+        };
+        let body = axum::body::to_bytes(answer(&snapshot).into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(
+            std::str::from_utf8(&body).expect("utf-8"),
+            r#"{"messages":[],"last_id":9,"epoch":"e","more":false}"#
+        );
+    }
+}

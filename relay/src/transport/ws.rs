@@ -1,0 +1,270 @@
+//! WebSocket: `GET /api/rooms/{room}/ws?name=&after=&epoch=&limit=`.
+//!
+//! One task per socket selects over four things: the client's frames (publishes), the room's
+//! subscription (deliveries), a ping timer and the shutdown token. Every write is bounded by
+//! `send_timeout`, so a client that stops reading costs one task and its buffers until then,
+//! and never slows anyone else: the room's live queue does not wait for it.
+//!
+//! Close codes the relay sends:
+//! - 1001 the relay is shutting down, or the client stopped answering pings;
+//! - 1003 a binary frame (only text is spoken here);
+//! - 1009 a message larger than `RELAY_MAX_FRAME_BYTES`;
+//! - 1013 the relay could not continue the stream (the bus failed): reconnect with `after`;
+//! - 4008 the client read too slowly for `RELAY_SEND_TIMEOUT`: reconnect with `after`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
+use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport, Welcome};
+use tokio::time::{MissedTickBehavior, interval_at, timeout};
+
+use super::{StreamQuery, join_limit};
+use crate::bus::{Delivery, Subscription};
+use crate::error::ApiError;
+use crate::rate::TokenBucket;
+use crate::state::{AppState, Connection};
+use crate::validate::RoomName;
+
+/// The name used when a WebSocket client gives none (`websocat`, the tutorial's snippet).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// How long a close frame may take to leave before the socket is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN: u16 = 1013;
+    pub const TOO_SLOW: u16 = 4008;
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    state.origins.check(&headers)?;
+    let room = RoomName::parse(&room)?;
+    let Query(query) = query?;
+    let ws = ws.map_err(|rejection| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("expected a WebSocket upgrade: {}", rejection.body_text()),
+        )
+    })?;
+    let name = match &query.name {
+        Some(name) => state.limits.name(name)?,
+        None => ANONYMOUS.to_owned(),
+    };
+    let conn = state.admit(Transport::Ws, &room, peer)?;
+    // Subscribing before the upgrade fixes the seam now, and lets "too many rooms" answer as
+    // a plain HTTP error rather than a socket that opens and closes.
+    let sub = state
+        .bus
+        .subscribe(&room, &query.cursor(), join_limit(&state, query.limit))
+        .await?;
+    let max = state.config.max_frame_bytes;
+    let tracker = state.sessions.clone();
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            tracker.track_future(Session::new(state, room, name, conn).run(socket, sub))
+        }))
+}
+
+/// Why a session ended, and what (if anything) to tell the client.
+#[derive(Debug)]
+enum End {
+    /// The client closed or vanished: nothing to send.
+    Gone,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    state: AppState,
+    room: RoomName,
+    name: String,
+    bucket: TokenBucket,
+    conn: Connection,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+impl Session {
+    fn new(state: AppState, room: RoomName, name: String, conn: Connection) -> Session {
+        let bucket = TokenBucket::new(state.config.rate_limit(), Instant::now());
+        Session {
+            state,
+            room,
+            name,
+            bucket,
+            conn,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket, mut sub: Subscription) {
+        let (mut sink, mut stream) = socket.split();
+        let welcome = ServerEvent::Welcome(Welcome {
+            transport: Transport::Ws,
+            room: self.room.to_string(),
+            epoch: sub.epoch().to_owned(),
+            last_id: sub.head(),
+        });
+        let end = match self.send(&mut sink, event_frame(&welcome)).await {
+            Ok(()) => self.pump(&mut sink, &mut stream, &mut sub).await,
+            Err(end) => end,
+        };
+        if let End::Close(code, reason) = end {
+            tracing::debug!(peer = %self.conn.peer, code, reason, "closing websocket");
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+        }
+    }
+
+    async fn pump(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        sub: &mut Subscription,
+    ) -> End {
+        let period = self.state.config.ws_ping;
+        let mut ping = interval_at(tokio::time::Instant::now() + period, period);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut awaiting_pong = false;
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            // Every branch is cancel-safe: a branch that loses the race loses nothing.
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "relay shutting down")),
+                inbound = stream.next() => match inbound {
+                    Some(Ok(Message::Text(text))) => self.on_text(sink, &text).await,
+                    Some(Ok(Message::Binary(_))) => Err(End::Close(
+                        close::UNSUPPORTED,
+                        "binary frames are not supported; send text",
+                    )),
+                    Some(Ok(Message::Pong(_))) => {
+                        awaiting_pong = false;
+                        Ok(())
+                    }
+                    // Pings are answered by the WebSocket layer itself.
+                    Some(Ok(Message::Ping(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Err(err)) => Err(read_error(err)),
+                },
+                delivery = sub.next() => match delivery {
+                    Some(delivery) => self.send(sink, delivery_frame(&delivery)).await,
+                    None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after")),
+                },
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        tracing::debug!(peer = %self.conn.peer, "no pong; closing");
+                        Err(End::Close(close::GOING_AWAY, "ping timeout"))
+                    } else {
+                        awaiting_pong = true;
+                        self.send(sink, Message::Ping(Default::default())).await
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// One text frame from the client: publish it, or answer with an error event and keep the
+    /// socket open.
+    async fn on_text(&mut self, sink: &mut Sink, frame: &str) -> Result<(), End> {
+        match self.publish(frame).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::debug!(peer = %self.conn.peer, code = err.code.as_str(), "frame refused");
+                self.send(sink, event_frame(&err.event())).await
+            }
+        }
+    }
+
+    async fn publish(&mut self, frame: &str) -> Result<(), ApiError> {
+        self.bucket
+            .take(Instant::now())
+            .map_err(ApiError::rate_limited)?;
+        // A frame that looks like JSON must be a valid client frame; anything else is the
+        // message text itself, as the tutorial's `webSocket.send('hello')` sends it.
+        let text = if frame.trim_start().starts_with('{') {
+            let ClientFrame::Send { text } = serde_json::from_str(frame)?;
+            text
+        } else {
+            frame.to_owned()
+        };
+        let text = self.state.limits.text(&text)?;
+        self.state
+            .bus
+            .publish(&self.room, self.name.clone(), text)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes one frame, giving up after `send_timeout`: a client that does not read for
+    /// that long is too slow to keep.
+    async fn send(&self, sink: &mut Sink, message: Message) -> Result<(), End> {
+        match timeout(self.state.config.send_timeout, sink.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::warn!(
+                    peer = %self.conn.peer,
+                    room = %self.room,
+                    "websocket client too slow; closing so that it resumes with after"
+                );
+                Err(End::Close(
+                    close::TOO_SLOW,
+                    "too slow; reconnect with after",
+                ))
+            }
+        }
+    }
+}
+
+fn read_error(err: axum::Error) -> End {
+    let too_big = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+    if too_big {
+        End::Close(close::TOO_BIG, "message too big")
+    } else {
+        End::Gone
+    }
+}
+
+fn delivery_frame(delivery: &Delivery) -> Message {
+    match delivery {
+        // The shared, already-serialized bytes: cloning only bumps a reference count.
+        Delivery::Message(envelope) => Message::Text(envelope.json.clone()),
+        Delivery::Reset(reset) => event_frame(&ServerEvent::Reset(reset.clone())),
+    }
+}
+
+fn event_frame(event: &ServerEvent) -> Message {
+    Message::Text(
+        serde_json::to_string(event)
+            .unwrap_or_else(|_| String::from("{}"))
+            .into(),
+    )
+}

@@ -1,0 +1,162 @@
+//! Checks on everything a client names or says: rooms, sender names, message text.
+//!
+//! Each check turns raw input into a value that is known to be within the limits, so code past
+//! the HTTP boundary never re-checks (and never forgets to check).
+
+use std::fmt;
+use std::sync::Arc;
+
+use protocol::ErrorCode;
+
+use crate::error::ApiError;
+
+/// A room name: `[A-Za-z0-9_-]{1,64}`. Cheap to clone; it keys the bus and appears in every
+/// message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(Arc<str>);
+
+/// Longest room name. Room names appear in URLs, logs and (later) Redis keys, so they are kept
+/// short and free of characters that need escaping anywhere.
+pub const MAX_ROOM_LEN: usize = 64;
+
+impl RoomName {
+    pub fn parse(raw: &str) -> Result<RoomName, ApiError> {
+        let valid = !raw.is_empty()
+            && raw.len() <= MAX_ROOM_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(RoomName(raw.into()))
+        } else {
+            Err(ApiError::new(
+                ErrorCode::InvalidRoom,
+                format!("room names are 1-{MAX_ROOM_LEN} characters of A-Z, a-z, 0-9, _ and -"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Size limits on what clients say, from configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct TextLimits {
+    /// Longest message text, in bytes of UTF-8 after trimming.
+    pub max_text_bytes: usize,
+    /// Longest sender name, in characters after trimming.
+    pub max_name_chars: usize,
+}
+
+impl TextLimits {
+    /// A sender name: trimmed, 1..=max characters, no control characters (they would let one
+    /// sender forge line breaks or terminal escapes in other people's views and in logs).
+    pub fn name(&self, raw: &str) -> Result<String, ApiError> {
+        let name = raw.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > self.max_name_chars {
+            return Err(ApiError::new(
+                ErrorCode::InvalidName,
+                format!("names are 1-{} characters", self.max_name_chars),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidName,
+                "names may not contain control characters",
+            ));
+        }
+        Ok(name.to_owned())
+    }
+
+    /// Message text: trimmed, non-empty, at most `max_text_bytes` bytes. Inner line breaks are
+    /// kept: multi-line messages are legitimate and the page renders them as text.
+    pub fn text(&self, raw: &str) -> Result<String, ApiError> {
+        let text = raw.trim();
+        if text.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidText,
+                "message text is empty",
+            ));
+        }
+        if text.len() > self.max_text_bytes {
+            return Err(ApiError::new(
+                ErrorCode::TextTooLong,
+                format!(
+                    "message text is {} bytes; the limit is {}",
+                    text.len(),
+                    self.max_text_bytes
+                ),
+            ));
+        }
+        Ok(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: TextLimits = TextLimits {
+        max_text_bytes: 8,
+        max_name_chars: 4,
+    };
+
+    #[test]
+    fn room_names_accept_the_documented_alphabet() {
+        assert!(RoomName::parse("lobby").is_ok());
+        assert!(RoomName::parse("A-z_09").is_ok());
+        assert!(RoomName::parse(&"r".repeat(MAX_ROOM_LEN)).is_ok());
+    }
+
+    #[test]
+    fn room_names_reject_everything_else() {
+        for bad in ["", "a b", "a/b", "é", "a.b", "a%20"] {
+            let err = RoomName::parse(bad).expect_err(bad);
+            assert_eq!(err.code, ErrorCode::InvalidRoom, "{bad:?}");
+        }
+        assert!(RoomName::parse(&"r".repeat(MAX_ROOM_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_counted_in_characters() {
+        assert_eq!(LIMITS.name("  bob ").expect("valid"), "bob");
+        assert_eq!(LIMITS.name("ééé").expect("4 chars max, 3 given"), "ééé");
+        assert_eq!(
+            LIMITS.name("abcde").expect_err("too long").code,
+            ErrorCode::InvalidName
+        );
+        assert_eq!(
+            LIMITS.name("   ").expect_err("empty").code,
+            ErrorCode::InvalidName
+        );
+        assert_eq!(
+            LIMITS.name("a\u{7}b").expect_err("control").code,
+            ErrorCode::InvalidName
+        );
+    }
+
+    #[test]
+    fn text_is_trimmed_and_counted_in_bytes() {
+        assert_eq!(LIMITS.text(" hi \n").expect("valid"), "hi");
+        assert_eq!(LIMITS.text("a\nb").expect("inner newline kept"), "a\nb");
+        assert_eq!(
+            LIMITS.text(" \t\n").expect_err("blank").code,
+            ErrorCode::InvalidText
+        );
+        // 5 characters but 10 bytes.
+        assert_eq!(
+            LIMITS.text("ééééé").expect_err("too many bytes").code,
+            ErrorCode::TextTooLong
+        );
+        assert!(LIMITS.text("12345678").is_ok());
+    }
+}
