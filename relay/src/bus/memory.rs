@@ -243,7 +243,10 @@ mod tests {
             epoch: None,
         };
         let snap = bus.read(&r, &cursor, 50);
-        assert_eq!(snap.reset.as_ref().map(|r| r.reason), Some(ResetReason::HistoryGap));
+        assert_eq!(
+            snap.reset.as_ref().map(|r| r.reason),
+            Some(ResetReason::HistoryGap)
+        );
         let ids: Vec<u64> = snap.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, [3, 4, 5]);
     }

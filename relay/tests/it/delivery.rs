@@ -1,0 +1,219 @@
+//! Every message reaches every client on every transport, once, in id order.
+
+use std::time::Duration;
+
+use protocol::{ServerEvent, Transport};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn every_transport_receives_every_message_once_in_the_same_order() {
+    let relay = Relay::start().await;
+    let room = "cross";
+    let mut ws = Ws::connect(&relay.ws_url(room, "name=ws-user")).await;
+    let (epoch, head) = ws.welcome().await;
+    assert_eq!(head, 0);
+    let mut sse = Sse::connect(
+        &relay.url(&format!("/api/rooms/{room}/events?name=sse-user")),
+        &[],
+    )
+    .await
+    .expect("SSE opens");
+    assert_eq!(sse.welcome().await.0, epoch, "one epoch for all transports");
+
+    // Pollers start from the (empty) head and follow concurrently with the publishing.
+    let long = {
+        let relay_url = relay.addr;
+        tokio::spawn(async move {
+            let relay = Relay::attach(relay_url);
+            poll_until(&relay, "cross", 0, 4, 5).await
+        })
+    };
+    let short = {
+        let relay_url = relay.addr;
+        tokio::spawn(async move {
+            let relay = Relay::attach(relay_url);
+            poll_until(&relay, "cross", 0, 4, 0).await
+        })
+    };
+
+    // One message from a client of each transport; WebSocket publishes on its own socket.
+    ws.send("from ws").await;
+    relay.post(room, "sse-user", "from sse").await;
+    relay.post(room, "long-user", "from longpoll").await;
+    relay.post(room, "short-user", "from shortpoll").await;
+
+    let mut via_ws = Vec::new();
+    let mut via_sse = Vec::new();
+    for _ in 0..4 {
+        via_ws.push(ws.message().await);
+        via_sse.push(sse.message().await);
+    }
+    let via_long = long.await.expect("long poller");
+    let via_short = short.await.expect("short poller");
+
+    assert_eq!(ids(&via_ws), [1, 2, 3, 4], "ids are 1.. in publish order");
+    assert_eq!(
+        texts(&via_ws),
+        ["from ws", "from sse", "from longpoll", "from shortpoll"]
+    );
+    assert_eq!(
+        via_ws[0].from, "ws-user",
+        "WebSocket sends carry the socket's name"
+    );
+    for (transport, got) in [
+        ("sse", &via_sse),
+        ("longpoll", &via_long),
+        ("shortpoll", &via_short),
+    ] {
+        assert_eq!(got, &via_ws, "{transport} saw a different stream than ws");
+    }
+}
+
+#[tokio::test]
+async fn websocket_greets_like_the_tutorial_and_echoes_to_the_sender() {
+    let relay = Relay::start().await;
+    let mut ws = Ws::connect(&relay.ws_url("lobby", "")).await;
+    match ws.event().await {
+        ServerEvent::Welcome(welcome) => {
+            assert_eq!(welcome.transport, Transport::Ws);
+            assert_eq!(welcome.room, "lobby");
+            assert!(!welcome.epoch.is_empty());
+        }
+        other => panic!("expected the welcome first, got {other:?}"),
+    }
+    // The tutorial's `webSocket.send('hello')`: a plain text frame is the message.
+    ws.send("hello").await;
+    let echo = ws.message().await;
+    assert_eq!(
+        (echo.text.as_str(), echo.from.as_str()),
+        ("hello", "anonymous")
+    );
+    // The JSON form works too.
+    ws.send(r#"{"type":"send","text":"  padded  "}"#).await;
+    assert_eq!(ws.message().await.text, "padded", "text is trimmed");
+}
+
+#[tokio::test]
+async fn newcomers_see_recent_history_then_live_messages() {
+    let relay = Relay::start_with(|c| c.join_history = 3).await;
+    for i in 1..=5 {
+        relay.post("hist", "a", &format!("m{i}")).await;
+    }
+    let mut ws = Ws::connect(&relay.ws_url("hist", "")).await;
+    assert_eq!(ws.welcome().await.1, 5);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(ws.message().await);
+    }
+    assert_eq!(
+        texts(&seen),
+        ["m3", "m4", "m5"],
+        "the newest join_history messages"
+    );
+
+    let mut sse = Sse::connect(&relay.url("/api/rooms/hist/events?limit=2"), &[])
+        .await
+        .expect("SSE opens");
+    sse.welcome().await;
+    assert_eq!(
+        sse.message().await.text,
+        "m4",
+        "`limit` overrides the default"
+    );
+    assert_eq!(sse.message().await.text, "m5");
+
+    relay.post("hist", "a", "live").await;
+    assert_eq!(ws.message().await.text, "live");
+    assert_eq!(sse.message().await.text, "live");
+
+    let answer = relay.poll("hist", "limit=2").await;
+    assert_eq!(texts(&answer.messages), ["m5", "live"]);
+    assert_eq!(answer.last_id, 6);
+}
+
+#[tokio::test]
+async fn history_is_bounded_per_room() {
+    let relay = Relay::start_with(|c| c.history = 4).await;
+    for i in 1..=10 {
+        relay.post("bounded", "a", &format!("m{i}")).await;
+    }
+    let answer = relay.poll("bounded", "limit=100").await;
+    assert_eq!(ids(&answer.messages), [7, 8, 9, 10]);
+}
+
+#[tokio::test]
+async fn long_poll_waits_for_the_next_message_and_times_out_empty() {
+    let relay = Relay::start_with(|c| c.longpoll_max = Duration::from_millis(300)).await;
+    relay.post("lp", "a", "first").await;
+    // Nothing newer: the poll is held for the (capped) wait, then answers empty at the head.
+    let started = std::time::Instant::now();
+    let answer = relay.poll("lp", "after=1&wait=30").await;
+    assert!(answer.messages.is_empty());
+    assert_eq!(answer.last_id, 1);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "a long poll with nothing new is held (answered after {:?})",
+        started.elapsed()
+    );
+
+    let relay = Relay::start().await;
+    let waiting = {
+        let addr = relay.addr;
+        tokio::spawn(async move { Relay::attach(addr).poll("lp2", "after=0&wait=20").await })
+    };
+    // The poll is parked (it holds a subscription); publish and it answers at once.
+    relay.post("lp2", "a", "wake").await;
+    let answer = within("the long poll to answer", waiting)
+        .await
+        .expect("poll task");
+    assert_eq!(texts(&answer.messages), ["wake"]);
+}
+
+#[tokio::test]
+async fn sse_opens_with_retry_and_sends_keep_alive_comments() {
+    let relay = Relay::start_with(|c| c.sse_heartbeat = Duration::from_millis(100)).await;
+    let mut sse = Sse::connect(&relay.url("/api/rooms/hb/events"), &[])
+        .await
+        .expect("SSE opens");
+    let first = sse.next().await.expect("welcome");
+    assert_eq!(first.retry, Some(1000), "retry: field in the first event");
+    assert_eq!(first.event.as_deref(), Some("welcome"));
+    let beat = sse.next().await.expect("a heartbeat");
+    assert!(beat.comment, "expected a keep-alive comment, got {beat:?}");
+}
+
+#[tokio::test]
+async fn websocket_that_never_answers_pings_is_closed() {
+    let relay = Relay::start_with(|c| c.ws_ping = Duration::from_millis(100)).await;
+    let mut silent = Ws::connect(&relay.ws_url("ping", "")).await;
+    // Not reading means not answering pings: the relay gives up after one unanswered ping.
+    // (Reading now only drains what the relay already decided.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frame = silent.closed().await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1001);
+    assert_eq!(frame.reason.as_str(), "ping timeout");
+}
+
+#[tokio::test]
+async fn websocket_that_answers_pings_stays_open() {
+    let relay = Relay::start_with(|c| c.ws_ping = Duration::from_millis(50)).await;
+    let mut ws = Ws::connect(&relay.ws_url("ping", "")).await;
+    ws.welcome().await;
+    // Reading answers pings (tungstenite replies automatically); after many ping periods the
+    // socket still carries messages.
+    let reader = async {
+        loop {
+            let event = ws.event().await;
+            if let ServerEvent::Message(m) = event {
+                return m;
+            }
+        }
+    };
+    let publisher = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        relay.post("ping", "a", "still here").await;
+    };
+    let (message, ()) = tokio::join!(reader, publisher);
+    assert_eq!(message.text, "still here");
+}

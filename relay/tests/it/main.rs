@@ -1,0 +1,9 @@
+//! Integration tests: the real relay on port 0, real clients over real sockets.
+
+mod bad_input;
+mod delivery;
+mod origin;
+mod resume;
+mod shutdown;
+mod slow_consumer;
+mod support;

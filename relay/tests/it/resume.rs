@@ -1,0 +1,287 @@
+//! Resuming with `after` (or `Last-Event-ID`): exactly the missed messages, no gap and no
+//! repeat at the seam, and an explicit signal when the cursor cannot be continued.
+
+use protocol::{Message, ResetReason, ServerEvent};
+
+use crate::support::*;
+
+/// Publishes `count` messages ("1".."count") from a separate task, as fast as POST allows.
+fn publish_in_background(
+    relay: &Relay,
+    room: &'static str,
+    count: u64,
+) -> tokio::task::JoinHandle<()> {
+    let addr = relay.addr;
+    tokio::spawn(async move {
+        let relay = Relay::attach(addr);
+        for i in 1..=count {
+            relay.post(room, "pub", &i.to_string()).await;
+        }
+    })
+}
+
+fn assert_exact_sequence(got: &[Message], count: u64, transport: &str) {
+    let expected: Vec<u64> = (1..=count).collect();
+    assert_eq!(
+        ids(got),
+        expected,
+        "{transport}: every id exactly once, in order, across reconnects"
+    );
+    for message in got {
+        assert_eq!(
+            message.text,
+            message.id.to_string(),
+            "{transport}: text matches id"
+        );
+    }
+}
+
+#[tokio::test]
+async fn websocket_resume_gets_exactly_the_missed_messages() {
+    let relay = Relay::start().await;
+    let mut ws = Ws::connect(&relay.ws_url("r", "")).await;
+    let (epoch, _) = ws.welcome().await;
+    relay.post("r", "a", "1").await;
+    assert_eq!(ws.message().await.id, 1);
+    drop(ws);
+
+    relay.post("r", "a", "2").await;
+    relay.post("r", "a", "3").await;
+    let mut ws = Ws::connect(&relay.ws_url("r", &format!("after=1&epoch={epoch}"))).await;
+    assert_eq!(ws.welcome().await, (epoch, 3));
+    assert_eq!(ws.message().await.text, "2");
+    assert_eq!(ws.message().await.text, "3");
+    // Nothing else was queued: the next event is the next live message.
+    relay.post("r", "a", "4").await;
+    assert_eq!(ws.message().await.text, "4");
+}
+
+#[tokio::test]
+async fn sse_resumes_from_last_event_id() {
+    let relay = Relay::start().await;
+    let url = relay.url("/api/rooms/r/events");
+    let mut sse = Sse::connect(&url, &[]).await.expect("SSE opens");
+    sse.welcome().await;
+    relay.post("r", "a", "1").await;
+    assert_eq!(sse.message().await.id, 1);
+    drop(sse);
+
+    relay.post("r", "a", "2").await;
+    relay.post("r", "a", "3").await;
+    // What EventSource sends when it reconnects by itself.
+    let mut sse = Sse::connect(&url, &[("last-event-id", "1")])
+        .await
+        .expect("SSE reopens");
+    sse.welcome().await;
+    assert_eq!(sse.message().await.text, "2");
+    assert_eq!(sse.message().await.text, "3");
+    relay.post("r", "a", "4").await;
+    assert_eq!(sse.message().await.text, "4");
+
+    // An explicit `after` wins over the header.
+    let mut sse = Sse::connect(&format!("{url}?after=3"), &[("last-event-id", "1")])
+        .await
+        .expect("SSE reopens");
+    sse.welcome().await;
+    assert_eq!(sse.message().await.text, "4");
+}
+
+#[tokio::test]
+async fn polling_resume_gets_exactly_the_missed_messages() {
+    let relay = Relay::start().await;
+    for i in 1..=5 {
+        relay.post("r", "a", &i.to_string()).await;
+    }
+    let answer = relay.poll("r", "after=2").await;
+    assert_eq!(texts(&answer.messages), ["3", "4", "5"]);
+    assert_eq!(answer.last_id, 5);
+    assert!(answer.reset.is_none());
+
+    // `limit` pages through, oldest first, and says there is more.
+    let page = relay.poll("r", "after=0&limit=2").await;
+    assert_eq!(ids(&page.messages), [1, 2]);
+    assert!(page.more);
+    let page = relay
+        .poll("r", &format!("after={}&limit=2", page.last_id))
+        .await;
+    assert_eq!(ids(&page.messages), [3, 4]);
+
+    // A long poll with missed messages answers at once.
+    let answer = relay.poll("r", "after=4&wait=20").await;
+    assert_eq!(texts(&answer.messages), ["5"]);
+}
+
+#[tokio::test]
+async fn websocket_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
+    let relay = Relay::start().await;
+    const COUNT: u64 = 300;
+    let publisher = publish_in_background(&relay, "seam-ws", COUNT);
+    let mut got: Vec<Message> = Vec::new();
+    let mut reconnects = 0;
+    within("the WebSocket follower to see every message", async {
+        while got.last().map_or(0, |m| m.id) < COUNT {
+            let query = format!("after={}", got.last().map_or(0, |m| m.id));
+            let mut ws = Ws::connect(&relay.ws_url("seam-ws", &query)).await;
+            ws.welcome().await;
+            // Take a few, then drop the connection mid-stream and resume.
+            for _ in 0..7 {
+                let message = ws.message().await;
+                let done = message.id == COUNT;
+                got.push(message);
+                if done {
+                    break;
+                }
+            }
+            reconnects += 1;
+        }
+    })
+    .await;
+    publisher.await.expect("publisher");
+    assert!(
+        reconnects > 10,
+        "the test exercised the seam ({reconnects} reconnects)"
+    );
+    assert_exact_sequence(&got, COUNT, "ws");
+}
+
+#[tokio::test]
+async fn sse_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
+    let relay = Relay::start().await;
+    const COUNT: u64 = 300;
+    let publisher = publish_in_background(&relay, "seam-sse", COUNT);
+    let url = relay.url("/api/rooms/seam-sse/events");
+    let mut got: Vec<Message> = Vec::new();
+    within("the SSE follower to see every message", async {
+        while got.last().map_or(0, |m| m.id) < COUNT {
+            let last = got.last().map_or(0, |m| m.id).to_string();
+            let mut sse = Sse::connect(&url, &[("last-event-id", &last)])
+                .await
+                .expect("SSE opens");
+            sse.welcome().await;
+            for _ in 0..7 {
+                let message = sse.message().await;
+                let done = message.id == COUNT;
+                got.push(message);
+                if done {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    publisher.await.expect("publisher");
+    assert_exact_sequence(&got, COUNT, "sse");
+}
+
+#[tokio::test]
+async fn long_and_short_polls_have_no_gap_or_duplicate_under_concurrent_publishing() {
+    let relay = Relay::start().await;
+    const COUNT: u64 = 300;
+    let publisher = publish_in_background(&relay, "seam-poll", COUNT);
+    // Small pages force many requests, each one a seam.
+    let mut followers = Vec::new();
+    for wait in [5, 0] {
+        let addr = relay.addr;
+        followers.push(tokio::spawn(async move {
+            let relay = Relay::attach(addr);
+            let mut got: Vec<Message> = Vec::new();
+            let mut after = 0;
+            while got.last().map_or(0, |m| m.id) < COUNT {
+                let answer = relay
+                    .poll("seam-poll", &format!("after={after}&wait={wait}&limit=5"))
+                    .await;
+                after = answer.last_id;
+                got.extend(answer.messages);
+            }
+            got
+        }));
+    }
+    let transports = ["longpoll", "shortpoll"];
+    for (follower, transport) in followers.into_iter().zip(transports) {
+        let got = within("a poller to see every message", follower)
+            .await
+            .expect("poller");
+        assert_exact_sequence(&got, COUNT, transport);
+    }
+    publisher.await.expect("publisher");
+}
+
+#[tokio::test]
+async fn foreign_epoch_is_reported_on_every_transport() {
+    let relay = Relay::start().await;
+    for i in 1..=3 {
+        relay.post("ep", "a", &i.to_string()).await;
+    }
+    // A client from a previous run of the relay: its ids mean nothing here.
+    let query = "after=2&epoch=previous-run";
+
+    let mut ws = Ws::connect(&relay.ws_url("ep", query)).await;
+    let (epoch, _) = ws.welcome().await;
+    assert_ne!(epoch, "previous-run");
+    match ws.event().await {
+        ServerEvent::Reset(reset) => assert_eq!(reset.reason, ResetReason::EpochChanged),
+        other => panic!("expected reset(epoch_changed), got {other:?}"),
+    }
+    // Then the room as a newcomer sees it.
+    assert_eq!(ws.message().await.id, 1);
+
+    let mut sse = Sse::connect(&relay.url(&format!("/api/rooms/ep/events?{query}")), &[])
+        .await
+        .expect("SSE opens");
+    sse.welcome().await;
+    match sse.event().await {
+        (raw, ServerEvent::Reset(reset)) => {
+            assert_eq!(raw.event.as_deref(), Some("reset"));
+            assert_eq!(reset.reason, ResetReason::EpochChanged);
+        }
+        other => panic!("expected reset(epoch_changed), got {other:?}"),
+    }
+
+    let answer = relay.poll("ep", query).await;
+    assert_eq!(
+        answer.reset.map(|r| r.reason),
+        Some(ResetReason::EpochChanged)
+    );
+    assert_eq!(answer.epoch, epoch);
+    assert_eq!(ids(&answer.messages), [1, 2, 3]);
+
+    // A cursor beyond anything the room has is also from another history.
+    let answer = relay.poll("ep", "after=99").await;
+    assert_eq!(
+        answer.reset.map(|r| r.reason),
+        Some(ResetReason::EpochChanged)
+    );
+}
+
+#[tokio::test]
+async fn cursor_older_than_history_is_reported_as_a_gap() {
+    let relay = Relay::start_with(|c| c.history = 5).await;
+    for i in 1..=10 {
+        relay.post("gap", "a", &i.to_string()).await;
+    }
+    let answer = relay.poll("gap", "after=2").await;
+    let reset = answer.reset.expect("a reset");
+    assert_eq!(
+        (reset.reason, reset.oldest_id),
+        (ResetReason::HistoryGap, 6)
+    );
+    assert_eq!(ids(&answer.messages), [6, 7, 8, 9, 10]);
+
+    let mut ws = Ws::connect(&relay.ws_url("gap", "after=2")).await;
+    ws.welcome().await;
+    match ws.event().await {
+        ServerEvent::Reset(reset) => {
+            assert_eq!(
+                (reset.reason, reset.oldest_id),
+                (ResetReason::HistoryGap, 6)
+            )
+        }
+        other => panic!("expected reset(history_gap), got {other:?}"),
+    }
+    assert_eq!(ws.message().await.id, 6);
+
+    // Exactly at the edge of retention is not a gap: nothing was missed.
+    let answer = relay.poll("gap", "after=5").await;
+    assert!(answer.reset.is_none());
+    assert_eq!(ids(&answer.messages), [6, 7, 8, 9, 10]);
+}

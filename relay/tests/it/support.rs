@@ -1,0 +1,383 @@
+//! Test support: a real relay on port 0 and real clients for each transport.
+//!
+//! Every wait goes through [`within`], so a missing message fails the test with a message
+//! that says what was expected instead of hanging it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::{Message, PollResponse, PublishResponse, ServerEvent};
+use relay::config::Config;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, protocol::CloseFrame};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long any single expected event may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}
+
+/// A relay serving on 127.0.0.1 with an ephemeral port; shut down when dropped.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    /// The serving task, when this handle owns the relay.
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        Relay::start_with(|_| {}).await
+    }
+
+    /// Starts a relay with the defaults, adjusted by `adjust`. The send rate limit is lifted
+    /// unless a test sets it, since most tests publish quickly on purpose.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Relay {
+        let mut config = Config::defaults();
+        config.rate = 1_000_000.0;
+        config.burst = 1_000_000.0;
+        config.static_dir = std::env::temp_dir().join("relay-tests-no-static-dir");
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay::serve(listener, config, shutdown.clone()));
+        Relay {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// A handle on a relay another task owns (for clients in spawned tasks); dropping it
+    /// leaves that relay running.
+    pub fn attach(addr: SocketAddr) -> Relay {
+        Relay {
+            addr,
+            shutdown: CancellationToken::new(),
+            task: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, room: &str, query: &str) -> String {
+        format!("ws://{}/api/rooms/{room}/ws?{query}", self.addr)
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Publishes over `POST`, expecting success; returns the id.
+    pub async fn post(&self, room: &str, from: &str, text: &str) -> u64 {
+        let (status, body) = self
+            .post_raw(room, json!({"from": from, "text": text}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "publish answered {body}");
+        let answer: PublishResponse = serde_json::from_str(&body).expect("publish answer");
+        answer.id
+    }
+
+    pub async fn post_raw(&self, room: &str, body: serde_json::Value) -> (StatusCode, String) {
+        let response = http()
+            .post(self.url(&format!("/api/rooms/{room}/messages")))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST reaches the relay");
+        let status = response.status();
+        (status, response.text().await.expect("POST body"))
+    }
+
+    /// `GET …/messages?{query}`, expecting success.
+    pub async fn poll(&self, room: &str, query: &str) -> PollResponse {
+        let response = http()
+            .get(self.url(&format!("/api/rooms/{room}/messages?{query}")))
+            .send()
+            .await
+            .expect("GET reaches the relay");
+        assert_eq!(response.status(), StatusCode::OK, "poll of {room}?{query}");
+        response
+            .json()
+            .await
+            .expect("poll answer is a PollResponse")
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        // The server ends by itself once cancelled; detach it rather than block in `drop`.
+        drop(self.task.take());
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+pub fn texts(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.text.as_str()).collect()
+}
+
+pub fn ids(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.id).collect()
+}
+
+/// A WebSocket client speaking the relay's protocol.
+pub struct Ws {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        Ws::connect_with(url, &[]).await.expect("WebSocket opens")
+    }
+
+    /// Connects with extra headers; the HTTP status of a refused handshake is the error.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Ws, (u16, String)> {
+        let mut request = url.into_client_request().expect("valid ws url");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        match within(
+            "the WebSocket handshake",
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        {
+            Ok((socket, _)) => Ok(Ws { socket }),
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((response.status().as_u16(), body))
+            }
+            Err(other) => panic!("WebSocket handshake failed: {other}"),
+        }
+    }
+
+    /// Connects with a tiny receive buffer, so that a client that stops reading fills the
+    /// pipe quickly instead of after megabytes of kernel buffering.
+    pub async fn connect_small_buffer(url: &str, addr: SocketAddr) -> Ws {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("TCP connect");
+        let (socket, _) = within(
+            "the WebSocket handshake",
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("WebSocket opens");
+        Ws { socket }
+    }
+
+    /// The next protocol event, skipping pings and pongs.
+    pub async fn event(&mut self) -> ServerEvent {
+        loop {
+            let frame = within("a WebSocket event", self.socket.next())
+                .await
+                .expect("socket still open")
+                .expect("frame reads");
+            match frame {
+                tungstenite::Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("event is a ServerEvent");
+                }
+                tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn message(&mut self) -> Message {
+        match self.event().await {
+            ServerEvent::Message(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Reads the welcome; returns its epoch and last id.
+    pub async fn welcome(&mut self) -> (String, u64) {
+        match self.event().await {
+            ServerEvent::Welcome(welcome) => (welcome.epoch, welcome.last_id),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        within("a WebSocket send", self.socket.send(text.into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// Reads until the relay closes the socket; returns its close frame, if it sent one.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match within("the relay to close the socket", self.socket.next()).await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event, or a comment.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    pub comment: bool,
+}
+
+/// A Server-Sent Events client that parses the stream itself, so tests see exactly what a
+/// browser's EventSource would.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Sse {
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Sse, (StatusCode, String)> {
+        let mut request = http().get(url).header("accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        // No overall timeout on a stream: each read is bounded by `within` instead.
+        let response = within("the SSE response headers", request.send())
+            .await
+            .expect("SSE request reaches the relay");
+        let status = response.status();
+        if status != StatusCode::OK {
+            return Err((status, response.text().await.unwrap_or_default()));
+        }
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "SSE content type"
+        );
+        Ok(Sse {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        })
+    }
+
+    /// The next event or comment; `None` when the relay ended the stream cleanly.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                return Some(parse_block(&block));
+            }
+            match within("an SSE event", self.body.next()).await {
+                Some(Ok(chunk)) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8")),
+                Some(Err(err)) => panic!("SSE stream broke instead of ending cleanly: {err}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next protocol event, skipping comments.
+    pub async fn event(&mut self) -> (SseEvent, ServerEvent) {
+        loop {
+            let raw = self.next().await.expect("SSE stream still open");
+            if raw.comment {
+                continue;
+            }
+            let event = serde_json::from_str(&raw.data).expect("data is a ServerEvent");
+            return (raw, event);
+        }
+    }
+
+    pub async fn message(&mut self) -> Message {
+        match self.event().await {
+            (raw, ServerEvent::Message(message)) => {
+                assert_eq!(raw.event.as_deref(), Some("message"));
+                assert_eq!(
+                    raw.id,
+                    Some(message.id.to_string()),
+                    "SSE id is the message id"
+                );
+                message
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    pub async fn welcome(&mut self) -> (String, u64) {
+        match self.event().await {
+            (_, ServerEvent::Welcome(welcome)) => (welcome.epoch, welcome.last_id),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+}
+
+fn parse_block(block: &str) -> SseEvent {
+    let mut event = SseEvent::default();
+    for line in block.lines() {
+        if line.starts_with(':') {
+            event.comment = true;
+        } else if let Some((field, value)) = line.split_once(": ") {
+            match field {
+                "event" => event.event = Some(value.to_owned()),
+                "id" => event.id = Some(value.to_owned()),
+                "data" => event.data.push_str(value),
+                "retry" => event.retry = value.parse().ok(),
+                other => panic!("unexpected SSE field {other:?}"),
+            }
+        }
+    }
+    event
+}
+
+/// Polls until `count` messages after `after` have arrived (long polls when `wait` > 0).
+pub async fn poll_until(
+    relay: &Relay,
+    room: &str,
+    mut after: u64,
+    count: usize,
+    wait: u32,
+) -> Vec<Message> {
+    let mut received = Vec::new();
+    within(&format!("{count} messages by polling"), async {
+        while received.len() < count {
+            let answer = relay
+                .poll(room, &format!("after={after}&wait={wait}&limit=1000"))
+                .await;
+            after = answer.last_id;
+            received.extend(answer.messages);
+            if wait == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await;
+    received
+}
