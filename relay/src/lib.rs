@@ -128,6 +128,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let deadline = config.shutdown_deadline;
+    if !config.static_dir.join("index.html").is_file() {
+        tracing::warn!(
+            static_dir = %config.static_dir.display(),
+            "no index.html in the static directory: the API works, but / has no page to serve \
+             (build it with `trunk build --release`, or set RELAY_STATIC_DIR)"
+        );
+    }
     let state = AppState::new(config.clone(), bus(&config), shutdown.clone());
     let sessions = state.sessions.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

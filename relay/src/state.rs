@@ -49,6 +49,11 @@ impl AppState {
         }
     }
 
+    /// Messages retained per room: the most any single read may return.
+    pub fn bus_retention(&self) -> usize {
+        self.config.history as usize
+    }
+
     /// Admits one long-lived connection, or refuses it when the relay is full or stopping.
     pub fn admit(
         &self,
@@ -63,7 +68,7 @@ impl AppState {
             ));
         }
         let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
-            tracing::warn!(transport = transport.as_str(), %room, "connection refused: relay full");
+            tracing::warn!(transport = %transport.as_str(), %room, "connection refused: relay full");
             ApiError::new(
                 ErrorCode::TooManyConnections,
                 "the relay has reached its connection limit; try again later",
@@ -98,9 +103,9 @@ impl Connection {
         let ms = self.opened.elapsed().as_millis() as u64;
         // A long poll is one request per message: per-poll lines would drown the others.
         if self.transport == Transport::Longpoll {
-            tracing::debug!(transport, room = %self.room, peer = %self.peer, ms, "{what}");
+            tracing::debug!(transport = %transport, room = %self.room, peer = %self.peer, ms, "{what}");
         } else {
-            tracing::info!(transport, room = %self.room, peer = %self.peer, ms, "{what}");
+            tracing::info!(transport = %transport, room = %self.room, peer = %self.peer, ms, "{what}");
         }
     }
 }
@@ -108,12 +113,5 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.log("disconnected");
-    }
-}
-
-impl AppState {
-    /// Messages retained per room: the most any single read may return.
-    pub fn bus_retention(&self) -> usize {
-        self.config.history as usize
     }
 }

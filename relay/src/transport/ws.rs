@@ -25,6 +25,7 @@ use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
 use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport, Welcome};
 use tokio::time::{MissedTickBehavior, interval_at, timeout};
+use tracing::Instrument;
 
 use super::{StreamQuery, join_limit};
 use crate::bus::{Delivery, Subscription};
@@ -78,11 +79,13 @@ pub async fn upgrade(
         .await?;
     let max = state.config.max_frame_bytes;
     let tracker = state.sessions.clone();
+    let span = tracing::info_span!("ws", %room, %peer);
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            tracker.track_future(Session::new(state, room, name, conn).run(socket, sub))
+            let session = Session::new(state, room, name, conn).run(socket, sub);
+            tracker.track_future(session.instrument(span))
         }))
 }
 
