@@ -1,14 +1,58 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build and test the project. Idempotent: each step
-# checks first, so running it again costs a few seconds.
+# Installs what a fresh machine lacks to build, run and test the project. Idempotent: every
+# step checks first, so a second run takes seconds. Used by the README's commands and by CI.
+#
+#   Rust target wasm32-unknown-unknown  (rustup)
+#   trunk 0.21.14                        (cargo install; 0.22 needs a newer rustc)
+#   wasm-bindgen-cli = the wasm-bindgen version in Cargo.lock (trunk refuses any other)
+#   wasm-opt 132, Playwright             (npm, pinned in package-lock.json)
+#   Chromium + chromedriver              (Debian packages; only with --browser)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_browser=false
+[ "${1:-}" = "--browser" ] && want_browser=true
 
 have() { command -v "$1" >/dev/null 2>&1; }
+say() { echo "setup: $*"; }
 
 if ! have cargo; then
-    echo "setup: Rust is missing; install it with rustup (https://rustup.rs), then re-run." >&2
+    say "Rust is missing: install it with rustup (https://rustup.rs), then run this again." >&2
     exit 1
 fi
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
-echo "setup: toolchain ready ($(rustc --version))"
+for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+TRUNK_VERSION=0.21.14
+if ! trunk --version 2>/dev/null | grep -q " $TRUNK_VERSION"; then
+    say "installing trunk $TRUNK_VERSION (a few minutes, once)"
+    cargo install trunk --version "$TRUNK_VERSION" --locked
+fi
+
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " $bindgen_version"; then
+    say "installing wasm-bindgen-cli $bindgen_version (a few minutes, once)"
+    # Not --locked: one of its locked dependencies was yanked from the registry.
+    cargo install wasm-bindgen-cli --version "$bindgen_version"
+fi
+
+if ! have node || ! have npm; then
+    say "Node.js and npm are missing: install Node 20 or newer, then run this again." >&2
+    exit 1
+fi
+if [ ! -x node_modules/.bin/wasm-opt ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    say "installing wasm-opt and Playwright from package-lock.json"
+    npm ci --no-audit --no-fund
+fi
+
+if $want_browser && ! have chromium; then
+    say "installing Chromium (Debian packages)"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+say "ready ($(rustc --version), trunk $TRUNK_VERSION, wasm-bindgen $bindgen_version)"

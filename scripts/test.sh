@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Runs every check the project has: formatting, lints, unit and integration tests.
-# Usage: ./scripts/test.sh
+# Runs every check: formatting, lints, unit and integration tests, then the browser tests
+# against the relay serving the release build. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh
+./scripts/setup.sh --browser
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+echo "== cargo clippy (native, and the page for wasm32)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p frontend --target wasm32-unknown-unknown --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== browser tests"
+./scripts/build-page.sh
+cargo build --locked -p relay
+npm run --silent e2e

@@ -1,0 +1,209 @@
+// What a person does on the page, in headless Chromium against the relay serving the
+// release build.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  PATIENCE, SCREENSHOT, launchBrowser, openChat, send, startRelay, texts, waitConnected,
+  waitForMessages,
+} from './support.mjs';
+
+const TRANSPORTS = ['ws', 'sse', 'longpoll', 'shortpoll'];
+let relay;
+let browser;
+
+before(async () => {
+  relay = await startRelay();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await relay?.stop();
+});
+
+test('tutorial flow: a message sent from one page appears in both', async () => {
+  const alice = await openChat(browser, relay.url, { room: 'tutorial' });
+  const bob = await openChat(browser, relay.url, { room: 'tutorial' });
+  // The tutorial's greeting.
+  const greeting = await alice.textContent('#messages li.notice');
+  assert.match(greeting, /connection established \(WebSocket\)/);
+  await send(alice, 'hello from alice');
+  for (const page of [alice, bob]) {
+    await waitForMessages(page, 1);
+    assert.deepEqual(await texts(page), ['hello from alice']);
+  }
+  assert.equal(await alice.inputValue('#message'), '', 'the field clears after sending');
+});
+
+// Shared with the panel test below, which checks what these pages measured.
+const byTransport = {};
+
+test('four pages, one per transport, each sends: all show every message in the same order', async () => {
+  for (const transport of TRANSPORTS) {
+    byTransport[transport] = await openChat(browser, relay.url, { room: 'four', transport });
+    const status = await byTransport[transport].textContent('#status');
+    assert.match(status, /^connected via /);
+  }
+  for (const transport of TRANSPORTS) {
+    await send(byTransport[transport], `sent over ${transport}`);
+    // One at a time, so that the expected order is the sending order.
+    for (const page of Object.values(byTransport)) {
+      await page.waitForFunction(
+        (t) => [...document.querySelectorAll('#messages .text')].some((n) => n.textContent === t),
+        `sent over ${transport}`,
+        { timeout: PATIENCE },
+      );
+    }
+  }
+  const expected = TRANSPORTS.map((t) => `sent over ${t}`);
+  for (const [transport, page] of Object.entries(byTransport)) {
+    assert.deepEqual(await texts(page), expected, `page on ${transport}`);
+  }
+});
+
+test('the transport panel shows latency figures for each transport used', async () => {
+  for (const [transport, page] of Object.entries(byTransport)) {
+    const row = page.locator(`#transport-stats tr[data-transport="${transport}"]`);
+    const last = await row.locator('.latency-last').textContent();
+    const median = await row.locator('.latency-median').textContent();
+    assert.match(last, /^\d+(\.\d)? ms$/, `${transport} latency`);
+    assert.ok(parseFloat(last) > 0 && parseFloat(median) > 0, `${transport}: ${last}, ${median}`);
+    assert.ok(Number(await row.locator('.requests').textContent()) > 0);
+    assert.ok(Number(await row.locator('.bytes').textContent()) > 0);
+  }
+  // One page goes through every transport, sending on each: its panel compares them all.
+  // This is the README's screenshot.
+  const tour = byTransport.ws;
+  let shown = 4;
+  for (const transport of ['sse', 'longpoll', 'shortpoll', 'ws']) {
+    await tour.selectOption('#transport', transport);
+    await tour.waitForFunction(
+      (t) => document.querySelector(`#transport-stats tr[data-transport="${t}"]`)
+        && document.querySelector('#status').textContent.startsWith('connected via'),
+      transport,
+      { timeout: PATIENCE },
+    );
+    for (let i = 1; i <= 3; i += 1) {
+      await send(tour, `${transport} ${i}`);
+      shown += 1;
+      await waitForMessages(tour, shown);
+    }
+  }
+  for (const transport of TRANSPORTS) {
+    const row = tour.locator(`#transport-stats tr[data-transport="${transport}"]`);
+    assert.ok(parseFloat(await row.locator('.latency-median').textContent()) > 0, transport);
+  }
+  await tour.waitForSelector('#transport-stats line.dot.ws', { state: 'attached', timeout: PATIENCE });
+  await tour.screenshot({ path: SCREENSHOT, fullPage: true });
+});
+
+test('switching transport every 300 ms while another page sends 200 messages loses and repeats nothing', async () => {
+  const switcher = await openChat(browser, relay.url, { room: 'switch' });
+  const sender = await openChat(browser, relay.url, { room: 'switch' });
+  const order = ['sse', 'longpoll', 'shortpoll', 'ws'];
+  let sending = true;
+  let switches = 0;
+  const switching = (async () => {
+    while (sending) {
+      await switcher.selectOption('#transport', order[switches % order.length]);
+      switches += 1;
+      await switcher.waitForTimeout(300);
+    }
+  })();
+  const expected = [];
+  for (let i = 0; i < 200; i += 1) {
+    expected.push(`m${i}`);
+    await send(sender, `m${i}`);
+  }
+  await waitForMessages(sender, 200);
+  sending = false;
+  await switching;
+  assert.ok(switches >= 8, `switched ${switches} times`);
+  await waitConnected(switcher);
+  await waitForMessages(switcher, 200, 30_000);
+  assert.deepEqual(await texts(switcher), expected, 'exactly the 200, in order');
+  assert.deepEqual(await texts(sender), expected);
+  const warnings = await switcher.$$eval('#messages li.warning', (n) => n.map((x) => x.textContent));
+  assert.deepEqual(warnings, [], 'no gap was reported');
+});
+
+test('a message with markup renders as text and runs nothing', async () => {
+  const page = await openChat(browser, relay.url, { room: 'xss' });
+  const other = await openChat(browser, relay.url, { room: 'xss', transport: 'sse' });
+  const attack = '<img src=x onerror=alert(1)>';
+  await send(page, attack);
+  for (const p of [page, other]) {
+    await waitForMessages(p, 1);
+    assert.deepEqual(await texts(p), [attack]);
+    assert.equal(await p.locator('#messages img').count(), 0, 'no element was created');
+    assert.deepEqual(p.dialogs, [], 'no dialog opened');
+  }
+});
+
+test('relay refusals appear next to the form, on every way of sending', async () => {
+  const strict = await startRelay({ env: { RELAY_RATE: '0.2', RELAY_BURST: '2' } });
+  try {
+    // WebSocket sends get an error event; the others POST and get a 429.
+    for (const transport of ['ws', 'longpoll']) {
+      const page = await openChat(browser, strict.url, { room: `errors-${transport}`, transport });
+      for (let i = 0; i < 4; i += 1) await send(page, `quick ${i}`);
+      await page.waitForFunction(
+        () => /slow down \(try again in [\d.]+ s\)/.test(document.querySelector('#form-error')?.textContent),
+        null,
+        { timeout: PATIENCE },
+      );
+    }
+    // Checked by the page itself before anything is sent.
+    const page = await openChat(browser, strict.url, { room: 'errors-long' });
+    await send(page, 'x'.repeat(5000));
+    assert.match(await page.textContent('#form-error'), /the limit is 4096/);
+  } finally {
+    await strict.stop();
+  }
+});
+
+test('usable at 360 px wide, with a live region for messages', async () => {
+  const page = await openChat(browser, relay.url, {
+    room: 'narrow',
+    viewport: { width: 360, height: 740 },
+  });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(overflow <= 360, `page is ${overflow}px wide at a 360px viewport`);
+  assert.equal(await page.getAttribute('#messages', 'aria-live'), 'polite');
+  assert.equal(await page.textContent('label[for="message"]'), 'Enter Message:');
+});
+
+test('after a relay restart pages reconnect by themselves and show the epoch notice', async () => {
+  let restarting = await startRelay();
+  const port = restarting.port;
+  const ws = await openChat(browser, restarting.url, { room: 'restart' });
+  const poll = await openChat(browser, restarting.url, { room: 'restart', transport: 'longpoll' });
+  await send(ws, 'before');
+  await waitForMessages(poll, 1);
+
+  await restarting.stop();
+  restarting = await startRelay({ port });
+  try {
+    for (const page of [ws, poll]) {
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('#messages li.warning')]
+          .some((n) => n.textContent.includes('history was reset')),
+        null,
+        { timeout: PATIENCE },
+      );
+      await waitConnected(page);
+    }
+    await send(ws, 'after');
+    for (const page of [ws, poll]) {
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('#messages .text')].some((n) => n.textContent === 'after'),
+        null,
+        { timeout: PATIENCE },
+      );
+      assert.deepEqual(await texts(page), ['before', 'after']);
+      assert.deepEqual(page.errors, []);
+    }
+  } finally {
+    await restarting.stop();
+  }
+});

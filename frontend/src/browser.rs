@@ -1,0 +1,109 @@
+//! Small wrappers over browser APIs: the URL, local storage, clocks and randomness.
+
+use protocol::Transport;
+use wasm_bindgen::JsValue;
+
+use crate::model::{parse_transport, valid_room};
+
+pub const DEFAULT_ROOM: &str = "lobby";
+const NAME_KEY: &str = "chat.name";
+
+fn window() -> web_sys::Window {
+    leptos::prelude::window()
+}
+
+/// Milliseconds since the page loaded, monotonic: for latencies.
+pub fn now_ms() -> f64 {
+    window()
+        .performance()
+        .map_or_else(js_sys::Date::now, |p| p.now())
+}
+
+/// A random number in [0, 1).
+pub fn random() -> f64 {
+    js_sys::Math::random()
+}
+
+fn query_param(name: &str) -> Option<String> {
+    let search = window().location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()?
+        .get(name)
+}
+
+/// `?room=`, if it is a valid room name; otherwise `lobby`.
+pub fn room_from_url() -> String {
+    query_param("room")
+        .filter(|r| valid_room(r))
+        .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
+}
+
+/// `?transport=`, defaulting to WebSocket.
+pub fn transport_from_url() -> Transport {
+    query_param("transport")
+        .and_then(|t| parse_transport(&t))
+        .unwrap_or(Transport::Ws)
+}
+
+/// Rewrites `?room=…&transport=…` in place (no reload), so that the address bar always holds
+/// a link that reproduces the current setup.
+pub fn write_url(room: &str, transport: Transport) {
+    let location = window().location();
+    let path = location.pathname().unwrap_or_else(|_| "/".into());
+    let url = format!("{path}?room={room}&transport={}", transport.as_str());
+    if let Ok(history) = window().history() {
+        let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&url));
+    }
+}
+
+/// The remembered name, or a fresh `guest-NNNN` (remembered from now on).
+pub fn stored_name() -> String {
+    let storage = window().local_storage().ok().flatten();
+    if let Some(name) = storage
+        .as_ref()
+        .and_then(|s| s.get_item(NAME_KEY).ok().flatten())
+        .filter(|n| !n.trim().is_empty())
+    {
+        return name;
+    }
+    let name = format!("guest-{}", 1000 + (random() * 9000.0) as u32);
+    store_name(&name);
+    name
+}
+
+pub fn store_name(name: &str) {
+    if let Some(storage) = window().local_storage().ok().flatten() {
+        let _ = storage.set_item(NAME_KEY, name);
+    }
+}
+
+/// Where WebSocket URLs start: `ws://host/api` (or `wss://`) on the page's own origin.
+///
+/// `trunk serve` cannot proxy plain HTTP and WebSockets under the same prefix, so the dev
+/// setup (`scripts/dev.sh`) builds with `CHAT_WS_PREFIX=/api-ws` and proxies that prefix to the
+/// relay's `/api` as WebSockets.
+pub fn ws_base() -> String {
+    let location = window().location();
+    let scheme = match location.protocol().as_deref() {
+        Ok("https:") => "wss",
+        _ => "ws",
+    };
+    let prefix = option_env!("CHAT_WS_PREFIX").unwrap_or("/api");
+    format!("{scheme}://{}{prefix}", location.host().unwrap_or_default())
+}
+
+/// Whether the browser believes it has a network at all.
+pub fn online() -> bool {
+    window().navigator().on_line()
+}
+
+/// Local wall-clock time of a message's `ts` (Unix ms), as HH:MM:SS.
+pub fn clock(ts: u64) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(ts as f64));
+    format!(
+        "{:02}:{:02}:{:02}",
+        date.get_hours(),
+        date.get_minutes(),
+        date.get_seconds()
+    )
+}

@@ -1,0 +1,138 @@
+//! Links: one live connection to the relay over one transport, reconnecting by itself.
+//!
+//! A link runs as one local task that reports [`LinkEvent`]s to its owner. Each transport
+//! module turns its wire format into the same [`Inbound`] events (polls synthesise the
+//! welcome), so the page merges them without knowing which transport delivered what.
+//! Dropping a [`Link`] aborts its task, which drops the socket, EventSource, pending fetch or
+//! timer it was holding: every browser resource has exactly one owner.
+
+mod poll;
+mod sse;
+mod ws;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use futures::channel::mpsc;
+use futures::future::{AbortHandle, abortable};
+use leptos::task::spawn_local;
+use protocol::{ErrorBody, ServerEvent, Transport};
+use web_sys::AbortController;
+
+use crate::model::{Backoff, Cursor, Inbound};
+
+/// What a link reports to its owner.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A connection attempt or HTTP request starts.
+    Attempt,
+    /// Payload bytes received.
+    Bytes(usize),
+    Inbound(Inbound),
+    /// The relay refused something this link sent (WebSocket error events).
+    Refused(ErrorBody),
+    /// The connection was lost; the next attempt follows after this delay.
+    Lost {
+        retry_in_ms: u32,
+    },
+}
+
+/// Everything a link needs from the page.
+pub struct LinkContext {
+    pub id: u32,
+    pub transport: Transport,
+    pub room: String,
+    pub name: String,
+    /// Where the page stands now: every (re)connection resumes from here.
+    pub cursor: Rc<dyn Fn() -> Cursor>,
+    pub poll_interval_ms: Rc<Cell<u32>>,
+    pub emit: Rc<dyn Fn(u32, LinkEvent)>,
+}
+
+impl LinkContext {
+    fn emit(&self, event: LinkEvent) {
+        (self.emit)(self.id, event);
+    }
+
+    /// Handles one JSON event from the relay; a welcome means the connection is good.
+    fn deliver(&self, json: &str, backoff: &mut Backoff) {
+        self.emit(LinkEvent::Bytes(json.len()));
+        match serde_json::from_str::<ServerEvent>(json) {
+            Ok(ServerEvent::Welcome(welcome)) => {
+                backoff.reset();
+                self.emit(LinkEvent::Inbound(Inbound::Welcome(welcome)));
+            }
+            Ok(ServerEvent::Message(message)) => {
+                self.emit(LinkEvent::Inbound(Inbound::Message(message)))
+            }
+            Ok(ServerEvent::Reset(reset)) => self.emit(LinkEvent::Inbound(Inbound::Reset(reset))),
+            Ok(ServerEvent::Error(error)) => self.emit(LinkEvent::Refused(error)),
+            Err(err) => {
+                leptos::logging::warn!("ignoring an event the page does not understand: {err}")
+            }
+        }
+    }
+
+    /// Reports the loss and waits out the backoff delay.
+    async fn lost(&self, backoff: &mut Backoff) {
+        let delay = backoff.next_delay(crate::browser::random());
+        self.emit(LinkEvent::Lost { retry_in_ms: delay });
+        gloo_timers::future::TimeoutFuture::new(delay).await;
+    }
+}
+
+/// An open link. Dropping it closes the connection and releases everything it holds.
+pub struct Link {
+    task: AbortHandle,
+    /// Text frames to send (WebSocket links only).
+    outbox: Option<mpsc::UnboundedSender<String>>,
+    /// Aborts an in-flight poll request, which dropping a fetch future does not do.
+    fetches: Option<AbortController>,
+}
+
+impl Link {
+    pub fn open(ctx: LinkContext) -> Link {
+        let ctx = Rc::new(ctx);
+        let mut outbox = None;
+        let mut fetches = None;
+        let task: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match ctx.transport {
+            Transport::Ws => {
+                let (tx, rx) = mpsc::unbounded();
+                outbox = Some(tx);
+                Box::pin(ws::run(ctx, rx))
+            }
+            Transport::Sse => Box::pin(sse::run(ctx)),
+            Transport::Longpoll | Transport::Shortpoll => {
+                let controller = AbortController::new().ok();
+                let signal = controller.as_ref().map(AbortController::signal);
+                fetches = controller;
+                Box::pin(poll::run(ctx, signal))
+            }
+        };
+        let (task, handle) = abortable(task);
+        spawn_local(async move {
+            let _ = task.await;
+        });
+        Link {
+            task: handle,
+            outbox,
+            fetches,
+        }
+    }
+
+    /// Queues a text frame on a WebSocket link; false if this link cannot send.
+    pub fn send(&self, frame: String) -> bool {
+        self.outbox
+            .as_ref()
+            .is_some_and(|outbox| outbox.unbounded_send(frame).is_ok())
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(fetches) = &self.fetches {
+            fetches.abort();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds what is missing and runs the chat at http://127.0.0.1:3000 (in-memory bus).
+# Usage: ./scripts/run.sh   (settings: RELAY_* variables, see `cargo run -p relay -- --help`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+./scripts/build-page.sh
+exec cargo run --release --locked -p relay
