@@ -14,4 +14,6 @@ trap 'kill $relay 2>/dev/null' EXIT
 
 export PATH="$PWD/node_modules/.bin:$PATH"
 export TRUNK_SKIP_VERSION_CHECK=true
-CHAT_WS_PREFIX=/api-ws trunk serve
+# A dist of its own: this build speaks through the dev proxy and must never be mistaken for
+# the release build in dist/ that the relay and the container image serve.
+CHAT_WS_PREFIX=/api-ws trunk serve --dist target/dev-dist

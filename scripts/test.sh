@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check: formatting, lints, unit and integration tests, then the browser tests
-# against the relay serving the release build. Usage: ./scripts/test.sh
+# Runs every check: formatting, lints, unit and integration tests, the browser tests against
+# the relay serving the release build, and the container image built and run with buildah.
+# Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh --browser
+./scripts/setup.sh --browser --container
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -17,3 +18,5 @@ echo "== browser tests"
 ./scripts/build-page.sh
 cargo build --locked -p relay
 npm run --silent e2e
+echo "== container image"
+./scripts/image-test.sh

@@ -5,13 +5,31 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::rate::RateLimit;
 use crate::validate::TextLimits;
 
+/// The command line: the relay's settings, and an optional subcommand.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "relay", version, about = "Group-chat relay: WebSocket, SSE, long and short polling", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Exit 0 if the relay at RELAY_ADDR answers `GET /healthz`, 1 otherwise. For container
+    /// health checks, which then need neither a shell nor curl.
+    Healthcheck,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "RELAY_ADDR", default_value = "127.0.0.1:3000")]
@@ -106,9 +124,10 @@ impl Config {
         }
     }
 
-    /// The defaults, as `relay` with no flags and no environment would use them; for tests.
+    /// The defaults, as `relay` with no flags would use them (`RELAY_*` variables still
+    /// apply); for tests.
     pub fn defaults() -> Config {
-        Config::parse_from(["relay"])
+        Cli::parse_from(["relay"]).config
     }
 }
 
@@ -147,7 +166,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documented_ones() {
-        let config = Config::parse_from(["relay"]);
+        let config = Config::defaults();
         assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(config.static_dir, PathBuf::from("dist"));
         assert_eq!(config.history, 1000);
@@ -158,7 +177,10 @@ mod tests {
 
     #[test]
     fn allowed_origins_split_on_commas() {
-        let config = Config::parse_from(["relay", "--allowed-origins", "http://a:1,http://b:2"]);
-        assert_eq!(config.allowed_origins, ["http://a:1", "http://b:2"]);
+        let cli = Cli::parse_from(["relay", "--allowed-origins", "http://a:1,http://b:2"]);
+        assert_eq!(cli.config.allowed_origins, ["http://a:1", "http://b:2"]);
+        assert_eq!(cli.command, None);
+        let cli = Cli::parse_from(["relay", "healthcheck"]);
+        assert_eq!(cli.command, Some(Command::Healthcheck));
     }
 }

@@ -89,6 +89,8 @@ impl IntoResponse for ApiError {
             self.to_json(),
         )
             .into_response();
+        // For the rejection counter, which sees responses but not their bodies.
+        response.extensions_mut().insert(self.code);
         if let Some(wait) = self.retry_after {
             // Retry-After is in whole seconds; round up so a client that obeys it succeeds.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

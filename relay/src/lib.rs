@@ -11,6 +11,8 @@
 //! - [`origin`] and [`rate`]: the cross-site check and send-rate limits.
 //! - [`state`]: the handle every handler gets, and admission of long-lived connections.
 //! - [`error`]: the single error type at the HTTP boundary.
+//! - [`metrics`]: counters for `GET /metrics`.
+//! - [`healthcheck`]: the `relay healthcheck` subcommand for container health checks.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into the token every stream watches.
 //!
 //! # The path of a message
@@ -24,6 +26,8 @@
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
+pub mod metrics;
 pub mod origin;
 pub mod rate;
 pub mod shutdown;
@@ -38,7 +42,8 @@ use std::path::Path;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use protocol::ErrorCode;
 use tokio::net::TcpListener;
@@ -68,7 +73,12 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback_service(static_files(&state.config.static_dir))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            count_rejections,
+        ))
         .with_state(state)
 }
 
@@ -90,6 +100,22 @@ async fn api_method_not_allowed() -> ApiError {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
+    )
+}
+
+/// Counts every refused request by its error code (`ApiError` marks its responses).
+async fn count_rejections(State(state): State<AppState>, response: Response) -> Response {
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        state.metrics.rejected(code.as_str());
+    }
+    response
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let rooms = state.bus.rooms().await;
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(rooms),
     )
 }
 

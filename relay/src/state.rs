@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::rate::AddressLimiter;
 use crate::validate::{RoomName, TextLimits};
@@ -24,6 +25,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub limits: TextLimits,
     pub origins: Arc<OriginPolicy>,
+    pub metrics: Arc<Metrics>,
     /// `POST` publishing, per client address.
     pub post_limiter: Arc<AddressLimiter>,
     /// One permit per open WebSocket, SSE stream or pending long poll.
@@ -41,6 +43,7 @@ impl AppState {
             bus,
             limits: config.text_limits(),
             origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
+            metrics: Arc::new(Metrics::default()),
             post_limiter: Arc::new(AddressLimiter::new(config.rate_limit())),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config: Arc::new(config),
@@ -74,8 +77,10 @@ impl AppState {
                 "the relay has reached its connection limit; try again later",
             )
         })?;
+        self.metrics.connection_opened(transport);
         let conn = Connection {
             _permit: permit,
+            metrics: self.metrics.clone(),
             transport,
             room: room.clone(),
             peer,
@@ -91,6 +96,7 @@ impl AppState {
 #[derive(Debug)]
 pub struct Connection {
     _permit: OwnedSemaphorePermit,
+    pub metrics: Arc<Metrics>,
     pub transport: Transport,
     pub room: RoomName,
     pub peer: SocketAddr,
@@ -112,6 +118,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.metrics.connection_closed(self.transport);
         self.log("disconnected");
     }
 }

@@ -25,6 +25,8 @@ use crate::validate::RoomName;
 #[derive(Debug)]
 pub struct Envelope {
     pub id: u64,
+    /// When the relay accepted it (Unix ms), for the delivery-lag metric.
+    pub ts: u64,
     /// The `message` event as JSON: a WebSocket text frame and an element of a poll answer.
     pub json: Utf8Bytes,
     /// The complete SSE event (`id:`, `event: message`, `data:`), ready to write.
@@ -34,6 +36,7 @@ pub struct Envelope {
 impl Envelope {
     pub fn new(message: Message) -> Envelope {
         let id = message.id;
+        let ts = message.ts;
         // Serializing strings and integers cannot fail; the fallback keeps this total.
         let json = serde_json::to_string(&ServerEvent::Message(message))
             .unwrap_or_else(|_| String::from("{}"));
@@ -41,6 +44,7 @@ impl Envelope {
         let sse = Bytes::from(format!("id: {id}\nevent: message\ndata: {json}\n\n"));
         Envelope {
             id,
+            ts,
             json: Utf8Bytes::from(json),
             sse,
         }
@@ -189,6 +193,13 @@ impl Bus {
     ) -> Result<Subscription, BusError> {
         match self {
             Bus::Memory(bus) => bus.subscribe(room, cursor, limit),
+        }
+    }
+
+    /// Rooms currently held (`/metrics`).
+    pub async fn rooms(&self) -> usize {
+        match self {
+            Bus::Memory(bus) => bus.rooms(),
         }
     }
 

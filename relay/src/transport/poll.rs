@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::join_limit;
 use crate::bus::{Cursor, Snapshot};
 use crate::error::ApiError;
+use crate::metrics::{Metrics, Via};
 use crate::state::AppState;
 use crate::validate::RoomName;
 
@@ -56,7 +57,13 @@ pub async fn read(
 
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
     if wait.is_zero() || !snapshot.messages.is_empty() || snapshot.reset.is_some() {
-        return Ok(answer(&snapshot));
+        // A request willing to wait is a long poll even when it is answered at once.
+        let transport = if wait.is_zero() {
+            Transport::Shortpoll
+        } else {
+            Transport::Longpoll
+        };
+        return Ok(answer(&snapshot, transport, &state.metrics));
     }
 
     // Long poll: wait on a live subscription from the same cursor, so a message published
@@ -70,7 +77,7 @@ pub async fn read(
     }
     drop(sub);
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
-    Ok(answer(&snapshot))
+    Ok(answer(&snapshot, Transport::Longpoll, &state.metrics))
 }
 
 /// The fields of a poll answer after `messages`; see `protocol::PollResponse`.
@@ -85,7 +92,10 @@ struct AnswerTail<'a> {
 
 /// Builds the `PollResponse` JSON around the messages' shared, already-serialized bytes rather
 /// than re-serializing every message for every poller.
-fn answer(snapshot: &Snapshot) -> Response {
+fn answer(snapshot: &Snapshot, transport: Transport, metrics: &Metrics) -> Response {
+    for message in &snapshot.messages {
+        metrics.delivered(transport, message.ts);
+    }
     let tail = serde_json::to_vec(&AnswerTail {
         last_id: snapshot.next_after(),
         epoch: &snapshot.epoch,
@@ -133,6 +143,7 @@ pub async fn publish(
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
     let envelope = state.bus.publish(&room, from, text).await?;
+    state.metrics.published(Via::Http);
     Ok((
         StatusCode::CREATED,
         Json(PublishResponse { id: envelope.id }),
@@ -169,7 +180,8 @@ mod tests {
             messages,
             more: true,
         };
-        let body = axum::body::to_bytes(answer(&snapshot).into_body(), usize::MAX)
+        let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
         let parsed: PollResponse = serde_json::from_slice(&body).expect("valid JSON");
@@ -193,7 +205,8 @@ mod tests {
             messages: Vec::new(),
             more: false,
         };
-        let body = axum::body::to_bytes(answer(&snapshot).into_body(), usize::MAX)
+        let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
         assert_eq!(

@@ -72,7 +72,7 @@ pub async fn stream(
         sub,
         heartbeat,
         shutdown: state.shutdown.clone(),
-        _conn: conn,
+        conn,
     };
     let mut response = Body::from_stream(body.into_stream()).into_response();
     let headers = response.headers_mut();
@@ -109,7 +109,8 @@ struct Stream {
     sub: Subscription,
     heartbeat: Interval,
     shutdown: CancellationToken,
-    _conn: Connection,
+    /// Held for its slot and its metrics; released with the stream.
+    conn: Connection,
 }
 
 impl Stream {
@@ -128,7 +129,10 @@ impl Stream {
             biased;
             _ = self.shutdown.cancelled() => None,
             delivery = self.sub.next() => delivery.map(|d| match d {
-                Delivery::Message(envelope) => envelope.sse.clone(),
+                Delivery::Message(envelope) => {
+                    self.conn.metrics.delivered(Transport::Sse, envelope.ts);
+                    envelope.sse.clone()
+                }
                 Delivery::Reset(reset) => Bytes::from(event_text("reset", &ServerEvent::Reset(reset))),
             }),
             _ = self.heartbeat.tick() => Some(Bytes::from_static(KEEP_ALIVE)),

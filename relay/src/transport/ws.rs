@@ -30,6 +30,7 @@ use tracing::Instrument;
 use super::{StreamQuery, join_limit};
 use crate::bus::{Delivery, Subscription};
 use crate::error::ApiError;
+use crate::metrics::Via;
 use crate::rate::TokenBucket;
 use crate::state::{AppState, Connection};
 use crate::validate::RoomName;
@@ -46,6 +47,16 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN: u16 = 1013;
     pub const TOO_SLOW: u16 = 4008;
+
+    /// The `relay_rejected_total` reason for closing with `code`, if it is a refusal.
+    pub fn refusal(code: u16) -> Option<&'static str> {
+        match code {
+            UNSUPPORTED => Some("binary_frame"),
+            TOO_BIG => Some("frame_too_large"),
+            TOO_SLOW => Some("slow_consumer"),
+            _ => None,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -133,6 +144,9 @@ impl Session {
         };
         if let End::Close(code, reason) = end {
             tracing::debug!(peer = %self.conn.peer, code, reason, "closing websocket");
+            if let Some(refusal) = close::refusal(code) {
+                self.conn.metrics.rejected(refusal);
+            }
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
@@ -173,12 +187,19 @@ impl Session {
                     Some(Err(err)) => Err(read_error(err)),
                 },
                 delivery = sub.next() => match delivery {
-                    Some(delivery) => self.send(sink, delivery_frame(&delivery)).await,
+                    Some(delivery) => {
+                        let sent = self.send(sink, delivery_frame(&delivery)).await;
+                        if let (Ok(()), Delivery::Message(envelope)) = (&sent, &delivery) {
+                            self.conn.metrics.delivered(Transport::Ws, envelope.ts);
+                        }
+                        sent
+                    }
                     None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after")),
                 },
                 _ = ping.tick() => {
                     if awaiting_pong {
                         tracing::debug!(peer = %self.conn.peer, "no pong; closing");
+                        self.conn.metrics.rejected("ping_timeout");
                         Err(End::Close(close::GOING_AWAY, "ping timeout"))
                     } else {
                         awaiting_pong = true;
@@ -199,6 +220,7 @@ impl Session {
             Ok(()) => Ok(()),
             Err(err) => {
                 tracing::debug!(peer = %self.conn.peer, code = err.code.as_str(), "frame refused");
+                self.conn.metrics.rejected(err.code.as_str());
                 self.send(sink, event_frame(&err.event())).await
             }
         }
@@ -221,6 +243,7 @@ impl Session {
             .bus
             .publish(&self.room, self.name.clone(), text)
             .await?;
+        self.conn.metrics.published(Via::Ws);
         Ok(())
     }
 

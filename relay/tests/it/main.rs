@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod delivery;
+mod ops;
 mod origin;
 mod resume;
 mod shutdown;

@@ -1,0 +1,48 @@
+// Checks a running container from outside, the way a user would reach it: health, the page,
+// and a message relayed over WebSocket and over SSE. Run by scripts/image-test.sh with
+// BASE_URL set to the container's address.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { PATIENCE, launchBrowser, openChat, send, texts } from './support.mjs';
+
+const base = process.env.BASE_URL;
+let browser;
+
+before(async () => {
+  assert.ok(base, 'BASE_URL names the running container');
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('the container is healthy and ready', async () => {
+  for (const path of ['/healthz', '/readyz']) {
+    const response = await fetch(`${base}${path}`);
+    assert.equal(response.status, 200, path);
+  }
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  assert.match(metrics, /relay_rooms \d+/);
+});
+
+test('the container serves the page', async () => {
+  const response = await fetch(`${base}/`);
+  assert.equal(response.status, 200);
+  assert.match(await response.text(), /_bg\.wasm/);
+});
+
+test('a message is relayed over WebSocket and over SSE through the container', async () => {
+  const ws = await openChat(browser, base, { room: 'container', transport: 'ws' });
+  const sse = await openChat(browser, base, { room: 'container', transport: 'sse' });
+  await send(ws, 'from the websocket page');
+  await send(sse, 'from the sse page');
+  for (const page of [ws, sse]) {
+    await page.waitForFunction(
+      () => document.querySelectorAll('#messages li.message').length >= 2,
+      null,
+      { timeout: PATIENCE },
+    );
+    assert.deepEqual(await texts(page), ['from the websocket page', 'from the sse page']);
+  }
+});

@@ -1,0 +1,221 @@
+//! Operational metrics, served at `GET /metrics` in the Prometheus text format.
+//!
+//! A handful of atomic counters and one histogram do not justify a metrics library: recording
+//! is a relaxed atomic add on the delivery path, and rendering walks fixed arrays. Series:
+//! - `relay_connections{transport}`: open WebSockets, SSE streams and pending long polls;
+//! - `relay_messages_published_total{via}`: accepted messages, by `ws` or `http` (POST);
+//! - `relay_messages_delivered_total{transport}`: messages written to clients;
+//! - `relay_delivery_lag_seconds{transport}`: publish-to-write time of each delivery (history
+//!   replays count too, and land in the upper buckets);
+//! - `relay_rejected_total{reason}`: refused requests and frames, by error code or close reason;
+//! - `relay_rooms`: rooms the bus holds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::Transport;
+
+/// Upper bounds of the lag histogram, in seconds: from a loopback WebSocket (sub-millisecond)
+/// to a short poll with a long interval.
+const LAG_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// How a message reached the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Ws,
+    Http,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Per bucket (not cumulative), plus one for +Inf.
+    buckets: [AtomicU64; LAG_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        let index = LAG_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LAG_BUCKETS.len());
+        self.buckets[index].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6).max(0.0) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections: [AtomicI64; 4],
+    published: [AtomicU64; 2],
+    delivered: [AtomicU64; 4],
+    lag: [Histogram; 4],
+    /// Keyed by static reason names; refusals are rare enough for a mutex.
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn slot(transport: Transport) -> usize {
+    match transport {
+        Transport::Ws => 0,
+        Transport::Sse => 1,
+        Transport::Longpoll => 2,
+        Transport::Shortpoll => 3,
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Metrics {
+    pub fn connection_opened(&self, transport: Transport) {
+        self.connections[slot(transport)].fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_closed(&self, transport: Transport) {
+        self.connections[slot(transport)].fetch_sub(1, Relaxed);
+    }
+
+    pub fn published(&self, via: Via) {
+        self.published[via as usize].fetch_add(1, Relaxed);
+    }
+
+    /// One message written to a client; `published_ms` is its `ts`.
+    pub fn delivered(&self, transport: Transport, published_ms: u64) {
+        self.delivered[slot(transport)].fetch_add(1, Relaxed);
+        let lag_ms = unix_millis().saturating_sub(published_ms);
+        self.lag[slot(transport)].observe(lag_ms as f64 / 1000.0);
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        *rejected.entry(reason).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self, rooms: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let transports = Transport::ALL.map(|t| (t, slot(t)));
+
+        out.push_str(
+            "# HELP relay_connections Open WebSockets, SSE streams and pending long polls.\n",
+        );
+        out.push_str("# TYPE relay_connections gauge\n");
+        for (t, i) in transports {
+            let value = self.connections[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "relay_connections{{transport=\"{}\"}} {value}",
+                t.as_str()
+            );
+        }
+
+        out.push_str(
+            "# HELP relay_messages_published_total Messages accepted, by how they arrived.\n",
+        );
+        out.push_str("# TYPE relay_messages_published_total counter\n");
+        for (via, name) in [(Via::Ws, "ws"), (Via::Http, "http")] {
+            let value = self.published[via as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "relay_messages_published_total{{via=\"{name}\"}} {value}"
+            );
+        }
+
+        out.push_str("# HELP relay_messages_delivered_total Messages written to clients.\n");
+        out.push_str("# TYPE relay_messages_delivered_total counter\n");
+        for (t, i) in transports {
+            let value = self.delivered[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "relay_messages_delivered_total{{transport=\"{}\"}} {value}",
+                t.as_str()
+            );
+        }
+
+        out.push_str("# HELP relay_delivery_lag_seconds Time from a message's publication to its delivery.\n");
+        out.push_str("# TYPE relay_delivery_lag_seconds histogram\n");
+        for (t, i) in transports {
+            let histogram = &self.lag[i];
+            let mut cumulative = 0;
+            for (bound, bucket) in LAG_BUCKETS.iter().zip(&histogram.buckets) {
+                cumulative += bucket.load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "relay_delivery_lag_seconds_bucket{{transport=\"{}\",le=\"{bound}\"}} {cumulative}",
+                    t.as_str()
+                );
+            }
+            cumulative += histogram.buckets[LAG_BUCKETS.len()].load(Relaxed);
+            let name = t.as_str();
+            let sum = histogram.sum_micros.load(Relaxed) as f64 / 1e6;
+            let count = histogram.count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "relay_delivery_lag_seconds_bucket{{transport=\"{name}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "relay_delivery_lag_seconds_sum{{transport=\"{name}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "relay_delivery_lag_seconds_count{{transport=\"{name}\"}} {count}"
+            );
+        }
+
+        out.push_str("# HELP relay_rejected_total Refused requests and frames, by reason.\n");
+        out.push_str("# TYPE relay_rejected_total counter\n");
+        let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        for (reason, value) in rejected.iter() {
+            let _ = writeln!(out, "relay_rejected_total{{reason=\"{reason}\"}} {value}");
+        }
+        drop(rejected);
+
+        out.push_str("# HELP relay_rooms Rooms held by the message bus.\n");
+        out.push_str("# TYPE relay_rooms gauge\n");
+        let _ = writeln!(out, "relay_rooms {rooms}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_every_series_with_cumulative_buckets() {
+        let metrics = Metrics::default();
+        metrics.connection_opened(Transport::Sse);
+        metrics.published(Via::Http);
+        metrics.delivered(Transport::Ws, unix_millis());
+        metrics.delivered(Transport::Ws, unix_millis().saturating_sub(60_000));
+        metrics.rejected("rate_limited");
+        let text = metrics.render(3);
+        assert!(text.contains("relay_connections{transport=\"sse\"} 1\n"));
+        assert!(text.contains("relay_messages_published_total{via=\"http\"} 1\n"));
+        assert!(text.contains("relay_messages_delivered_total{transport=\"ws\"} 2\n"));
+        assert!(text.contains("relay_delivery_lag_seconds_bucket{transport=\"ws\",le=\"10\"} 1\n"));
+        assert!(
+            text.contains("relay_delivery_lag_seconds_bucket{transport=\"ws\",le=\"+Inf\"} 2\n")
+        );
+        assert!(text.contains("relay_delivery_lag_seconds_count{transport=\"ws\"} 2\n"));
+        assert!(text.contains("relay_rejected_total{reason=\"rate_limited\"} 1\n"));
+        assert!(text.contains("relay_rooms 3\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
