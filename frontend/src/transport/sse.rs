@@ -8,61 +8,47 @@ use std::rc::Rc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use wasm_bindgen::JsCast;
-use wasm_bindgen::closure::Closure;
-use web_sys::{EventSource, MessageEvent};
+use web_sys::EventSource;
 
+use super::listeners::{Listeners, text_of};
 use super::{LinkContext, LinkEvent};
 use crate::model::{Backoff, encode};
 
-/// The named events the relay sends (each carries a JSON event with its own `type`).
-const EVENTS: [&str; 3] = ["welcome", "message", "reset"];
+/// The named events the relay sends (each carries a JSON event with its own `type`), and the
+/// browser's error event.
+const EVENTS: [&str; 4] = ["welcome", "message", "reset", "error"];
 
 enum Item {
     Data(String),
     Error,
 }
 
-type Listener = Closure<dyn FnMut(web_sys::Event)>;
-
-/// An EventSource and its listeners; dropping it closes the stream and detaches them.
+/// An EventSource; dropping it closes the stream (and its listeners detach).
 struct Source {
     es: EventSource,
-    listeners: Vec<(&'static str, Listener)>,
+    _listeners: Listeners,
 }
 
 impl Source {
     fn open(url: &str, items: mpsc::UnboundedSender<Item>) -> Option<Source> {
         let es = EventSource::new(url).ok()?;
-        let mut listeners = Vec::new();
-        for name in EVENTS.into_iter().chain(["error"]) {
-            let items = items.clone();
-            let listener = Listener::new(move |event: web_sys::Event| {
-                let item = match event
-                    .dyn_ref::<MessageEvent>()
-                    .and_then(|m| m.data().as_string())
-                {
-                    Some(data) if name != "error" => Item::Data(data),
-                    _ => Item::Error,
-                };
-                let _ = items.unbounded_send(item);
-            });
-            es.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())
-                .ok()?;
-            listeners.push((name, listener));
-        }
-        Some(Source { es, listeners })
+        let listeners = Listeners::attach(&es, &EVENTS, move |name, event| {
+            let item = match text_of(event) {
+                Some(data) if name != "error" => Item::Data(data),
+                _ => Item::Error,
+            };
+            let _ = items.unbounded_send(item);
+        })?;
+        Some(Source {
+            es,
+            _listeners: listeners,
+        })
     }
 }
 
 impl Drop for Source {
     fn drop(&mut self) {
         self.es.close();
-        for (name, listener) in &self.listeners {
-            let _ = self
-                .es
-                .remove_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
-        }
     }
 }
 

@@ -5,60 +5,46 @@ use std::rc::Rc;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use wasm_bindgen::JsCast;
-use wasm_bindgen::closure::Closure;
-use web_sys::{MessageEvent, WebSocket};
+use web_sys::WebSocket;
 
+use super::listeners::{Listeners, text_of};
 use super::{LinkContext, LinkEvent};
 use crate::browser::ws_base;
 use crate::model::{Backoff, encode};
-
-type Listener = Closure<dyn FnMut(web_sys::Event)>;
 
 enum Item {
     Text(String),
     Closed,
 }
 
-/// A socket and its listeners; dropping it closes the socket and detaches them.
+/// A socket; dropping it closes the socket (and its listeners detach).
 struct Socket {
     ws: WebSocket,
-    listeners: Vec<(&'static str, Listener)>,
+    _listeners: Listeners,
 }
 
 impl Socket {
     fn open(url: &str, items: mpsc::UnboundedSender<Item>) -> Option<Socket> {
         let ws = WebSocket::new(url).ok()?;
-        let mut listeners = Vec::new();
-        for name in ["message", "close", "error"] {
-            let items = items.clone();
-            let listener = Listener::new(move |event: web_sys::Event| {
-                let text = event
-                    .dyn_ref::<MessageEvent>()
-                    .and_then(|m| m.data().as_string());
-                let item = match text {
-                    Some(text) if name == "message" => Item::Text(text),
+        let listeners =
+            Listeners::attach(&ws, &["message", "close", "error"], move |name, event| {
+                let item = match (name, text_of(event)) {
+                    ("message", Some(text)) => Item::Text(text),
                     // Binary frames are not part of the protocol; ignore them.
-                    None if name == "message" => return,
+                    ("message", None) => return,
                     _ => Item::Closed,
                 };
                 let _ = items.unbounded_send(item);
-            });
-            ws.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())
-                .ok()?;
-            listeners.push((name, listener));
-        }
-        Some(Socket { ws, listeners })
+            })?;
+        Some(Socket {
+            ws,
+            _listeners: listeners,
+        })
     }
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        for (name, listener) in &self.listeners {
-            let _ = self
-                .ws
-                .remove_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
-        }
         let _ = self.ws.close();
     }
 }

@@ -49,6 +49,19 @@ fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
     (Process { child }, addr)
 }
 
+/// Waits (bounded) for the process to exit; returns its status.
+async fn exited(process: &mut Process) -> std::process::ExitStatus {
+    within("the process to exit", async {
+        loop {
+            if let Some(status) = process.child.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 fn sigterm(process: &Process) {
     let status = Command::new("kill")
         .args(["-TERM", &process.child.id().to_string()])
@@ -96,15 +109,7 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
         .expect("long poll answered with 200");
     assert!(answer.messages.is_empty());
 
-    let status = within("the process to exit", async {
-        loop {
-            if let Some(status) = process.child.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let status = exited(&mut process).await;
     assert!(status.success(), "exit status {status}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -123,15 +128,7 @@ async fn sigterm_exits_by_the_deadline_even_if_a_client_hangs_on() {
         .expect("write");
     let started = Instant::now();
     sigterm(&process);
-    let status = within("the process to exit", async {
-        loop {
-            if let Some(status) = process.child.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let status = exited(&mut process).await;
     assert!(status.success(), "exit status {status}");
     assert!(
         started.elapsed() < Duration::from_secs(3),

@@ -1,0 +1,200 @@
+//! `relay-bench`: load and measure the chat relay (or the tutorial's Node server) on this
+//! machine. Every mode is bounded in time and refuses anything but a loopback address.
+//! Results: one JSON line per run on stdout, a human summary on stderr.
+
+mod clients;
+mod fanout;
+mod idle;
+mod process;
+mod ramp;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::clients::{Server, Transport};
+use crate::fanout::Load;
+
+#[derive(Parser)]
+#[command(name = "relay-bench", version, about = "Load tool for the chat relay")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Server address; loopback only.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// The server is the tutorial's Node server (WebSocket only, raw text frames on `/`).
+    #[arg(long)]
+    peer: bool,
+    #[arg(long, default_value = "bench")]
+    room: String,
+    /// The server's pid, to report its CPU time and memory.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Delay between short polls.
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_ms: u64,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: Transport,
+    #[arg(long, default_value_t = 100)]
+    receivers: usize,
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Message text size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds measured (after the warm-up); at most 300.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// N receivers, S senders, a total rate: throughput, latency, loss, server CPU.
+    Fanout {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// K idle connections: server memory per connection (needs --pid).
+    Idle {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: Transport,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Seconds to let the server settle before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+    },
+    /// Fan-out at rising rates until p99 passes a threshold: the highest sustained rate.
+    Ramp {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Each step multiplies the rate by this.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        #[arg(long, default_value_t = 10)]
+        max_steps: usize,
+        /// The p99 latency (ms) a step must stay under to count as sustained.
+        #[arg(long, default_value_t = 100.0)]
+        max_p99_ms: f64,
+    },
+}
+
+fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        (0.0..=300.0).contains(&value),
+        "{what} must be between 0 and 300 s"
+    );
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl Target {
+    fn server(&self) -> anyhow::Result<Server> {
+        let host = self
+            .url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .context("--url must look like http://127.0.0.1:3000")?;
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        anyhow::ensure!(
+            name == "localhost" || name == "[::1]" || name.starts_with("127."),
+            "refusing {name}: this tool only loads servers on this machine (loopback)"
+        );
+        Ok(Server {
+            http: format!("http://{host}"),
+            room: self.room.clone(),
+            peer: self.peer,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+        })
+    }
+}
+
+impl LoadArgs {
+    fn load(&self) -> anyhow::Result<Load> {
+        Ok(Load {
+            transport: self.transport,
+            receivers: self.receivers,
+            senders: self.senders.max(1),
+            rate: self.rate,
+            payload: self.payload,
+            warmup: seconds(self.warmup, "--warmup")?,
+            duration: seconds(self.duration, "--duration")?,
+        })
+    }
+}
+
+fn emit(json: &impl serde::Serialize, summary: String) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(json)?);
+    eprintln!("{summary}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().mode {
+        Mode::Fanout { target, load } => {
+            let report = fanout::run(&target.server()?, &load.load()?, target.pid).await?;
+            emit(&report, fanout::summary(&report))
+        }
+        Mode::Idle {
+            target,
+            transport,
+            connections,
+            settle,
+        } => {
+            let pid = target
+                .pid
+                .context("idle mode measures the server: give --pid")?;
+            let report = idle::run(
+                &target.server()?,
+                transport,
+                connections,
+                pid,
+                seconds(settle, "--settle")?,
+            )
+            .await?;
+            emit(&report, idle::summary(&report))
+        }
+        Mode::Ramp {
+            target,
+            load,
+            factor,
+            max_steps,
+            max_p99_ms,
+        } => {
+            anyhow::ensure!(factor > 1.0, "--factor must be above 1");
+            let report = ramp::run(
+                &target.server()?,
+                load.load()?,
+                factor,
+                max_steps.min(20),
+                max_p99_ms,
+                target.pid,
+            )
+            .await?;
+            emit(&report, ramp::summary(&report))
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! CPU time and memory of the server under test, read from `/proc/PID` (Linux).
+
+use std::fs;
+
+/// Clock ticks per second of `/proc/PID/stat` times. 100 on every Linux this tool targets;
+/// reading it would need libc for one constant.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// User + system CPU time, in seconds.
+    pub cpu_s: f64,
+    /// Resident set size, in KiB.
+    pub rss_kib: u64,
+}
+
+pub fn sample(pid: u32) -> anyhow::Result<Sample> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; here, counted from field 3, at 11 and 12.
+    let ticks: f64 = fields
+        .get(11..13)
+        .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Sample {
+        cpu_s: ticks / TICKS_PER_SECOND,
+        rss_kib,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id()).expect("own /proc entry");
+        assert!(s.rss_kib > 0);
+        assert!(s.cpu_s >= 0.0);
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A short, small run of every relay-bench mode, against the relay (each transport) and the
+# tutorial's Node server: each must deliver everything once and in order. Not a timing test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked -q -p relay -p relay-bench
+bench=target/debug/relay-bench
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+
+free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
+wait_for() { for _ in $(seq 100); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+
+relay_port=$(free_port)
+RELAY_ADDR="127.0.0.1:$relay_port" RELAY_RATE=100000 RELAY_BURST=100000 RUST_LOG=warn \
+    target/debug/relay & pids+=($!)
+relay_pid=$!
+peer_port=$(free_port)
+PORT=$peer_port node bench/peer/server.js >/dev/null & pids+=($!)
+peer_pid=$!
+wait_for "http://127.0.0.1:$relay_port/healthz"
+wait_for "http://127.0.0.1:$peer_port/"
+
+# Fails unless the JSON line on stdin shows a complete, clean delivery.
+check() {
+    node -e '
+      const r = JSON.parse(require("fs").readFileSync(0, "utf8").trim().split("\n").pop());
+      const runs = r.mode === "ramp" ? r.steps : [r];
+      for (const run of r.mode === "idle" ? [] : runs) {
+        if (run.sent === 0 || run.lost || run.duplicated || run.out_of_order) {
+          console.error("bench smoke failed:", JSON.stringify(run)); process.exit(1);
+        }
+      }
+      if (r.mode === "idle" && !(r.rss_after_kib > 0)) { console.error("idle: no RSS"); process.exit(1); }
+    '
+}
+
+small=(--receivers 5 --senders 2 --rate 40 --duration 1 --warmup 0.5 --poll-interval-ms 200)
+for transport in ws sse longpoll shortpoll; do
+    $bench fanout --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --room "smoke-$transport" \
+        --transport "$transport" "${small[@]}" | check
+done
+$bench fanout --peer --url "http://127.0.0.1:$peer_port" --pid "$peer_pid" "${small[@]}" | check
+$bench idle --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --transport sse --connections 50 --settle 0.5 | check
+$bench ramp --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --room smoke-ramp \
+    --receivers 5 --rate 20 --factor 2 --max-steps 2 --duration 1 --warmup 0.5 --max-p99-ms 5000 | check
+echo "bench smoke: every mode delivered everything, once, in order"
