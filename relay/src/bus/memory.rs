@@ -287,6 +287,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn try_next_drains_what_is_ready_and_then_waits_for_next() {
+        let bus = MemoryBus::new(10 * LIVE_QUEUE, 10);
+        let r = room("r");
+        let mut sub = bus
+            .subscribe(&r, &Cursor::default(), 50)
+            .expect("subscribe");
+        assert!(sub.try_next().is_none(), "nothing ready");
+        let total = 2 * LIVE_QUEUE as u64;
+        for _ in 0..total {
+            bus.publish(&r, "x".into(), "t".into()).expect("publish");
+        }
+        // The live queue overflowed: try_next stops at the lag, next catches up.
+        let mut got = Vec::new();
+        while got.len() < total as usize {
+            match sub.try_next() {
+                Some(Delivery::Message(m)) => got.push(m.id),
+                Some(other) => panic!("unexpected {other:?}"),
+                None => got.push(next_id(&mut sub).await),
+            }
+        }
+        assert_eq!(got, (1..=total).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
     async fn subscriber_lagging_beyond_history_is_told_of_the_gap() {
         let bus = MemoryBus::new(LIVE_QUEUE, 10);
         let r = room("r");

@@ -280,6 +280,29 @@ impl Subscription {
         }
     }
 
+    /// The next delivery if one is ready now, without waiting: lets a transport write a burst
+    /// of messages with one flush. `None` also when a lag needs the (async) catch-up, which
+    /// the next call to [`Subscription::next`] performs.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(delivery) = self.pending.pop_front() {
+                return Some(delivery);
+            }
+            if self.lagged {
+                return None;
+            }
+            match self.live.try_recv() {
+                Ok(message) if message.id > self.position => {
+                    self.position = message.id;
+                    return Some(Delivery::Message(message));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.lagged = true,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next delivery, or `None` once the bus has shut the room down. Cancel-safe.
     pub async fn next(&mut self) -> Option<Delivery> {
         loop {

@@ -15,7 +15,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use protocol::{ErrorCode, ServerEvent, Transport, Welcome};
 use tokio::time::{Interval, MissedTickBehavior, interval_at};
@@ -28,6 +28,9 @@ use crate::state::{AppState, Connection};
 use crate::validate::RoomName;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Most events written as one chunk; see the WebSocket transport's `WRITE_BATCH`.
+const WRITE_BATCH: usize = 64;
 
 pub async fn stream(
     State(state): State<AppState>,
@@ -128,14 +131,38 @@ impl Stream {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => None,
-            delivery = self.sub.next() => delivery.map(|d| match d {
-                Delivery::Message(envelope) => {
-                    self.conn.metrics.delivered(Transport::Sse, envelope.ts);
-                    envelope.sse.clone()
-                }
-                Delivery::Reset(reset) => Bytes::from(event_text("reset", &ServerEvent::Reset(reset))),
-            }),
+            delivery = self.sub.next() => delivery.map(|first| self.batch(first)),
             _ = self.heartbeat.tick() => Some(Bytes::from_static(KEEP_ALIVE)),
+        }
+    }
+}
+
+impl Stream {
+    /// `first` and whatever else is ready (up to `WRITE_BATCH`) as one chunk: one write for
+    /// a burst. A lone message goes out as its shared bytes, uncopied.
+    fn batch(&mut self, first: Delivery) -> Bytes {
+        let first = self.frame(first);
+        let Some(second) = self.sub.try_next() else {
+            return first;
+        };
+        let mut chunk = BytesMut::from(&first[..]);
+        chunk.extend_from_slice(&self.frame(second));
+        for _ in 2..WRITE_BATCH {
+            let Some(delivery) = self.sub.try_next() else {
+                break;
+            };
+            chunk.extend_from_slice(&self.frame(delivery));
+        }
+        chunk.freeze()
+    }
+
+    fn frame(&self, delivery: Delivery) -> Bytes {
+        match delivery {
+            Delivery::Message(envelope) => {
+                self.conn.metrics.delivered(Transport::Sse, envelope.ts);
+                envelope.sse.clone()
+            }
+            Delivery::Reset(reset) => Bytes::from(event_text("reset", &ServerEvent::Reset(reset))),
         }
     }
 }
