@@ -105,11 +105,17 @@ def main(results_path, page_size_path):
         w("")
 
     w("## Highest sustained rate (100 receivers, p99 ≤ 100 ms, nothing lost)\n")
-    w("| server / transport | sustained deliveries/s | at send rate msg/s | steps |")
-    w("|---|---|---|---|")
+    w("| server / transport | sustained deliveries/s | at send rate msg/s | steps | stopped by |")
+    w("|---|---|---|---|---|")
     for r in ramps:
-        first = r["steps"][0]
-        w(f"| {label(first)} | {fmt(r['sustained_delivered_per_s'], 0)} | {fmt(r['sustained_rate'], 0)} | {len(r['steps'])} |")
+        first, last = r["steps"][0], r["steps"][-1]
+        if r.get("generator_limited"):
+            why = "the load tool (server not saturated)"
+        elif last["lost"]:
+            why = f"loss ({last['lost']:,} messages)"
+        else:
+            why = f"p99 {last['latency_ms']['p99']:.0f} ms"
+        w(f"| {label(first)} | {fmt(r['sustained_delivered_per_s'], 0)} | {fmt(r['sustained_rate'], 0)} | {len(r['steps'])} | {why} |")
     w("")
 
     w("## Memory per idle connection\n")

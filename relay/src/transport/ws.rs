@@ -41,6 +41,14 @@ pub const ANONYMOUS: &str = "anonymous";
 /// How long a close frame may take to leave before the socket is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Read buffer of a socket. tungstenite's default (128 KiB, allocated up front) made an idle
+/// connection cost 136 KiB of RSS; with 2 KiB it costs 6.4 KiB (docs/BENCHMARKS.md). Clients
+/// send short text frames; a larger one is read in several steps, up to
+/// `RELAY_MAX_FRAME_BYTES`.
+const READ_BUFFER: usize = 2 * 1024;
+/// Bytes gathered before the socket is written to mid-batch (a flush writes the rest).
+const WRITE_BUFFER: usize = 16 * 1024;
+
 /// Most messages written before one flush. Under load several deliveries are ready at once;
 /// writing them with one flush (one syscall) instead of one each is most of the relay's
 /// per-message cost. Bounded so that pings and the client's own frames still get a turn.
@@ -97,6 +105,8 @@ pub async fn upgrade(
     let tracker = state.sessions.clone();
     let span = tracing::info_span!("ws", %room, %peer);
     Ok(ws
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
