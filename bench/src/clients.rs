@@ -10,14 +10,15 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::stats::{Receipts, decode};
 
-/// What is being measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Ws,
-    Sse,
-    Longpoll,
-    Shortpoll,
+/// What is being measured: the protocol's own transport names.
+pub use protocol::Transport;
+
+/// Parses `ws`, `sse`, `longpoll` or `shortpoll` (for the command line).
+pub fn parse_transport(value: &str) -> Result<Transport, String> {
+    Transport::ALL
+        .into_iter()
+        .find(|t| t.as_str() == value)
+        .ok_or_else(|| format!("{value:?} is not one of ws, sse, longpoll, shortpoll"))
 }
 
 /// Where the server is, and which protocol it speaks.

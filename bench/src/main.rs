@@ -44,7 +44,7 @@ struct Target {
 
 #[derive(Args, Clone)]
 struct LoadArgs {
-    #[arg(long, value_enum, default_value = "ws")]
+    #[arg(long, value_parser = clients::parse_transport, default_value = "ws")]
     transport: Transport,
     #[arg(long, default_value_t = 100)]
     receivers: usize,
@@ -77,7 +77,7 @@ enum Mode {
     Idle {
         #[command(flatten)]
         target: Target,
-        #[arg(long, value_enum, default_value = "ws")]
+        #[arg(long, value_parser = clients::parse_transport, default_value = "ws")]
         transport: Transport,
         #[arg(long, default_value_t = 1000)]
         connections: usize,
