@@ -25,7 +25,8 @@ else
 fi
 
 free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
-wait_for() { for _ in $(seq 100); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+# Node's fetch rather than curl: Node is needed anyway, curl may be missing.
+wait_for() { for _ in $(seq 100); do node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 # A fresh server for each measurement, so that no run inherits another's rooms or memory.
 start_relay() {

@@ -43,7 +43,8 @@ echo "== run it on 127.0.0.1:$port"
 $buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" "$container" -- /relay &
 runner=$!
 for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' \
+        "http://127.0.0.1:$port/healthz" && break
     sleep 0.2
 done
 relay_pid=$(pgrep -f -n '^/relay$' || true)
