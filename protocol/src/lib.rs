@@ -178,7 +178,8 @@ pub struct PollResponse<M = Message> {
     /// Messages newer than the request's cursor, in id order.
     pub messages: Vec<M>,
     /// The cursor for the next request (`after=`): the id of the last message in `messages`,
-    /// or the room's newest id when `messages` is empty.
+    /// or, when `messages` is empty, the room's newest id (or the unchanged cursor if `limit`
+    /// left everything out).
     pub last_id: u64,
     pub epoch: String,
     /// Present when the request's cursor could not be continued (see [`Reset`]).

@@ -71,6 +71,9 @@ pub struct Snapshot {
     pub messages: Vec<Arc<Envelope>>,
     /// True when `limit` left retained messages out.
     pub more: bool,
+    /// The cursor to continue from when `messages` is empty: the head, or — when `limit` left
+    /// everything out (`limit=0`) — the id just before the first message left out.
+    pub cursor_if_empty: u64,
 }
 
 impl Snapshot {
@@ -81,9 +84,10 @@ impl Snapshot {
         self.messages.drain(..excess);
     }
 
-    /// The cursor a poller should send next: the last message returned, or the room's head.
+    /// The cursor a poller should send next: the last message returned, else where the
+    /// answer stopped.
     pub fn next_after(&self) -> u64 {
-        self.messages.last().map_or(self.head, |m| m.id)
+        self.messages.last().map_or(self.cursor_if_empty, |m| m.id)
     }
 }
 
@@ -119,19 +123,28 @@ impl History {
             Some(after) if after + 1 < oldest_id => Some(ResetReason::HistoryGap),
             _ => None,
         };
-        let (messages, more) = match (reset_reason, cursor.after) {
+        let (messages, more, cursor_if_empty) = match (reset_reason, cursor.after) {
             // Continue after the cursor (or, past a gap, from the oldest retained message).
             (None | Some(ResetReason::HistoryGap), Some(after)) => {
                 let skip = self.retained.partition_point(|m| m.id <= after);
                 let newer = self.retained.len() - skip;
                 let take = newer.min(limit);
                 let messages = self.retained.range(skip..skip + take).cloned().collect();
-                (messages, newer > take)
+                let stop = self
+                    .retained
+                    .get(skip)
+                    .filter(|_| take == 0)
+                    .map_or(self.last_id, |first_left_out| first_left_out.id - 1);
+                (messages, newer > take, stop)
             }
             // A newcomer, or a cursor from another history: the most recent `limit`.
             _ => {
                 let skip = self.retained.len().saturating_sub(limit);
-                (self.retained.range(skip..).cloned().collect(), false)
+                (
+                    self.retained.range(skip..).cloned().collect(),
+                    false,
+                    self.last_id,
+                )
             }
         };
         Snapshot {
@@ -140,6 +153,7 @@ impl History {
             reset: reset_reason.map(|reason| Reset { reason, oldest_id }),
             messages,
             more,
+            cursor_if_empty,
         }
     }
 }
@@ -401,6 +415,21 @@ mod tests {
         assert_eq!(ids(&snap), [3, 4, 5]);
         assert!(snap.more);
         assert_eq!(snap.next_after(), 5);
+    }
+
+    #[test]
+    fn limit_zero_keeps_the_cursor_where_it_was() {
+        let snap = history(1..=10, 10).snapshot(&epoch(), &after(4), 0);
+        assert!(snap.messages.is_empty());
+        assert!(snap.more);
+        assert_eq!(
+            snap.next_after(),
+            4,
+            "not the head: 5..=10 were left out, not read"
+        );
+        // Past a gap, the cursor moves to just before the oldest retained message.
+        let snap = history(5..=10, 10).snapshot(&epoch(), &after(1), 0);
+        assert_eq!(snap.next_after(), 4);
     }
 
     #[test]

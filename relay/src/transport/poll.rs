@@ -179,6 +179,7 @@ mod tests {
             }),
             messages,
             more: true,
+            cursor_if_empty: 9,
         };
         let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default());
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -204,6 +205,7 @@ mod tests {
             reset: None,
             messages: Vec::new(),
             more: false,
+            cursor_if_empty: 9,
         };
         let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default());
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
