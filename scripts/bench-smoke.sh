@@ -3,15 +3,13 @@
 # tutorial's Node server: each must deliver everything once and in order. Not a timing test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 cargo build --locked -q -p relay -p relay-bench
 bench=target/debug/relay-bench
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
-# Node's fetch rather than curl: Node is needed anyway, curl may be missing.
-wait_for() { for _ in $(seq 100); do node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 relay_port=$(free_port)
 RELAY_ADDR="127.0.0.1:$relay_port" RELAY_RATE=100000 RELAY_BURST=100000 RUST_LOG=warn \

@@ -6,6 +6,7 @@
 #   QUICK=1 ./scripts/bench.sh    shorter runs, for trying the script itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 ./scripts/setup.sh
 cargo build --release --locked -q -p relay -p relay-bench
@@ -24,9 +25,6 @@ else
     duration=8; warmup=2; ramp_duration=4; idle=10000
 fi
 
-free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
-# Node's fetch rather than curl: Node is needed anyway, curl may be missing.
-wait_for() { for _ in $(seq 100); do node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 # A fresh server for each measurement, so that no run inherits another's rooms or memory.
 start_relay() {

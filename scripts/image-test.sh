@@ -5,6 +5,7 @@
 # Needs: buildah, hadolint (scripts/setup.sh --container), a built page (build-page.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 buildah="buildah --storage-driver vfs"
 image=localhost/chat-transports:ci
@@ -39,15 +40,11 @@ cleanup() {
 trap cleanup EXIT
 
 # buildah run shares the host's network: give the relay a free loopback port.
-port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+port=$(free_port)
 echo "== run it on 127.0.0.1:$port"
 $buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" "$container" -- /relay &
 runner=$!
-for _ in $(seq 100); do
-    node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' \
-        "http://127.0.0.1:$port/healthz" && break
-    sleep 0.2
-done
+wait_for "http://127.0.0.1:$port/healthz" || true
 relay_pid=$(pgrep -f -n '^/relay$' || true)
 [ -n "$relay_pid" ] || { echo "the relay did not start in the container" >&2; exit 1; }
 

@@ -5,23 +5,20 @@
 #   ./scripts/profile.sh longpoll
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 transport="${1:?usage: $0 ws|sse|longpoll|shortpoll}"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 cargo build --release --locked -q -p relay -p relay-bench
 mkdir -p target/profile
 out="target/profile/callgrind-$transport.out"
-port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+port=$(free_port)
 
 RELAY_ADDR="127.0.0.1:$port" RELAY_RATE=1000000 RELAY_BURST=1000000 RUST_LOG=warn \
     valgrind --tool=callgrind --callgrind-out-file="$out" target/release/relay 2>/dev/null &
 relay=$!
 trap 'kill $relay 2>/dev/null || true' EXIT
-for _ in $(seq 200); do
-    node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' \
-        "http://127.0.0.1:$port/healthz" && break
-    sleep 0.2
-done
+wait_for "http://127.0.0.1:$port/healthz"
 target/release/relay-bench fanout --url "http://127.0.0.1:$port" --transport "$transport" \
     --receivers 20 --rate 50 --duration 5 --warmup 1 >/dev/null
 kill -TERM $relay
