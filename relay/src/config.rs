@@ -104,6 +104,15 @@ pub struct Config {
     #[arg(long, env = "RELAY_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,
 
+    /// Redis server shared by several relays (`redis://host:6379/0`); without it, rooms live
+    /// in this process only.
+    #[arg(long, env = "RELAY_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Longest to wait for Redis before answering 503 (or an error event).
+    #[arg(long, env = "RELAY_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
     /// On SIGINT/SIGTERM, longest to wait for connections to close before exiting anyway.
     #[arg(long, env = "RELAY_SHUTDOWN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_deadline: Duration,

@@ -5,7 +5,8 @@
 //! - [`config`]: flags and `RELAY_*` variables.
 //! - [`validate`]: room names, sender names and text, checked once at the boundary.
 //! - [`bus`]: ids, bounded history, epochs, resume and live fan-out; [`bus::memory`] is the
-//!   in-process implementation. Transports depend on the interface only.
+//!   in-process implementation, [`bus::redis`] the one several relays share. Transports
+//!   depend on the interface only.
 //! - [`transport`]: one module per way of following a room ([`transport::ws`],
 //!   [`transport::sse`], [`transport::poll`], which also holds `POST` publishing).
 //! - [`origin`] and [`rate`]: the cross-site check and send-rate limits.
@@ -52,6 +53,7 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use crate::bus::Bus;
 use crate::bus::memory::MemoryBus;
+use crate::bus::redis::RedisBus;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -140,9 +142,22 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     ))
 }
 
-/// Builds the bus the configuration asks for.
-pub fn bus(config: &Config) -> Bus {
-    Bus::Memory(MemoryBus::new(config.history as usize, config.max_rooms))
+/// Builds the bus the configuration asks for: Redis when `redis_url` is set, else in memory.
+/// Must run within a Tokio runtime (the Redis bus starts its listener).
+pub fn bus(config: &Config) -> io::Result<Bus> {
+    let history = config.history as usize;
+    let Some(url) = &config.redis_url else {
+        return Ok(Bus::Memory(MemoryBus::new(history, config.max_rooms)));
+    };
+    RedisBus::new(url, history, config.max_rooms, config.redis_timeout)
+        .map(Bus::Redis)
+        .map_err(|err| {
+            // Not the URL itself: it may hold a password.
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("RELAY_REDIS_URL is not a usable Redis URL: {err}"),
+            )
+        })
 }
 
 /// Serves on an already-bound listener until `shutdown` is cancelled, then stops accepting,
@@ -161,7 +176,7 @@ pub async fn serve(
              (build it with `trunk build --release`, or set RELAY_STATIC_DIR)"
         );
     }
-    let state = AppState::new(config.clone(), bus(&config), shutdown.clone());
+    let state = AppState::new(config.clone(), bus(&config)?, shutdown.clone());
     let sessions = state.sessions.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server =

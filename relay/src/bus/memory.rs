@@ -9,13 +9,13 @@
 //! mutex and cannot deadlock a task.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{Message, ResetReason};
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, Cursor, Envelope, History, Snapshot, Subscription};
+use super::{Bus, BusError, Cursor, Envelope, History, Snapshot, Subscription, lock, unix_millis};
 use crate::validate::RoomName;
 
 /// Messages a room's live queue holds for its slowest subscriber. A subscriber further behind
@@ -50,20 +50,6 @@ struct RoomLog {
     /// Set when an idle, never-used room was removed to make space while another task still
     /// held a pointer to it; that task looks the room up again.
     removed: bool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a panic mid-update elsewhere; the data is plain and still usable,
-    // and refusing every later request would turn one bug into an outage.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl MemoryBus {

@@ -10,9 +10,11 @@
 //! shared by every receiver on every transport.
 
 pub mod memory;
+pub mod redis;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -112,50 +114,82 @@ impl History {
         self.retained.front().map_or(self.last_id + 1, |m| m.id)
     }
 
-    /// What a client at `cursor` is owed, at most `limit` messages. This is the single place
-    /// that decides between continuing a cursor and resetting it.
+    /// What a client at `cursor` is owed, at most `limit` messages.
     pub fn snapshot(&self, epoch: &Arc<str>, cursor: &Cursor, limit: usize) -> Snapshot {
-        let oldest_id = self.oldest_id();
-        let foreign_epoch = cursor.epoch.as_deref().is_some_and(|e| e != &**epoch);
-        let reset_reason = match cursor.after {
-            _ if foreign_epoch => Some(ResetReason::EpochChanged),
-            Some(after) if after > self.last_id => Some(ResetReason::EpochChanged),
-            Some(after) if after + 1 < oldest_id => Some(ResetReason::HistoryGap),
-            _ => None,
-        };
-        let (messages, more, cursor_if_empty) = match (reset_reason, cursor.after) {
-            // Continue after the cursor (or, past a gap, from the oldest retained message).
-            (None | Some(ResetReason::HistoryGap), Some(after)) => {
-                let skip = self.retained.partition_point(|m| m.id <= after);
-                let newer = self.retained.len() - skip;
-                let take = newer.min(limit);
-                let messages = self.retained.range(skip..skip + take).cloned().collect();
-                let stop = self
-                    .retained
-                    .get(skip)
-                    .filter(|_| take == 0)
-                    .map_or(self.last_id, |first_left_out| first_left_out.id - 1);
-                (messages, newer > take, stop)
-            }
-            // A newcomer, or a cursor from another history: the most recent `limit`.
-            _ => {
-                let skip = self.retained.len().saturating_sub(limit);
-                (
-                    self.retained.range(skip..).cloned().collect(),
-                    false,
-                    self.last_id,
-                )
-            }
-        };
-        Snapshot {
-            epoch: epoch.clone(),
-            head: self.last_id,
-            reset: reset_reason.map(|reason| Reset { reason, oldest_id }),
-            messages,
-            more,
-            cursor_if_empty,
-        }
+        snapshot(
+            &self.retained,
+            self.last_id,
+            self.oldest_id(),
+            epoch,
+            cursor,
+            limit,
+        )
     }
+}
+
+/// What a client at `cursor` is owed, at most `limit` messages. This is the single place that
+/// decides between continuing a cursor and resetting it, for every bus.
+///
+/// `window` holds retained messages, oldest first: all of them, or (from Redis) at least the
+/// `limit + 1` the cursor continues with, or the newest `limit` when it cannot continue.
+/// `last_id` is the room's newest id and `oldest_id` its oldest retained one.
+pub(crate) fn snapshot(
+    window: &VecDeque<Arc<Envelope>>,
+    last_id: u64,
+    oldest_id: u64,
+    epoch: &Arc<str>,
+    cursor: &Cursor,
+    limit: usize,
+) -> Snapshot {
+    let foreign_epoch = cursor.epoch.as_deref().is_some_and(|e| e != &**epoch);
+    let reset_reason = match cursor.after {
+        _ if foreign_epoch => Some(ResetReason::EpochChanged),
+        Some(after) if after > last_id => Some(ResetReason::EpochChanged),
+        Some(after) if after + 1 < oldest_id => Some(ResetReason::HistoryGap),
+        _ => None,
+    };
+    let (messages, more, cursor_if_empty) = match (reset_reason, cursor.after) {
+        // Continue after the cursor (or, past a gap, from the oldest retained message).
+        (None | Some(ResetReason::HistoryGap), Some(after)) => {
+            let skip = window.partition_point(|m| m.id <= after);
+            let newer = window.len() - skip;
+            let take = newer.min(limit);
+            let messages = window.range(skip..skip + take).cloned().collect();
+            let stop = window
+                .get(skip)
+                .filter(|_| take == 0)
+                .map_or(last_id, |first_left_out| first_left_out.id - 1);
+            (messages, newer > take, stop)
+        }
+        // A newcomer, or a cursor from another history: the most recent `limit`.
+        _ => {
+            let skip = window.len().saturating_sub(limit);
+            (window.range(skip..).cloned().collect(), false, last_id)
+        }
+    };
+    Snapshot {
+        epoch: epoch.clone(),
+        head: last_id,
+        reset: reset_reason.map(|reason| Reset { reason, oldest_id }),
+        messages,
+        more,
+        cursor_if_empty,
+    }
+}
+
+/// Locks a mutex that is only held for short, non-async updates.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic mid-update elsewhere; the data is plain and still usable,
+    // and refusing every later request would turn one bug into an outage.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What a subscriber receives, in order.
@@ -170,6 +204,7 @@ pub enum Delivery {
 #[derive(Clone, Debug)]
 pub enum Bus {
     Memory(memory::MemoryBus),
+    Redis(redis::RedisBus),
 }
 
 impl Bus {
@@ -182,6 +217,7 @@ impl Bus {
     ) -> Result<Arc<Envelope>, BusError> {
         match self {
             Bus::Memory(bus) => bus.publish(room, from, text),
+            Bus::Redis(bus) => bus.publish(room, from, text).await,
         }
     }
 
@@ -194,6 +230,7 @@ impl Bus {
     ) -> Result<Snapshot, BusError> {
         match self {
             Bus::Memory(bus) => Ok(bus.read(room, cursor, limit)),
+            Bus::Redis(bus) => bus.read(room, cursor, limit).await,
         }
     }
 
@@ -207,13 +244,15 @@ impl Bus {
     ) -> Result<Subscription, BusError> {
         match self {
             Bus::Memory(bus) => bus.subscribe(room, cursor, limit),
+            Bus::Redis(bus) => bus.subscribe(room, cursor, limit).await,
         }
     }
 
-    /// Rooms currently held (`/metrics`).
+    /// Rooms this relay holds (memory) or follows for its subscribers (Redis), for `/metrics`.
     pub async fn rooms(&self) -> usize {
         match self {
             Bus::Memory(bus) => bus.rooms(),
+            Bus::Redis(bus) => bus.rooms(),
         }
     }
 
@@ -221,6 +260,7 @@ impl Bus {
     pub async fn ready(&self) -> bool {
         match self {
             Bus::Memory(_) => true,
+            Bus::Redis(bus) => bus.ready().await,
         }
     }
 
@@ -228,6 +268,7 @@ impl Bus {
     fn retention(&self) -> usize {
         match self {
             Bus::Memory(bus) => bus.retention(),
+            Bus::Redis(bus) => bus.retention(),
         }
     }
 }
@@ -306,10 +347,11 @@ impl Subscription {
                 return None;
             }
             match self.live.try_recv() {
-                Ok(message) if message.id > self.position => {
+                Ok(message) if message.id == self.position + 1 => {
                     self.position = message.id;
                     return Some(Delivery::Message(message));
                 }
+                Ok(message) if message.id > self.position => self.lagged = true,
                 Ok(_) => continue,
                 Err(broadcast::error::TryRecvError::Lagged(_)) => self.lagged = true,
                 Err(_) => return None,
@@ -329,19 +371,27 @@ impl Subscription {
                     epoch: Some(self.epoch.to_string()),
                 };
                 let retention = self.bus.retention();
-                let Ok(snapshot) = self.bus.read(&self.room, &cursor, retention).await else {
-                    // The bus cannot fill the hole: end the stream, so that the client
-                    // reconnects with `after` instead of silently missing messages.
-                    return None;
+                let snapshot = match self.bus.read(&self.room, &cursor, retention).await {
+                    Ok(snapshot) if snapshot.epoch == self.epoch => snapshot,
+                    // The bus cannot fill the hole, or the room's history is gone: end the
+                    // stream, so that the client reconnects with `after` (and learns of a new
+                    // epoch) instead of silently missing messages.
+                    _ => return None,
                 };
                 self.lagged = false;
                 self.queue(snapshot);
                 continue;
             }
             match self.live.recv().await {
-                Ok(message) if message.id > self.position => {
+                Ok(message) if message.id == self.position + 1 => {
                     self.position = message.id;
                     return Some(Delivery::Message(message));
+                }
+                // Ids are consecutive, so a jump means the live path lost messages (a Redis
+                // subscription that dropped): fill the hole from history, like a lag.
+                Ok(message) if message.id > self.position => {
+                    tracing::debug!(room = %self.room, position = self.position, id = message.id, "gap in live messages; catching up from history");
+                    self.lagged = true;
                 }
                 // Already delivered from history: the overlap at the seam.
                 Ok(_) => continue,

@@ -1,0 +1,572 @@
+//! Several relays on one real Redis: the same rooms, ids, order and resume on every relay,
+//! and an outage of Redis that loses nothing it acknowledged.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use protocol::{ErrorCode, Message, PollResponse, ResetReason, ServerEvent};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::redis_server::{RedisServer, relay_on, wait_ready};
+use crate::support::*;
+
+/// The text of the last message each test publishes: every reader stops at it, and because
+/// delivery is in one total order, it then holds everything published before.
+const END: &str = "END";
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What one client received before `END`, and the error codes it was sent.
+#[derive(Debug, Default)]
+struct Received {
+    messages: Vec<Message>,
+    errors: Vec<ErrorCode>,
+}
+
+/// The next event on a WebSocket (skipping pings); panics on a close or a break.
+async fn ws_event(stream: &mut SplitStream<Socket>) -> ServerEvent {
+    loop {
+        let frame = within("a WebSocket event", stream.next())
+            .await
+            .expect("socket still open")
+            .expect("frame reads");
+        match frame {
+            tungstenite::Message::Text(text) => {
+                return serde_json::from_str(&text).expect("a ServerEvent");
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("the relay ended the socket: {other:?}"),
+        }
+    }
+}
+
+async fn ws_collect(mut stream: SplitStream<Socket>) -> Received {
+    let mut received = Received::default();
+    loop {
+        match ws_event(&mut stream).await {
+            ServerEvent::Message(m) if m.text == END => return received,
+            ServerEvent::Message(m) => received.messages.push(m),
+            ServerEvent::Error(e) => received.errors.push(e.code),
+            ServerEvent::Welcome(_) => {}
+            ServerEvent::Reset(reset) => panic!("unexpected reset {reset:?}"),
+        }
+    }
+}
+
+/// A WebSocket client that reads everything until `END`; returns its sending half too.
+async fn ws_reader(
+    url: String,
+) -> (
+    SplitSink<Socket, tungstenite::Message>,
+    tokio::task::JoinHandle<Received>,
+) {
+    let (sink, mut stream) = Ws::connect(&url).await.socket.split();
+    assert!(matches!(
+        ws_event(&mut stream).await,
+        ServerEvent::Welcome(_)
+    ));
+    (sink, tokio::spawn(ws_collect(stream)))
+}
+
+/// An SSE client that reads everything until `END`.
+async fn sse_reader(url: String) -> tokio::task::JoinHandle<Received> {
+    let mut sse = Sse::connect(&url, &[]).await.expect("SSE opens");
+    sse.welcome().await;
+    tokio::spawn(async move {
+        let mut received = Received::default();
+        loop {
+            match sse.event().await.1 {
+                ServerEvent::Message(m) if m.text == END => return received,
+                ServerEvent::Message(m) => received.messages.push(m),
+                other => panic!("unexpected SSE event {other:?}"),
+            }
+        }
+    })
+}
+
+/// A poller that sends each request to the next relay in turn (no sticky sessions), with
+/// `wait` seconds (0 = short polling); it rides out refusals (an outage) by retrying.
+fn poller(
+    relays: Vec<SocketAddr>,
+    room: &'static str,
+    wait: u32,
+    limit: usize,
+) -> tokio::task::JoinHandle<Received> {
+    tokio::spawn(async move {
+        let client = http();
+        let mut received = Received::default();
+        let mut after = 0;
+        let mut epoch = String::new();
+        for turn in 0.. {
+            let relay = relays[turn % relays.len()];
+            let url = format!(
+                "http://{relay}/api/rooms/{room}/messages?after={after}&epoch={epoch}&wait={wait}&limit={limit}"
+            );
+            let response = within("a poll answer", client.get(&url).send()).await;
+            let answer = match response {
+                Ok(response) if response.status() == StatusCode::OK => response
+                    .json::<PollResponse>()
+                    .await
+                    .expect("a PollResponse"),
+                Ok(response) => {
+                    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                    received.errors.push(ErrorCode::Unavailable);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(err) => panic!("poll failed: {err}"),
+            };
+            assert_eq!(answer.reset, None, "no reset expected (turn {turn})");
+            epoch = answer.epoch;
+            after = answer.last_id;
+            for m in answer.messages {
+                if m.text == END {
+                    return received;
+                }
+                received.messages.push(m);
+            }
+            if wait == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        unreachable!()
+    })
+}
+
+/// The room's whole history, read from one relay page by page.
+async fn history(relay: &Relay, room: &str) -> Vec<Message> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = relay.poll(room, &format!("after={after}&limit=1000")).await;
+        after = page.last_id;
+        all.extend(page.messages);
+        if !page.more {
+            return all;
+        }
+    }
+}
+
+/// Every client received exactly the room's history (before `END`), in id order, once.
+fn assert_all_received(clients: &[(&str, Received)], history: &[Message]) {
+    let before_end: Vec<(u64, &str)> = history
+        .iter()
+        .take_while(|m| m.text != END)
+        .map(|m| (m.id, m.text.as_str()))
+        .collect();
+    assert!(
+        before_end.windows(2).all(|w| w[0].0 < w[1].0),
+        "history is in increasing id order"
+    );
+    for (name, received) in clients {
+        let got: Vec<(u64, &str)> = received
+            .messages
+            .iter()
+            .map(|m| (m.id, m.text.as_str()))
+            .collect();
+        if got != before_end {
+            let first_difference = got.iter().zip(&before_end).position(|(a, b)| a != b);
+            panic!(
+                "{name} received {} messages, history holds {}; first difference at {first_difference:?}",
+                got.len(),
+                before_end.len()
+            );
+        }
+    }
+}
+
+fn ws_url(addr: SocketAddr, room: &str, query: &str) -> String {
+    Relay::attach(addr).ws_url(room, query)
+}
+
+fn sse_url(addr: SocketAddr, room: &str, query: &str) -> String {
+    Relay::attach(addr).url(&format!("/api/rooms/{room}/events?{query}"))
+}
+
+/// POSTs `count` messages `{prefix}-{n}`, alternating between the relays.
+fn post_many(
+    relays: Vec<SocketAddr>,
+    room: &'static str,
+    prefix: String,
+    count: usize,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut texts = Vec::with_capacity(count);
+        for n in 0..count {
+            let text = format!("{prefix}-{n}");
+            Relay::attach(relays[n % relays.len()])
+                .post(room, &prefix, &text)
+                .await;
+            texts.push(text);
+        }
+        texts
+    })
+}
+
+#[tokio::test]
+async fn two_relays_deliver_every_message_to_every_transport_once_in_one_order() {
+    let redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let b = relay_on(&redis).await;
+    let both = vec![a.addr, b.addr];
+    let room = "shared";
+
+    // Readers of every transport, spread over both relays.
+    let sse_a = sse_reader(sse_url(a.addr, room, "name=sse-a")).await;
+    let sse_b = sse_reader(sse_url(b.addr, room, "name=sse-b")).await;
+    let long_a = poller(vec![a.addr], room, 5, 200);
+    let short_b = poller(vec![b.addr], room, 0, 1000);
+
+    // Four WebSocket clients publish concurrently, two per relay, while reading everything;
+    // two more publishers POST to both relays in turn.
+    const PER_SOCKET: usize = 500;
+    const PER_POSTER: usize = 250;
+    let mut sockets = Vec::new();
+    for (i, addr) in [a.addr, a.addr, b.addr, b.addr].into_iter().enumerate() {
+        let (mut sink, reader) = ws_reader(ws_url(addr, room, &format!("name=ws{i}"))).await;
+        let sender = tokio::spawn(async move {
+            let mut texts = Vec::new();
+            for n in 0..PER_SOCKET {
+                let text = format!("ws{i}-{n}");
+                sink.send(text.clone().into()).await.expect("frame sent");
+                texts.push(text);
+            }
+            (sink, texts)
+        });
+        sockets.push((sender, reader));
+    }
+    let posters = [
+        post_many(both.clone(), room, "post0".into(), PER_POSTER),
+        post_many(vec![b.addr, a.addr], room, "post1".into(), PER_POSTER),
+    ];
+
+    let mut published = HashSet::new();
+    let mut sinks = Vec::new();
+    let mut readers = Vec::new();
+    for (sender, reader) in sockets {
+        let (sink, texts) = within("a WebSocket publisher", sender)
+            .await
+            .expect("sender");
+        published.extend(texts);
+        sinks.push(sink);
+        readers.push(reader);
+    }
+    for poster in posters {
+        published.extend(within("a POST publisher", poster).await.expect("poster"));
+    }
+    // Every publish has been acknowledged over POST; WebSocket frames are acknowledged by
+    // their echo, which each reader waits for before END arrives.
+    a.post(room, "end", END).await;
+
+    let mut clients = Vec::new();
+    for (i, reader) in readers.into_iter().enumerate() {
+        clients.push((format!("ws{i}"), reader.await.expect("ws reader")));
+    }
+    for (name, task) in [
+        ("sse on A", sse_a),
+        ("sse on B", sse_b),
+        ("long poll on A", long_a),
+        ("short poll on B", short_b),
+    ] {
+        clients.push((name.to_owned(), task.await.expect("reader")));
+    }
+    drop(sinks);
+
+    let history = history(&b, room).await;
+    let total = 4 * PER_SOCKET + 2 * PER_POSTER;
+    let ids: Vec<u64> = history.iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        (1..=total as u64 + 1).collect::<Vec<_>>(),
+        "ids 1.. with no gap across both relays"
+    );
+    let texts: HashSet<String> = history
+        .iter()
+        .filter(|m| m.text != END)
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, published, "every published text exactly once");
+    let named: Vec<(&str, Received)> = clients
+        .iter_mut()
+        .map(|(name, received)| (name.as_str(), std::mem::take(received)))
+        .collect();
+    for (name, received) in &named {
+        assert!(received.errors.is_empty(), "{name}: {:?}", received.errors);
+    }
+    assert_all_received(&named, &history);
+}
+
+#[tokio::test]
+async fn a_long_poller_alternating_relays_misses_nothing() {
+    let redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let b = relay_on(&redis).await;
+    let room = "alternating";
+    // Small pages make for many requests, each to the other relay.
+    let alternating = poller(vec![a.addr, b.addr], room, 5, 7);
+    let posters = [
+        post_many(vec![a.addr], room, "on-a".into(), 300),
+        post_many(vec![b.addr], room, "on-b".into(), 300),
+    ];
+    for poster in posters {
+        within("a publisher", poster).await.expect("poster");
+    }
+    b.post(room, "end", END).await;
+    let received = within("the alternating poller", alternating)
+        .await
+        .expect("poller");
+    let history = history(&a, room).await;
+    assert_eq!(history.len(), 601);
+    assert_all_received(&[("alternating long poller", received)], &history);
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_the_other_relay_with_exactly_what_it_missed() {
+    let redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let b = relay_on(&redis).await;
+    let room = "resume";
+    for n in 1..=5 {
+        b.post(room, "b", &format!("m{n}")).await;
+    }
+
+    // WebSocket: read 1..=5 on A, leave, resume on B.
+    let mut ws = Ws::connect(&a.ws_url(room, "limit=50")).await;
+    let (epoch, head) = ws.welcome().await;
+    assert_eq!(head, 5);
+    let first: Vec<u64> = {
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(ws.message().await.id);
+        }
+        got
+    };
+    assert_eq!(first, [1, 2, 3, 4, 5]);
+    drop(ws);
+    for n in 6..=9 {
+        a.post(room, "a", &format!("m{n}")).await;
+    }
+    let mut ws = Ws::connect(&b.ws_url(room, &format!("after=5&epoch={epoch}"))).await;
+    assert_eq!(
+        ws.welcome().await,
+        (epoch.clone(), 9),
+        "one epoch on both relays"
+    );
+    let mut missed = Vec::new();
+    for _ in 6..=9 {
+        missed.push(ws.message().await);
+    }
+    assert_eq!(ids(&missed), [6, 7, 8, 9]);
+    assert_eq!(texts(&missed), ["m6", "m7", "m8", "m9"]);
+    // Then live, whichever relay the message was published on.
+    a.post(room, "a", "m10").await;
+    assert_eq!(ws.message().await.text, "m10");
+
+    // SSE, resuming the browser way (Last-Event-ID) on the other relay.
+    let mut sse = Sse::connect(
+        &b.url(&format!("/api/rooms/{room}/events")),
+        &[("last-event-id", "8")],
+    )
+    .await
+    .expect("SSE opens");
+    sse.welcome().await;
+    assert_eq!(sse.message().await.id, 9);
+    assert_eq!(sse.message().await.id, 10);
+
+    // Polling: a cursor from one relay is good on the other.
+    let page = a
+        .poll(room, &format!("after=3&epoch={epoch}&limit=2"))
+        .await;
+    assert_eq!((ids(&page.messages), page.more), (vec![4, 5], true));
+    let page = b
+        .poll(room, &format!("after={}&epoch={epoch}", page.last_id))
+        .await;
+    assert_eq!(ids(&page.messages), [6, 7, 8, 9, 10]);
+    assert_eq!(page.reset, None);
+
+    // A third relay, started later, serves the same room and epoch.
+    let c = relay_on(&redis).await;
+    let page = c.poll(room, &format!("after=9&epoch={epoch}")).await;
+    assert_eq!(
+        (page.epoch.as_str(), ids(&page.messages)),
+        (epoch.as_str(), vec![10])
+    );
+}
+
+#[tokio::test]
+async fn a_redis_outage_refuses_publishing_keeps_clients_and_loses_nothing_acknowledged() {
+    let mut redis = RedisServer::start_persistent().await;
+    let a = relay_on(&redis).await;
+    let b = relay_on(&redis).await;
+    let both = vec![a.addr, b.addr];
+    let room = "outage";
+
+    let (_sink_a, ws_a) = ws_reader(ws_url(a.addr, room, "name=ws-a")).await;
+    let (mut sink_b, ws_b) = ws_reader(ws_url(b.addr, room, "name=ws-b")).await;
+    let sse_b = sse_reader(sse_url(b.addr, room, "name=sse-b")).await;
+    let poll_both = poller(both.clone(), room, 5, 100);
+
+    // A publisher POSTs to both relays in turn throughout, recording what was acknowledged
+    // and how long each answer took.
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn({
+        let both = both.clone();
+        async move {
+            let client = http();
+            let mut accepted: Vec<(u64, String)> = Vec::new();
+            let mut refused = 0usize;
+            let mut slowest = Duration::ZERO;
+            for n in 0.. {
+                if *stop.borrow_and_update() {
+                    break;
+                }
+                let relay = both[n % 2];
+                let text = format!("p{n}");
+                let started = Instant::now();
+                let response = client
+                    .post(format!("http://{relay}/api/rooms/{room}/messages"))
+                    .json(&json!({"from": "publisher", "text": text}))
+                    .send()
+                    .await
+                    .expect("the relay answers");
+                slowest = slowest.max(started.elapsed());
+                match response.status() {
+                    StatusCode::CREATED => {
+                        let answer: protocol::PublishResponse =
+                            response.json().await.expect("publish answer");
+                        accepted.push((answer.id, text));
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        let body: protocol::ErrorBody = response.json().await.expect("error");
+                        assert_eq!(body.code, ErrorCode::Unavailable);
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("unexpected answer {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (accepted, refused, slowest)
+        }
+    });
+    let progress = |relay: &Relay| {
+        let relay = Relay::attach(relay.addr);
+        async move { relay.poll(room, "limit=0").await.last_id }
+    };
+    within("messages before the outage", async {
+        while progress(&a).await < 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    redis.stop();
+    wait_ready(&a, false).await;
+    wait_ready(&b, false).await;
+    // Publishing refuses at once, over POST and over a WebSocket; new subscriptions too.
+    let started = Instant::now();
+    let (status, body) = a
+        .post_raw(room, json!({"from": "x", "text": "during"}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    sink_b
+        .send("during the outage".into())
+        .await
+        .expect("frame sent");
+    let refused = Sse::connect(&sse_url(a.addr, room, ""), &[]).await.err();
+    assert_eq!(
+        refused.map(|(status, _)| status),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+
+    redis.restart().await;
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    let resumed_at = progress(&b).await;
+    within("messages after the outage", async {
+        while progress(&b).await < resumed_at + 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    stop_tx.send(true).expect("publisher listens");
+    let (accepted, refused, slowest) = within("the publisher", publisher).await.expect("publisher");
+    assert!(refused > 0, "the outage refused some publishes");
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a publish took {slowest:?}"
+    );
+    b.post(room, "end", END).await;
+
+    let clients = [
+        ("ws on A", ws_a.await.expect("ws a")),
+        ("ws on B", ws_b.await.expect("ws b")),
+        ("sse on B", sse_b.await.expect("sse b")),
+        ("poller on both", poll_both.await.expect("poller")),
+    ];
+    assert_eq!(
+        clients[1].1.errors,
+        [ErrorCode::Unavailable],
+        "the WebSocket publish during the outage was refused"
+    );
+    let history = history(&a, room).await;
+    let kept: HashSet<(u64, &str)> = history.iter().map(|m| (m.id, m.text.as_str())).collect();
+    for (id, text) in &accepted {
+        assert!(
+            kept.contains(&(*id, text.as_str())),
+            "acknowledged {id} {text} was lost"
+        );
+    }
+    assert_all_received(&clients, &history);
+}
+
+#[tokio::test]
+async fn redis_losing_its_data_changes_the_epoch_and_clients_are_told() {
+    let mut redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let b = relay_on(&redis).await;
+    let room = "lost";
+    let mut ws = Ws::connect(&a.ws_url(room, "")).await;
+    let (epoch, _) = ws.welcome().await;
+    for n in 1..=3 {
+        b.post(room, "b", &format!("m{n}")).await;
+        assert_eq!(ws.message().await.id, n);
+    }
+
+    // Restarted without persistence: every room's history is gone.
+    redis.restart().await;
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    // The relay notices the new epoch and ends the stream, so the client reconnects...
+    let close = ws.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1013);
+    // ...with its cursor, and learns that history was lost.
+    let mut ws = Ws::connect(&a.ws_url(room, &format!("after=3&epoch={epoch}"))).await;
+    let (new_epoch, head) = ws.welcome().await;
+    assert_ne!(new_epoch, epoch);
+    assert_eq!(head, 0);
+    match ws.event().await {
+        ServerEvent::Reset(reset) => assert_eq!(reset.reason, ResetReason::EpochChanged),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    let page = b.poll(room, &format!("after=3&epoch={epoch}")).await;
+    assert_eq!(
+        page.reset.map(|r| r.reason),
+        Some(ResetReason::EpochChanged)
+    );
+    assert_eq!(page.epoch, new_epoch, "both relays agree on the new epoch");
+    assert_eq!(b.post(room, "b", "fresh").await, 1);
+    assert_eq!(ws.message().await.text, "fresh");
+}
