@@ -359,12 +359,19 @@ impl RedisBus {
         let Ok(room) = RoomName::parse(announcement.room) else {
             return;
         };
-        let follow = lock(&self.inner.follows).get(&room).cloned();
-        let Some(follow) = follow else { return };
-        if follow.live.receiver_count() == 0 {
-            self.unfollow(&room, &follow);
-            return;
-        }
+        let follow = {
+            // Checking for receivers under the map lock, where subscribers join, means a
+            // subscriber cannot join a follow that is being dropped.
+            let mut follows = lock(&self.inner.follows);
+            match follows.get(&room) {
+                Some(follow) if follow.live.receiver_count() == 0 => {
+                    follows.remove(&room);
+                    return;
+                }
+                Some(follow) => follow.clone(),
+                None => return,
+            }
+        };
         let envelope = Arc::new(Envelope::new(Message {
             id: announcement.id,
             room: room.to_string(),
@@ -650,6 +657,49 @@ mod tests {
         assert_eq!(parse_id("0-7"), Some(7));
         assert_eq!(parse_id("1700000000000-0"), None);
         assert_eq!(parse_id("0-"), None);
+    }
+
+    fn envelope(id: u64) -> Arc<Envelope> {
+        Arc::new(Envelope::new(Message {
+            id,
+            room: "r".into(),
+            from: "a".into(),
+            text: format!("m{id}"),
+            ts: 0,
+        }))
+    }
+
+    fn follow() -> (Follow, broadcast::Receiver<Arc<Envelope>>) {
+        let (live, receiver) = broadcast::channel(8);
+        let follow = Follow {
+            live,
+            sync: Mutex::new(FollowSync::default()),
+        };
+        (follow, receiver)
+    }
+
+    #[test]
+    fn a_follow_forwards_each_id_once_after_what_its_first_subscriber_read() {
+        let (follow, mut receiver) = follow();
+        assert!(follow.start(&Arc::from("e"), 2));
+        for id in [1, 2, 3, 3, 4, 2] {
+            assert!(follow.forward("e", envelope(id)));
+        }
+        let forwarded: Vec<u64> = std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(forwarded, [3, 4]);
+        assert_eq!(follow.position(), (Some(Arc::from("e")), Some(4)));
+    }
+
+    #[test]
+    fn a_follow_refuses_another_epoch() {
+        let (follow, _receiver) = follow();
+        assert!(follow.forward("e1", envelope(1)));
+        assert!(!follow.forward("e2", envelope(2)));
+        assert!(!follow.start(&Arc::from("e2"), 0));
+        assert!(follow.start(&Arc::from("e1"), 0), "the same epoch is fine");
+        assert_eq!(follow.position().1, Some(1), "what was forwarded stands");
     }
 
     #[test]

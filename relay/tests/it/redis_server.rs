@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use relay::config::Config;
+
 use crate::support::{PATIENCE, Relay, http, within};
 
 pub struct RedisServer {
@@ -142,11 +144,16 @@ pub async fn wait_ready(relay: &Relay, ready: bool) {
 
 /// A relay on `redis`, with room for the many messages these tests publish.
 pub async fn relay_on(redis: &RedisServer) -> Relay {
+    relay_on_with(redis, |_| {}).await
+}
+
+pub async fn relay_on_with(redis: &RedisServer, adjust: impl FnOnce(&mut Config)) -> Relay {
     let url = redis.url();
     let relay = Relay::start_with(move |config| {
         config.redis_url = Some(url);
         config.history = 20_000;
         config.redis_timeout = Duration::from_secs(1);
+        adjust(config);
     })
     .await;
     wait_ready(&relay, true).await;

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::redis_server::{RedisServer, relay_on, wait_ready};
+use crate::redis_server::{RedisServer, relay_on, relay_on_with, wait_ready};
 use crate::support::*;
 
 /// The text of the last message each test publishes: every reader stops at it, and because
@@ -569,4 +569,64 @@ async fn redis_losing_its_data_changes_the_epoch_and_clients_are_told() {
     assert_eq!(page.epoch, new_epoch, "both relays agree on the new epoch");
     assert_eq!(b.post(room, "b", "fresh").await, 1);
     assert_eq!(ws.message().await.text, "fresh");
+}
+
+#[tokio::test]
+async fn a_relay_that_lost_its_subscription_catches_up_what_it_missed() {
+    let redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let room = "missed";
+    let mut ws = Ws::connect(&a.ws_url(room, "")).await;
+    ws.welcome().await;
+    a.post(room, "a", "m1").await;
+    assert_eq!(ws.message().await.id, 1);
+
+    // A message whose announcement never reaches the relay: appended to the room's stream
+    // behind the relays' back (this knows the key layout, as an operator's tool might)...
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = within(
+        "a Redis connection",
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connects to Redis");
+    let id: String = redis::cmd("XADD")
+        .arg("chat:{missed}:log")
+        .arg("0-*")
+        .arg(&["f", "ghost", "t", "unannounced", "ts", "1"])
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    assert_eq!(id, "0-2");
+    // ...and the relay's subscription dropped, as by a network blip. Nothing later reveals
+    // the gap: only catching up on resubscribing can deliver it.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1, "the relay's one subscription");
+    let caught_up = ws.message().await;
+    assert_eq!((caught_up.id, caught_up.text.as_str()), (2, "unannounced"));
+    a.post(room, "a", "m3").await;
+    assert_eq!(ws.message().await.id, 3);
+}
+
+#[tokio::test]
+async fn the_room_budget_is_shared_by_all_relays() {
+    let redis = RedisServer::start().await;
+    let a = relay_on_with(&redis, |config| config.max_rooms = 2).await;
+    let b = relay_on_with(&redis, |config| config.max_rooms = 2).await;
+    a.post("one", "a", "hi").await;
+    b.post("two", "b", "hi").await;
+    for relay in [&a, &b] {
+        let (status, body) = relay
+            .post_raw("three", json!({"from": "c", "text": "hi"}))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("too_many_rooms"), "{body}");
+    }
+    // Rooms that exist keep working on either relay.
+    assert_eq!(b.post("one", "b", "again").await, 2);
+    assert_eq!(a.post("two", "a", "again").await, 2);
 }
