@@ -1,6 +1,9 @@
 // Test support: the real relay binary serving the release build, and headless Chromium.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,4 +122,80 @@ export async function waitForMessages(page, count, timeout = PATIENCE) {
     count,
     { timeout },
   );
+}
+
+/** A free TCP port on 127.0.0.1. */
+async function freePort() {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** Resolves once a Redis server answers PING on `port`; false if it does not. */
+function pong(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.setTimeout(1000, () => socket.destroy());
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => {
+      resolve(data.toString() === '+PONG\r\n');
+      socket.destroy();
+    });
+    socket.once('close', () => resolve(false));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Starts Debian's redis-server on a free loopback port. `persistent` writes every command to
+ * an append-only file before answering it, so a restart keeps everything acknowledged.
+ */
+export async function startRedis({ persistent = true } = {}) {
+  const port = await freePort();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'e2e-redis-'));
+  let child;
+  const run = async () => {
+    child = spawn('redis-server', [
+      '--bind', '127.0.0.1', '--port', String(port), '--save', '',
+      '--appendonly', persistent ? 'yes' : 'no', '--appendfsync', 'always', '--dir', dir,
+    ], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const deadline = Date.now() + PATIENCE;
+    while (!(await pong(port))) {
+      if (Date.now() > deadline) throw new Error(`redis-server did not answer on ${port}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  const kill = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+  };
+  await run();
+  return {
+    url: `redis://127.0.0.1:${port}/`,
+    /** Kills it outright, as a crash would. */
+    stop: kill,
+    async restart() {
+      await kill();
+      await run();
+    },
+    async cleanup() {
+      await kill();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Waits until `GET url` answers with a success status (`ok`) or a failure (`!ok`). */
+export async function waitStatus(url, ok, timeout = PATIENCE) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const answered = await fetch(url).then((r) => r.ok, () => false);
+    if (answered === ok) return;
+    if (Date.now() > deadline) throw new Error(`${url} did not become ${ok ? 'ok' : 'unavailable'}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }

@@ -125,10 +125,15 @@ impl From<BusError> for ApiError {
                 ErrorCode::TooManyRooms,
                 "the relay has no room for another room",
             ),
-            BusError::Unavailable(why) => ApiError::new(
-                ErrorCode::Unavailable,
-                format!("message bus unavailable: {why}"),
-            ),
+            BusError::Unavailable(why) => {
+                // The cause (a Redis error) is for operators, not clients; the listener logs
+                // each outage once, so per-request detail stays at debug level.
+                tracing::debug!(%why, "message bus unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "messages cannot be stored right now; try again in a moment",
+                )
+            }
         }
     }
 }

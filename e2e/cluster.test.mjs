@@ -1,0 +1,118 @@
+// Two relays sharing rooms through a real Redis, as an operator runs them behind a load
+// balancer: pages on either relay chat together on every transport, survive a relay restart
+// without losing history, and ride out a Redis restart.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  PATIENCE, launchBrowser, openChat, send, startRedis, startRelay, texts, waitConnected,
+  waitStatus,
+} from './support.mjs';
+
+const REDIS_ENV = (redis) => ({ RELAY_REDIS_URL: redis.url, RELAY_REDIS_TIMEOUT: '1s' });
+let redis;
+const relays = [];
+let browser;
+
+before(async () => {
+  redis = await startRedis({ persistent: true });
+  for (let i = 0; i < 2; i += 1) {
+    const relay = await startRelay({ env: REDIS_ENV(redis) });
+    await waitStatus(`${relay.url}/readyz`, true);
+    relays.push(relay);
+  }
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  for (const relay of relays) await relay.stop();
+  await redis?.cleanup();
+});
+
+/** Waits until every page shows a message with this text. */
+async function shownEverywhere(pages, text) {
+  for (const page of pages) {
+    await page.waitForFunction(
+      (t) => [...document.querySelectorAll('#messages .text')].some((n) => n.textContent === t),
+      text,
+      { timeout: PATIENCE },
+    );
+  }
+}
+
+async function warnings(page) {
+  return page.$$eval('#messages li.warning', (nodes) => nodes.map((n) => n.textContent));
+}
+
+test('pages on two relays, one per transport, see every message in the same order', async () => {
+  const placement = [['ws', 0], ['sse', 1], ['longpoll', 0], ['shortpoll', 1]];
+  const pages = [];
+  for (const [transport, relay] of placement) {
+    pages.push(await openChat(browser, relays[relay].url, { room: 'pair', transport }));
+  }
+  const expected = [];
+  for (const [i, [transport, relay]] of placement.entries()) {
+    const text = `${transport} on relay ${relay}`;
+    await send(pages[i], text);
+    await shownEverywhere(pages, text);
+    expected.push(text);
+  }
+  for (const [i, page] of pages.entries()) {
+    assert.deepEqual(await texts(page), expected, `page ${placement[i].join(' on relay ')}`);
+    assert.deepEqual(page.errors, []);
+  }
+});
+
+test('a relay restart keeps the history: its pages reconnect without a reset notice', async () => {
+  let restarting = await startRelay({ env: REDIS_ENV(redis) });
+  const port = restarting.port;
+  try {
+    const there = await openChat(browser, restarting.url, { room: 'kept', transport: 'ws' });
+    const elsewhere = await openChat(browser, relays[0].url, { room: 'kept', transport: 'sse' });
+    await send(there, 'before');
+    await shownEverywhere([there, elsewhere], 'before');
+
+    await restarting.stop();
+    // Published while the page's relay is down; it must arrive once that relay is back.
+    await send(elsewhere, 'while it was down');
+    await shownEverywhere([elsewhere], 'while it was down');
+    restarting = await startRelay({ port, env: REDIS_ENV(redis) });
+    await waitConnected(there);
+    await shownEverywhere([there], 'while it was down');
+    await send(there, 'after');
+    await shownEverywhere([there, elsewhere], 'after');
+    for (const page of [there, elsewhere]) {
+      assert.deepEqual(await texts(page), ['before', 'while it was down', 'after']);
+      assert.deepEqual(await warnings(page), [], 'history was kept, so no reset notice');
+    }
+  } finally {
+    await restarting.stop();
+  }
+});
+
+test('while Redis is down sending is refused on the page; afterwards the pages carry on', async () => {
+  const onA = await openChat(browser, relays[0].url, { room: 'outage', transport: 'ws' });
+  const onB = await openChat(browser, relays[1].url, { room: 'outage', transport: 'sse' });
+  await send(onA, 'before');
+  await shownEverywhere([onA, onB], 'before');
+
+  await redis.stop();
+  for (const relay of relays) await waitStatus(`${relay.url}/readyz`, false);
+  for (const page of [onA, onB]) {
+    await send(page, 'during');
+    await page.waitForFunction(
+      () => (document.querySelector('#form-error')?.textContent ?? '').includes('try again'),
+      null,
+      { timeout: PATIENCE },
+    );
+  }
+
+  await redis.restart();
+  for (const relay of relays) await waitStatus(`${relay.url}/readyz`, true);
+  await send(onB, 'after');
+  await shownEverywhere([onA, onB], 'after');
+  for (const page of [onA, onB]) {
+    assert.deepEqual(await texts(page), ['before', 'after']);
+    assert.deepEqual(await warnings(page), [], 'Redis kept the history: no reset notice');
+  }
+});
