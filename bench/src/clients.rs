@@ -26,6 +26,8 @@ pub fn parse_transport(value: &str) -> Result<Transport, String> {
 pub struct Server {
     /// `http://host:port`
     pub http: String,
+    /// Where senders connect: `http`, or another relay sharing the room.
+    pub send_http: String,
     pub room: String,
     /// The tutorial's Node server: WebSocket only, raw text frames, no ids or history.
     pub peer: bool,
@@ -34,7 +36,11 @@ pub struct Server {
 
 impl Server {
     fn ws(&self, name: &str) -> String {
-        let base = self.http.replacen("http://", "ws://", 1);
+        self.ws_at(&self.http, name)
+    }
+
+    fn ws_at(&self, http: &str, name: &str) -> String {
+        let base = http.replacen("http://", "ws://", 1);
         if self.peer {
             format!("{base}/")
         } else {
@@ -193,7 +199,9 @@ pub async fn send(
     window: Window,
     until: Deadline,
 ) -> anyhow::Result<u64> {
-    let (socket, _) = tokio_tungstenite::connect_async(server.ws(&format!("s{index}"))).await?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async(server.ws_at(&server.send_http, &format!("s{index}")))
+            .await?;
     let (mut sink, mut stream) = socket.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     // Ticks of 5 ms with a fractional budget: steady rates well above the timer resolution.

@@ -53,7 +53,7 @@ pub struct Report {
     pub server_rss_kib: Option<u64>,
 }
 
-pub async fn run(server: &Server, load: &Load, pid: Option<u32>) -> anyhow::Result<Report> {
+pub async fn run(server: &Server, load: &Load, pids: &[u32]) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(load.receivers.max(1))
         .build()?;
@@ -109,9 +109,9 @@ pub async fn run(server: &Server, load: &Load, pid: Option<u32>) -> anyhow::Resu
 
     // Server usage over the measured window only (after warm-up, before draining).
     tokio::time::sleep_until(start + load.warmup).await;
-    let before = pid.map(process::sample).transpose()?;
+    let before = process::sample_all(pids)?;
     tokio::time::sleep_until(send_until).await;
-    let after = pid.map(process::sample).transpose()?;
+    let after = process::sample_all(pids)?;
 
     let mut sent = 0;
     for sender in senders {

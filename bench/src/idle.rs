@@ -1,5 +1,6 @@
 //! Idle: K open connections that receive nothing; the server's memory per connection.
 
+use anyhow::Context;
 use futures_util::future::join_all;
 use serde::Serialize;
 use tokio::time::Duration;
@@ -22,7 +23,7 @@ pub async fn run(
     server: &Server,
     transport: Transport,
     connections: usize,
-    pid: u32,
+    pids: Vec<u32>,
     settle: Duration,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
@@ -32,7 +33,7 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()?;
-    let before = process::sample(pid)?;
+    let before = process::sample_all(&pids)?.context("no pid")?;
     let mut open = Vec::with_capacity(connections);
     for batch in (0..connections).collect::<Vec<_>>().chunks(200) {
         for receiver in join_all(
@@ -62,7 +63,7 @@ pub async fn run(
         }
     }
     tokio::time::sleep(settle).await;
-    let after = process::sample(pid)?;
+    let after = process::sample_all(&pids)?.context("no pid")?;
     for task in pending {
         task.abort();
     }

@@ -34,9 +34,13 @@ struct Target {
     peer: bool,
     #[arg(long, default_value = "bench")]
     room: String,
-    /// The server's pid, to report its CPU time and memory.
+    /// The server's pid, to report its CPU time and memory; repeat it for several processes
+    /// (relays, Redis), whose figures are then added up.
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
+    /// Where senders connect, when not `--url`: another relay sharing the room through Redis.
+    #[arg(long)]
+    send_url: Option<String>,
     /// Delay between short polls.
     #[arg(long, default_value_t = 1000)]
     poll_interval_ms: u64,
@@ -112,23 +116,33 @@ fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
 
 impl Target {
     fn server(&self) -> anyhow::Result<Server> {
-        let host = self
-            .url
-            .strip_prefix("http://")
-            .and_then(|rest| rest.split('/').next())
-            .context("--url must look like http://127.0.0.1:3000")?;
-        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
-        anyhow::ensure!(
-            name == "localhost" || name == "[::1]" || name.starts_with("127."),
-            "refusing {name}: this tool only loads servers on this machine (loopback)"
-        );
+        let http = loopback(&self.url)?;
+        let send_http = match &self.send_url {
+            Some(url) => loopback(url)?,
+            None => http.clone(),
+        };
         Ok(Server {
-            http: format!("http://{host}"),
+            http,
+            send_http,
             room: self.room.clone(),
             peer: self.peer,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
         })
     }
+}
+
+/// `http://host:port` of a URL on this machine.
+fn loopback(url: &str) -> anyhow::Result<String> {
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| format!("{url:?} must look like http://127.0.0.1:3000"))?;
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    anyhow::ensure!(
+        name == "localhost" || name == "[::1]" || name.starts_with("127."),
+        "refusing {name}: this tool only loads servers on this machine (loopback)"
+    );
+    Ok(format!("http://{host}"))
 }
 
 impl LoadArgs {
@@ -155,7 +169,7 @@ fn emit(json: &impl serde::Serialize, summary: String) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().mode {
         Mode::Fanout { target, load } => {
-            let report = fanout::run(&target.server()?, &load.load()?, target.pid).await?;
+            let report = fanout::run(&target.server()?, &load.load()?, &target.pid).await?;
             emit(&report, fanout::summary(&report))
         }
         Mode::Idle {
@@ -164,9 +178,11 @@ async fn main() -> anyhow::Result<()> {
             connections,
             settle,
         } => {
-            let pid = target
-                .pid
-                .context("idle mode measures the server: give --pid")?;
+            anyhow::ensure!(
+                !target.pid.is_empty(),
+                "idle mode measures the server: give --pid"
+            );
+            let pid = target.pid.clone();
             let report = idle::run(
                 &target.server()?,
                 transport,
@@ -191,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 factor,
                 max_steps.min(20),
                 max_p99_ms,
-                target.pid,
+                &target.pid,
             )
             .await?;
             emit(&report, ramp::summary(&report))

@@ -14,6 +14,21 @@ pub struct Sample {
     pub rss_kib: u64,
 }
 
+/// The sum over several processes (several relays, or a relay and its Redis); `None` for none.
+pub fn sample_all(pids: &[u32]) -> anyhow::Result<Option<Sample>> {
+    let mut total: Option<Sample> = None;
+    for &pid in pids {
+        let one = sample(pid)?;
+        let sum = total.get_or_insert(Sample {
+            cpu_s: 0.0,
+            rss_kib: 0,
+        });
+        sum.cpu_s += one.cpu_s;
+        sum.rss_kib += one.rss_kib;
+    }
+    Ok(total)
+}
+
 pub fn sample(pid: u32) -> anyhow::Result<Sample> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after the last ')'.

@@ -27,13 +27,13 @@ pub async fn run(
     factor: f64,
     max_steps: usize,
     max_p99_ms: f64,
-    pid: Option<u32>,
+    pids: &[u32],
 ) -> anyhow::Result<Report> {
     let mut steps = Vec::new();
     let (mut best_delivered, mut best_rate) = (0.0, 0.0);
     let mut generator_limited = false;
     for _ in 0..max_steps {
-        let step = fanout::run(server, &load, pid).await?;
+        let step = fanout::run(server, &load, pids).await?;
         eprintln!("  ramp step: {}", fanout::summary(&step));
         // The server held if it delivered everything that was sent, in time.
         let held = step.lost == 0 && step.duplicated == 0 && step.latency_ms.p99 <= max_p99_ms;

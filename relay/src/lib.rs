@@ -146,7 +146,8 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 /// Must run within a Tokio runtime (the Redis bus starts its listener).
 pub fn bus(config: &Config) -> io::Result<Bus> {
     let history = config.history as usize;
-    let Some(url) = &config.redis_url else {
+    // An empty RELAY_REDIS_URL (as compose files often leave it) means "not set".
+    let Some(url) = config.redis_url.as_deref().filter(|url| !url.is_empty()) else {
         return Ok(Bus::Memory(MemoryBus::new(history, config.max_rooms)));
     };
     RedisBus::new(url, history, config.max_rooms, config.redis_timeout)
