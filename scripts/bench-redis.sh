@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-./scripts/setup.sh --redis
+./scripts/setup.sh --redis >&2
 cargo build --release --locked -q -p relay -p relay-bench
 
 bench=target/release/relay-bench

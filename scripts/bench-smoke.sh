@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A short, small run of every relay-bench mode, against the relay (each transport) and the
-# tutorial's Node server: each must deliver everything once and in order. Not a timing test.
+# tutorial's Node server, and across two relays sharing a real Redis: each must deliver
+# everything once and in order. Not a timing test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -44,4 +45,23 @@ $bench fanout --peer --url "http://127.0.0.1:$peer_port" --pid "$peer_pid" "${sm
 $bench idle --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --transport sse --connections 50 --settle 0.5 | check
 $bench ramp --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --room smoke-ramp \
     --receivers 5 --rate 20 --factor 2 --max-steps 2 --duration 1 --warmup 0.5 --max-p99-ms 5000 | check
-echo "bench smoke: every mode delivered everything, once, in order"
+# Two relays on one Redis: senders on one, receivers on the other.
+redis_dir=$(mktemp -d)
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
+redis_port=$(free_port)
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$redis_dir" \
+    >/dev/null & pids+=($!)
+redis_pid=$!
+relay_urls=()
+for _ in 1 2; do
+    port=$(free_port)
+    RELAY_ADDR="127.0.0.1:$port" RELAY_RATE=100000 RELAY_BURST=100000 RUST_LOG=warn \
+    RELAY_REDIS_URL="redis://127.0.0.1:$redis_port/" target/debug/relay & pids+=($!)
+    relay_urls+=("http://127.0.0.1:$port")
+done
+for url in "${relay_urls[@]}"; do wait_for "$url/readyz"; done
+for transport in ws sse longpoll; do
+    $bench fanout --send-url "${relay_urls[0]}" --url "${relay_urls[1]}" --pid "$redis_pid" \
+        --room "smoke-redis-$transport" --transport "$transport" "${small[@]}" | check
+done
+echo "bench smoke: every mode delivered everything, once, in order (one relay, two on Redis)"

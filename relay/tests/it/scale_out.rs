@@ -490,6 +490,8 @@ async fn a_redis_outage_refuses_publishing_keeps_clients_and_loses_nothing_ackno
         refused.map(|(status, _)| status),
         Some(StatusCode::SERVICE_UNAVAILABLE)
     );
+    let refused = Ws::connect_with(&b.ws_url(room, ""), &[]).await.err();
+    assert_eq!(refused.map(|(status, _)| status), Some(503));
 
     redis.restart().await;
     wait_ready(&a, true).await;
