@@ -117,7 +117,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let rooms = state.bus.rooms().await;
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(rooms),
+        state.metrics.render(rooms, state.bus.connected()),
     )
 }
 

@@ -103,7 +103,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every series.
-    pub fn render(&self, rooms: usize) -> String {
+    /// `bus_connected`: whether the bus is live (always, in memory; with Redis, whether the
+    /// relay is subscribed to it).
+    pub fn render(&self, rooms: usize, bus_connected: bool) -> String {
         let mut out = String::with_capacity(4096);
         let transports = Transport::ALL.map(|t| (t, slot(t)));
 
@@ -182,9 +184,14 @@ impl Metrics {
         }
         drop(rejected);
 
-        out.push_str("# HELP relay_rooms Rooms held by the message bus.\n");
+        out.push_str("# HELP relay_rooms Rooms held by the message bus (with Redis: followed by this relay).\n");
         out.push_str("# TYPE relay_rooms gauge\n");
         let _ = writeln!(out, "relay_rooms {rooms}");
+        out.push_str(
+            "# HELP relay_bus_connected 1 while the message bus is reachable (Redis subscribed).\n",
+        );
+        out.push_str("# TYPE relay_bus_connected gauge\n");
+        let _ = writeln!(out, "relay_bus_connected {}", u8::from(bus_connected));
         out
     }
 }
@@ -201,7 +208,7 @@ mod tests {
         metrics.delivered(Transport::Ws, unix_millis());
         metrics.delivered(Transport::Ws, unix_millis().saturating_sub(60_000));
         metrics.rejected("rate_limited");
-        let text = metrics.render(3);
+        let text = metrics.render(3, true);
         assert!(text.contains("relay_connections{transport=\"sse\"} 1\n"));
         assert!(text.contains("relay_messages_published_total{via=\"http\"} 1\n"));
         assert!(text.contains("relay_messages_delivered_total{transport=\"ws\"} 2\n"));
@@ -212,6 +219,7 @@ mod tests {
         assert!(text.contains("relay_delivery_lag_seconds_count{transport=\"ws\"} 2\n"));
         assert!(text.contains("relay_rejected_total{reason=\"rate_limited\"} 1\n"));
         assert!(text.contains("relay_rooms 3\n"));
+        assert!(text.contains("relay_bus_connected 1\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or_default();

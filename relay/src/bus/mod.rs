@@ -264,6 +264,15 @@ impl Bus {
         }
     }
 
+    /// Whether live messages flow (`/metrics`): always in memory; with Redis, while the relay
+    /// is subscribed. Cheaper than [`Bus::ready`], which asks Redis.
+    pub fn connected(&self) -> bool {
+        match self {
+            Bus::Memory(_) => true,
+            Bus::Redis(bus) => bus.connected(),
+        }
+    }
+
     /// How many messages a subscriber may be catching up after falling behind.
     fn retention(&self) -> usize {
         match self {

@@ -190,6 +190,11 @@ impl RedisBus {
         follows.len()
     }
 
+    /// Whether the listener is subscribed to the announcements.
+    pub fn connected(&self) -> bool {
+        self.inner.listening.load(Ordering::Acquire)
+    }
+
     /// Ready when the listener is subscribed and Redis answers a command in time.
     pub async fn ready(&self) -> bool {
         if !self.inner.listening.load(Ordering::Acquire) {

@@ -470,6 +470,21 @@ async fn a_redis_outage_refuses_publishing_keeps_clients_and_loses_nothing_ackno
     redis.stop();
     wait_ready(&a, false).await;
     wait_ready(&b, false).await;
+    within("/metrics to show the bus disconnected", async {
+        loop {
+            let metrics = http().get(a.url("/metrics")).send().await.expect("metrics");
+            if metrics
+                .text()
+                .await
+                .expect("metrics text")
+                .contains("relay_bus_connected 0\n")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     // Publishing refuses at once, over POST and over a WebSocket; new subscriptions too.
     let started = Instant::now();
     let (status, body) = a
