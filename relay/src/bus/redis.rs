@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use ::redis::{Client, RedisError, RedisResult, Script, Value};
@@ -44,6 +44,8 @@ const LISTENER_PING: Duration = Duration::from_secs(5);
 /// Bounds on the wait between reconnection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// A subscription that lasted this long was healthy: reconnect quickly after losing it.
+const HEALTHY_SUBSCRIPTION: Duration = Duration::from_secs(10);
 
 /// The stream key of a room; the braces make it a cluster hash tag.
 fn log_key(room: &str) -> String {
@@ -214,7 +216,15 @@ impl RedisBus {
         match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) if err.code() == Some("TOO_MANY_ROOMS") => Err(BusError::TooManyRooms),
-            Ok(Err(err)) => Err(unavailable(&err)),
+            Ok(Err(err)) => {
+                // An outage is reported once by the listener; a refusal from a server that is
+                // up (a read-only replica, a missing permission) is a misconfiguration that
+                // an operator must see on every occurrence.
+                if matches!(err.kind(), ::redis::ErrorKind::Server(_)) {
+                    tracing::warn!(%err, "Redis refused a command");
+                }
+                Err(unavailable(&err))
+            }
             Err(_) => Err(BusError::Unavailable(format!(
                 "redis did not answer within {:?}",
                 self.inner.timeout
@@ -389,6 +399,26 @@ impl RedisBus {
         }
     }
 
+    /// Refuses a Redis too old for the scripts (they rely on `XADD … 0-*`, new in 7.0), with a
+    /// message that says so rather than failing every publish.
+    async fn check_server(&self) -> Result<(), BusError> {
+        let mut conn = self.inner.conn.clone();
+        let mut info = ::redis::cmd("INFO");
+        let info: String = self.call(info.arg("server").query_async(&mut conn)).await?;
+        match redis_version(&info) {
+            Some(version) if version >= (7, 0) => Ok(()),
+            found => {
+                let found = found.map_or("an unknown version".to_owned(), |(major, minor)| {
+                    format!("{major}.{minor}")
+                });
+                tracing::error!(%found, "Redis 7.0 or newer is required; staying unready");
+                Err(BusError::Unavailable(format!(
+                    "Redis {found} is older than 7.0"
+                )))
+            }
+        }
+    }
+
     /// Forwards, for every followed room, what was published after the last forwarded id:
     /// the announcements missed while the listener was not subscribed.
     async fn catch_up(&self) -> Result<(), BusError> {
@@ -445,12 +475,17 @@ async fn listen(inner: Weak<Inner>, client: Client, stop: CancellationToken, tim
                     tracing::info!("reconnected to Redis");
                 }
                 failures = 0;
-                backoff = RECONNECT_MIN;
+                let subscribed = Instant::now();
                 match follow_channel(&inner, pubsub, &stop, timeout).await {
                     Listener::Stopped => return,
                     Listener::Lost(why) => {
                         tracing::warn!(%why, "lost the Redis subscription; reconnecting")
                     }
+                }
+                // Back off afresh only after a subscription that lasted: one that fails right
+                // away (an incompatible server, a failing catch-up) must not spin.
+                if subscribed.elapsed() >= HEALTHY_SUBSCRIPTION {
+                    backoff = RECONNECT_MIN;
                 }
             }
             Ok(Err(err)) => {
@@ -494,6 +529,9 @@ async fn follow_channel(
     let Some(caught_up) = bus() else {
         return Listener::Stopped;
     };
+    if let Err(err) = caught_up.check_server().await {
+        return Listener::Lost(format!("{err:?}"));
+    }
     if let Err(err) = caught_up.catch_up().await {
         return Listener::Lost(format!("catching up failed: {err:?}"));
     }
@@ -548,6 +586,15 @@ impl<'a> Announcement<'a> {
             text: parts.next()?,
         })
     }
+}
+
+/// `(major, minor)` from the `redis_version:` line of `INFO server`.
+fn redis_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?;
+    let mut parts = version.trim().split('.').map(|part| part.parse().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 /// Our stream ids are `0-<id>`.
@@ -655,6 +702,14 @@ mod tests {
         assert_eq!(Announcement::parse(b"lobby\nr1f\n42\n1\na\nt"), None);
         assert_eq!(Announcement::parse(b"lobby\nr1f\n0-42\n1\na"), None);
         assert_eq!(Announcement::parse(b"\xff\nr\n0-1\n1\na\nt"), None);
+    }
+
+    #[test]
+    fn the_server_version_comes_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(redis_version(info), Some((7, 0)));
+        assert_eq!(redis_version("redis_version:6.2.14\r\n"), Some((6, 2)));
+        assert_eq!(redis_version("# Server\r\n"), None);
     }
 
     #[test]
