@@ -61,6 +61,7 @@ struct Inner {
     conn: ConnectionManager,
     publish: Script,
     read: Script,
+    replace_epoch: Script,
     retention: usize,
     max_rooms: usize,
     timeout: Duration,
@@ -170,6 +171,10 @@ impl RedisBus {
             conn,
             publish: Script::new(include_str!("lua/publish.lua")),
             read: Script::new(include_str!("lua/read.lua")),
+            // Compare-and-set, so that relays noticing the same loss agree on one new epoch.
+            replace_epoch: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end",
+            ),
             retention: retention.max(1),
             max_rooms,
             timeout,
@@ -399,6 +404,14 @@ impl RedisBus {
         }
     }
 
+    /// Replaces the dataset's epoch, unless another relay already did.
+    async fn replace_epoch(&self, lost: &str) -> Result<(), BusError> {
+        let mut conn = self.inner.conn.clone();
+        let mut invocation = self.inner.replace_epoch.prepare_invoke();
+        invocation.key(EPOCH_KEY).arg(lost).arg(fresh_epoch());
+        self.call(invocation.invoke_async::<()>(&mut conn)).await
+    }
+
     /// Refuses a Redis too old for the scripts (they rely on `XADD … 0-*`, new in 7.0), with a
     /// message that says so rather than failing every publish.
     async fn check_server(&self) -> Result<(), BusError> {
@@ -438,6 +451,15 @@ impl RedisBus {
                 let snapshot = self.read(&room, &cursor, self.inner.retention).await?;
                 if snapshot.epoch != epoch {
                     tracing::warn!(%room, "room history lost in Redis (new epoch); its clients reconnect");
+                    self.unfollow(&room, &follow);
+                    break;
+                }
+                if snapshot.head < last {
+                    // Redis came back without its latest writes (`appendfsync everysec`, a
+                    // lagging replica promoted): ids up to `last` would be given out again to
+                    // different messages. Only a new epoch keeps ids unambiguous.
+                    tracing::warn!(%room, head = snapshot.head, delivered = last, "Redis lost its latest writes; starting a new epoch");
+                    self.replace_epoch(&epoch).await?;
                     self.unfollow(&room, &follow);
                     break;
                 }

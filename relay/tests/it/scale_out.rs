@@ -647,3 +647,50 @@ async fn the_room_budget_is_shared_by_all_relays() {
     assert_eq!(b.post("one", "b", "again").await, 2);
     assert_eq!(a.post("two", "a", "again").await, 2);
 }
+
+#[tokio::test]
+async fn redis_losing_its_latest_writes_starts_a_new_epoch() {
+    let redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let room = "rewound";
+    let mut ws = Ws::connect(&a.ws_url(room, "")).await;
+    let (epoch, _) = ws.welcome().await;
+    for n in 1..=5 {
+        a.post(room, "a", &format!("m{n}")).await;
+        assert_eq!(ws.message().await.id, n);
+    }
+
+    // Redis forgets message 5, as after a crash with `appendfsync everysec` or the promotion of
+    // a lagging replica (both of which also drop the relay's subscription).
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = within(
+        "a Redis connection",
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connects to Redis");
+    let deleted: i64 = redis::cmd("XDEL")
+        .arg(&["chat:{rewound}:log", "0-5"])
+        .query_async(&mut conn)
+        .await
+        .expect("XDEL");
+    assert_eq!(deleted, 1);
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+
+    // The relay notices on resubscribing: the stream ends, and the client, resuming, is told
+    // that its ids belong to a lost history.
+    let close = ws.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1013);
+    let mut ws = Ws::connect(&a.ws_url(room, &format!("after=5&epoch={epoch}"))).await;
+    let (new_epoch, head) = ws.welcome().await;
+    assert_ne!(new_epoch, epoch, "a new epoch");
+    assert_eq!(head, 4);
+    match ws.event().await {
+        ServerEvent::Reset(reset) => assert_eq!(reset.reason, ResetReason::EpochChanged),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+}
