@@ -15,14 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use protocol::{Message, ResetReason};
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, Cursor, Envelope, History, Snapshot, Subscription, lock, unix_millis};
+use super::{
+    Bus, BusError, Cursor, Envelope, History, LIVE_QUEUE, Snapshot, Subscription, lock, unix_millis,
+};
 use crate::validate::RoomName;
-
-/// Messages a room's live queue holds for its slowest subscriber. A subscriber further behind
-/// than this is not dropped: it catches up from history (see `Subscription::next`). The queue
-/// holds pointers, so its cost is 256 × 8 bytes per room whatever the message sizes; larger
-/// values only postpone the (cheap) history catch-up.
-pub const LIVE_QUEUE: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct MemoryBus {

@@ -23,6 +23,12 @@ use tokio::sync::broadcast;
 
 use crate::validate::RoomName;
 
+/// Messages a room's live queue holds for its slowest subscriber. A subscriber further behind
+/// than this is not dropped: it catches up from history (see `Subscription::next`). The queue
+/// holds pointers, so its cost is 256 × 8 bytes per room whatever the message sizes; larger
+/// values only postpone the (cheap) history catch-up.
+pub const LIVE_QUEUE: usize = 256;
+
 /// One published message, serialized once for every transport.
 #[derive(Debug)]
 pub struct Envelope {
@@ -208,16 +214,16 @@ pub enum Bus {
 }
 
 impl Bus {
-    /// Appends a message to the room and delivers it to every subscriber.
+    /// Appends a message to the room and delivers it to every subscriber; returns its id.
     pub async fn publish(
         &self,
         room: &RoomName,
         from: String,
         text: String,
-    ) -> Result<Arc<Envelope>, BusError> {
+    ) -> Result<u64, BusError> {
         match self {
-            Bus::Memory(bus) => bus.publish(room, from, text),
-            Bus::Redis(bus) => bus.publish(room, from, text).await,
+            Bus::Memory(bus) => bus.publish(room, from, text).map(|envelope| envelope.id),
+            Bus::Redis(bus) => bus.publish(room, &from, &text).await,
         }
     }
 

@@ -30,8 +30,10 @@ use protocol::{Message, ResetReason};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::memory::LIVE_QUEUE;
-use super::{Bus, BusError, Cursor, Envelope, Snapshot, Subscription, lock, snapshot, unix_millis};
+use super::{
+    Bus, BusError, Cursor, Envelope, LIVE_QUEUE, Snapshot, Subscription, lock, snapshot,
+    unix_millis,
+};
 use crate::validate::RoomName;
 
 const EPOCH_KEY: &str = "chat:epoch";
@@ -237,12 +239,9 @@ impl RedisBus {
         }
     }
 
-    pub async fn publish(
-        &self,
-        room: &RoomName,
-        from: String,
-        text: String,
-    ) -> Result<Arc<Envelope>, BusError> {
+    /// Returns the id only: this relay builds the message's envelope once, like every other
+    /// relay, when its announcement arrives.
+    pub async fn publish(&self, room: &RoomName, from: &str, text: &str) -> Result<u64, BusError> {
         let ts = unix_millis();
         let mut conn = self.inner.conn.clone();
         let mut invocation = self.inner.publish.prepare_invoke();
@@ -254,19 +253,12 @@ impl RedisBus {
             .arg(self.inner.retention)
             .arg(self.inner.max_rooms)
             .arg(room.as_str())
-            .arg(&from)
-            .arg(&text)
+            .arg(from)
+            .arg(text)
             .arg(ts)
             .arg(CHANNEL);
         let (_epoch, id): (String, String) = self.call(invocation.invoke_async(&mut conn)).await?;
-        let id = parse_id(&id).ok_or_else(|| unexpected("stream id", &id))?;
-        Ok(Arc::new(Envelope::new(Message {
-            id,
-            room: room.to_string(),
-            from,
-            text,
-            ts,
-        })))
+        parse_id(&id).ok_or_else(|| unexpected("stream id", &id))
     }
 
     pub async fn read(

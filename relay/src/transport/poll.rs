@@ -142,12 +142,9 @@ pub async fn publish(
     let request: PublishRequest = serde_json::from_slice(&body?)?;
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
-    let envelope = state.bus.publish(&room, from, text).await?;
+    let id = state.bus.publish(&room, from, text).await?;
     state.metrics.published(Via::Http);
-    Ok((
-        StatusCode::CREATED,
-        Json(PublishResponse { id: envelope.id }),
-    ))
+    Ok((StatusCode::CREATED, Json(PublishResponse { id })))
 }
 
 #[cfg(test)]
