@@ -5,8 +5,9 @@
 //! retention with `MAXLEN ~`) and announces it on one pub/sub channel, all atomically, so every
 //! relay sees announcements in id order. History and resume read the stream, so a cursor works
 //! on any relay. The epoch is one key for the whole dataset (`chat:epoch`), created when
-//! missing: it changes exactly when Redis has lost its data (a restart without persistence, a
-//! flush), which is when room histories are lost.
+//! missing: it changes exactly when Redis has lost data (a restart without persistence, a
+//! flush, or — noticed by a relay that delivered more than Redis still has — its latest writes),
+//! which is when ids could otherwise come to mean different messages.
 //!
 //! Each relay follows the rooms its clients subscribe to: a [`Follow`] per room feeds a local
 //! broadcast queue from the announcements, in id order and without repeats. Pub/sub delivers at
@@ -49,7 +50,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// A subscription that lasted this long was healthy: reconnect quickly after losing it.
 const HEALTHY_SUBSCRIPTION: Duration = Duration::from_secs(10);
 
-/// The stream key of a room; the braces make it a cluster hash tag.
+/// The stream key of a room. The braces (a hash tag) would keep a room's keys on one node of a
+/// Redis Cluster; the scripts also touch global keys, so Cluster itself is not supported.
 fn log_key(room: &str) -> String {
     format!("chat:{{{room}}}:log")
 }
