@@ -32,12 +32,12 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: relay::config::Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    relay::shutdown::cancel_on_signal(shutdown.clone()).context("cannot listen for signals")?;
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     tracing::info!(addr = %listener.local_addr()?, static_dir = %config.static_dir.display(), "listening");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(relay::shutdown::cancel_on_signal(shutdown.clone()));
     relay::serve(listener, config, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
