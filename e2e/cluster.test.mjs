@@ -1,11 +1,11 @@
 // Two relays sharing rooms through a real Redis, as an operator runs them behind a load
-// balancer: pages on either relay chat together on every transport, survive a relay restart
-// without losing history, and ride out a Redis restart.
+// balancer: pages on either relay chat together on every transport, also through nginx with no
+// affinity, survive a relay restart without losing history, and ride out a Redis restart.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  PATIENCE, launchBrowser, openChat, send, startRedis, startRelay, texts, waitConnected,
-  waitStatus,
+  PATIENCE, launchBrowser, openChat, send, startNginx, startRedis, startRelay, texts,
+  waitConnected, waitStatus,
 } from './support.mjs';
 
 const REDIS_ENV = (redis) => ({ RELAY_REDIS_URL: redis.url, RELAY_REDIS_TIMEOUT: '1s' });
@@ -60,6 +60,44 @@ test('pages on two relays, one per transport, see every message in the same orde
   for (const [i, page] of pages.entries()) {
     assert.deepEqual(await texts(page), expected, `page ${placement[i].join(' on relay ')}`);
     assert.deepEqual(page.errors, []);
+  }
+});
+
+/** Messages a relay has written to clients so far, all transports together. */
+async function delivered(relay) {
+  const metrics = await (await fetch(`${relay.url}/metrics`)).text();
+  return [...metrics.matchAll(/^relay_messages_delivered_total\{[^}]*\} (\d+)$/gm)]
+    .reduce((sum, match) => sum + Number(match[1]), 0);
+}
+
+test('through nginx with no affinity, pages on every transport see one order', async () => {
+  const balancer = await startNginx(relays.map((relay) => relay.addr));
+  try {
+    const before = await Promise.all(relays.map(delivered));
+    const transports = ['ws', 'sse', 'longpoll', 'shortpoll'];
+    const pages = [];
+    for (const transport of transports) {
+      pages.push(await openChat(browser, balancer.url, { room: 'balanced', transport }));
+    }
+    const expected = [];
+    for (const [i, transport] of transports.entries()) {
+      const text = `${transport} through nginx`;
+      await send(pages[i], text);
+      await shownEverywhere(pages, text);
+      expected.push(text);
+    }
+    for (const [i, page] of pages.entries()) {
+      assert.deepEqual(await texts(page), expected, `page on ${transports[i]}`);
+      assert.deepEqual(await warnings(page), []);
+      assert.deepEqual(page.errors, []);
+    }
+    // Round robin spread the connections and polls: both relays delivered to these pages.
+    const after = await Promise.all(relays.map(delivered));
+    for (const [i] of relays.entries()) {
+      assert.ok(after[i] > before[i], `relay ${i} delivered nothing (${before[i]} → ${after[i]})`);
+    }
+  } finally {
+    await balancer.stop();
   }
 });
 

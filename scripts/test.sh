@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh --browser --container --redis
+./scripts/setup.sh --browser --container --redis --nginx
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
