@@ -100,6 +100,11 @@ struct FollowSync {
     epoch: Option<Arc<str>>,
     /// The newest id forwarded (or known to the first subscriber); `None` until known.
     last: Option<u64>,
+    /// The newest forwarded messages, consecutive ids ending at `last`, at most
+    /// [`LIVE_QUEUE`]: polls and subscriptions that are (nearly) caught up read them here
+    /// instead of asking Redis — otherwise every message would send every woken long poll
+    /// to Redis at once.
+    recent: VecDeque<Arc<Envelope>>,
 }
 
 impl Follow {
@@ -115,6 +120,14 @@ impl Follow {
         if sync.last.is_some_and(|last| envelope.id <= last) {
             return true;
         }
+        if sync.last.is_none_or(|last| envelope.id != last + 1) {
+            // Only an unbroken run can answer a cursor; start a new one.
+            sync.recent.clear();
+        }
+        if sync.recent.len() == LIVE_QUEUE {
+            sync.recent.pop_front();
+        }
+        sync.recent.push_back(envelope.clone());
         sync.last = Some(envelope.id);
         // Fails only when nobody listens any more; the follow is then pruned.
         let _ = self.live.send(envelope);
@@ -132,6 +145,26 @@ impl Follow {
         }
         sync.last.get_or_insert(head);
         true
+    }
+
+    /// What `cursor` is owed, if the recent messages can tell on their own: the cursor is in
+    /// the forwarded epoch and no older than the oldest recent message (or, for a newcomer,
+    /// there are at least `limit` of them). The answer may trail Redis by the announcements
+    /// still in flight, which is a consistent prefix: the client continues from its end.
+    fn serve(&self, cursor: &Cursor, limit: usize) -> Option<Snapshot> {
+        let sync = lock(&self.sync);
+        let (Some(epoch), Some(last)) = (&sync.epoch, sync.last) else {
+            return None;
+        };
+        if cursor.epoch.as_deref().is_some_and(|e| e != &**epoch) {
+            return None;
+        }
+        let first = sync.recent.front().map_or(last + 1, |m| m.id);
+        let answerable = match cursor.after {
+            Some(after) => after + 1 >= first && after <= last,
+            None => sync.recent.len() >= limit,
+        };
+        answerable.then(|| snapshot(&sync.recent, last, first, epoch, cursor, limit))
     }
 
     fn position(&self) -> (Option<Arc<str>>, Option<u64>) {
@@ -263,7 +296,33 @@ impl RedisBus {
         parse_id(&id).ok_or_else(|| unexpected("stream id", &id))
     }
 
+    /// What `cursor` is owed: from the room's recent messages on this relay when they can
+    /// tell, else from Redis.
     pub async fn read(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Snapshot, BusError> {
+        let follow = lock(&self.inner.follows).get(room).cloned();
+        if let Some(snapshot) = follow.and_then(|follow| self.serve_locally(&follow, cursor, limit))
+        {
+            return Ok(snapshot);
+        }
+        self.read_stored(room, cursor, limit).await
+    }
+
+    /// Answers from a follow only while the listener is subscribed: otherwise the follow may
+    /// be far behind, and clients are better told that Redis is unreachable.
+    fn serve_locally(&self, follow: &Follow, cursor: &Cursor, limit: usize) -> Option<Snapshot> {
+        if !self.connected() {
+            return None;
+        }
+        follow.serve(cursor, limit)
+    }
+
+    /// What `cursor` is owed, read from Redis.
+    async fn read_stored(
         &self,
         room: &RoomName,
         cursor: &Cursor,
@@ -313,7 +372,15 @@ impl RedisBus {
             // Joining the local queue before reading means every message newer than the read
             // reaches this subscriber live; the overlap is skipped by id.
             let (follow, live) = self.follow(room);
-            let mut snapshot = self.read(room, cursor, wanted).await?;
+            if let Some(snapshot) = self.serve_locally(&follow, cursor, wanted) {
+                return Ok(Subscription::new(
+                    Bus::Redis(self.clone()),
+                    room.clone(),
+                    snapshot,
+                    live,
+                ));
+            }
+            let mut snapshot = self.read_stored(room, cursor, wanted).await?;
             if snapshot
                 .reset
                 .as_ref()
@@ -442,7 +509,9 @@ impl RedisBus {
                     after: Some(last),
                     epoch: Some(epoch.to_string()),
                 };
-                let snapshot = self.read(&room, &cursor, self.inner.retention).await?;
+                let snapshot = self
+                    .read_stored(&room, &cursor, self.inner.retention)
+                    .await?;
                 if snapshot.epoch != epoch {
                     tracing::warn!(%room, "room history lost in Redis (new epoch); its clients reconnect");
                     self.unfollow(&room, &follow);
@@ -766,6 +835,50 @@ mod tests {
             .collect();
         assert_eq!(forwarded, [3, 4]);
         assert_eq!(follow.position(), (Some(Arc::from("e")), Some(4)));
+    }
+
+    #[test]
+    fn a_follow_answers_cursors_its_recent_messages_cover() {
+        let (follow, _receiver) = follow();
+        assert!(follow.start(&Arc::from("e"), 2));
+        for id in 3..=5 {
+            follow.forward("e", envelope(id));
+        }
+        let at = |after: Option<u64>, limit: usize| {
+            let cursor = Cursor {
+                after,
+                epoch: Some("e".into()),
+            };
+            follow
+                .serve(&cursor, limit)
+                .map(|s| (s.messages.iter().map(|m| m.id).collect::<Vec<_>>(), s.head))
+        };
+        assert_eq!(at(Some(2), 50), Some((vec![3, 4, 5], 5)));
+        assert_eq!(at(Some(5), 50), Some((vec![], 5)), "caught up");
+        assert_eq!(at(Some(1), 50), None, "older than what is held: ask Redis");
+        assert_eq!(at(Some(6), 50), None, "ahead of this relay: ask Redis");
+        assert_eq!(
+            at(None, 2),
+            Some((vec![4, 5], 5)),
+            "a newcomer's newest two"
+        );
+        assert_eq!(at(None, 4), None, "fewer than a newcomer is owed");
+        let other_epoch = Cursor {
+            after: Some(4),
+            epoch: Some("old".into()),
+        };
+        assert!(follow.serve(&other_epoch, 50).is_none());
+
+        // After a gap only the new run answers.
+        follow.forward("e", envelope(7));
+        assert_eq!(at(Some(5), 50), None);
+        assert_eq!(at(Some(6), 50), Some((vec![7], 7)));
+
+        // And it stays bounded.
+        for id in 8..8 + 2 * LIVE_QUEUE as u64 {
+            follow.forward("e", envelope(id));
+        }
+        assert_eq!(lock(&follow.sync).recent.len(), LIVE_QUEUE);
     }
 
     #[test]
