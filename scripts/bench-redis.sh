@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # What sharing rooms through Redis costs, measured in one run on this machine: the same
-# fan-out against (1) one relay with the in-memory bus, (2) one relay on Redis, (3) two relays
+# fan-out (WebSocket at two shapes, long polling at one) against (1) one relay with the in-memory bus, (2) one relay on Redis, (3) two relays
 # on one Redis, senders on one and receivers on the other. CPU is the relays' and Redis's
 # together. Writes docs/bench/redis.jsonl and prints a Markdown table (docs/SCALING.md).
-#   ./scripts/bench-redis.sh           (about 3 minutes)
+#   ./scripts/bench-redis.sh           (about 5 minutes)
 #   QUICK=1 ./scripts/bench-redis.sh   (shorter runs, for trying the script itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,9 +51,9 @@ run() {
         >> "$out"
 }
 
-for load in "100 1000" "1000 100"; do
+for load in "ws 100 1000" "ws 1000 100" "longpoll 100 1000"; do
     set -- $load
-    shape=(--transport ws --receivers "$1" --rate "$2")
+    shape=(--transport "$1" --receivers "$2" --rate "$3")
 
     start_relay
     run "memory, one relay" --url "$relay_url" --pid "$relay_pid" "${shape[@]}"
@@ -75,12 +75,12 @@ done
 python3 - "$out" <<'PY'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| load | setup | delivered/s | p50 ms | p99 ms | CPU µs per delivery | lost | dup | reordered |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| transport | load | setup | delivered/s | p50 ms | p99 ms | CPU µs per delivery | lost | dup | reordered |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for r in runs:
     load = f"{r['receivers']} × {r['rate']:g}/s"
     lat = r["latency_ms"]
     cpu = r.get("cpu_us_per_delivery")
-    print(f"| {load} | {r['setup']} | {r['delivered_per_s']:,.0f} | {lat['p50']:.1f} | {lat['p99']:.1f} | "
+    print(f"| {r['transport']} | {load} | {r['setup']} | {r['delivered_per_s']:,.0f} | {lat['p50']:.1f} | {lat['p99']:.1f} | "
           f"{'–' if cpu is None else f'{cpu:.2f}'} | {r['lost']} | {r['duplicated']} | {r['out_of_order']} |")
 PY

@@ -47,6 +47,10 @@ const LISTENER_PING: Duration = Duration::from_secs(5);
 /// Bounds on the wait between reconnection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How long a followed room nobody listens to stays followed: longer than a long poller takes
+/// to come back with its next request (it is answered from the follow's recent messages then),
+/// short enough that rooms nobody visits stop costing announcements.
+const FOLLOW_LINGER: Duration = Duration::from_secs(30);
 /// A subscription that lasted this long was healthy: reconnect quickly after losing it.
 const HEALTHY_SUBSCRIPTION: Duration = Duration::from_secs(10);
 
@@ -94,8 +98,10 @@ struct Follow {
     sync: Mutex<FollowSync>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FollowSync {
+    /// When a subscriber last joined: an unused follow is dropped after [`FOLLOW_LINGER`].
+    used: Instant,
     /// The epoch of what was forwarded; `None` until known.
     epoch: Option<Arc<str>>,
     /// The newest id forwarded (or known to the first subscriber); `None` until known.
@@ -108,6 +114,21 @@ struct FollowSync {
 }
 
 impl Follow {
+    /// A follow that knows nothing yet, and a first receiver on it.
+    fn new() -> (Follow, broadcast::Receiver<Arc<Envelope>>) {
+        let (live, receiver) = broadcast::channel(LIVE_QUEUE);
+        let follow = Follow {
+            live,
+            sync: Mutex::new(FollowSync {
+                used: Instant::now(),
+                epoch: None,
+                last: None,
+                recent: VecDeque::new(),
+            }),
+        };
+        (follow, receiver)
+    }
+
     /// Forwards one message unless it was already forwarded. `false` when it belongs to
     /// another epoch than the room's followers were given: the follow must be ended.
     fn forward(&self, epoch: &str, envelope: Arc<Envelope>) -> bool {
@@ -165,6 +186,11 @@ impl Follow {
             None => sync.recent.len() >= limit,
         };
         answerable.then(|| snapshot(&sync.recent, last, first, epoch, cursor, limit))
+    }
+
+    /// Whether nobody listens and nobody has for [`FOLLOW_LINGER`].
+    fn idle(&self) -> bool {
+        self.live.receiver_count() == 0 && lock(&self.sync).used.elapsed() >= FOLLOW_LINGER
     }
 
     fn position(&self) -> (Option<Arc<str>>, Option<u64>) {
@@ -230,7 +256,7 @@ impl RedisBus {
     /// Rooms followed for subscribers on this relay (not all rooms in Redis).
     pub fn rooms(&self) -> usize {
         let mut follows = lock(&self.inner.follows);
-        follows.retain(|_, follow| follow.live.receiver_count() > 0);
+        follows.retain(|_, follow| !follow.idle());
         follows.len()
     }
 
@@ -371,7 +397,7 @@ impl RedisBus {
         loop {
             // Joining the local queue before reading means every message newer than the read
             // reaches this subscriber live; the overlap is skipped by id.
-            let (follow, live) = self.follow(room);
+            let (follow, live) = self.follow(room)?;
             if let Some(snapshot) = self.serve_locally(&follow, cursor, wanted) {
                 return Ok(Subscription::new(
                     Bus::Redis(self.clone()),
@@ -403,20 +429,28 @@ impl RedisBus {
     }
 
     /// The room's follow (created if needed) and a receiver on it, taken under the map lock so
-    /// that pruning cannot drop the follow in between.
-    fn follow(&self, room: &RoomName) -> (Arc<Follow>, broadcast::Receiver<Arc<Envelope>>) {
+    /// that pruning cannot drop the follow in between. At most `RELAY_MAX_ROOMS` rooms are
+    /// followed at once; rooms nobody listens to make way first.
+    fn follow(
+        &self,
+        room: &RoomName,
+    ) -> Result<(Arc<Follow>, broadcast::Receiver<Arc<Envelope>>), BusError> {
         let mut follows = lock(&self.inner.follows);
         if let Some(follow) = follows.get(room) {
-            return (follow.clone(), follow.live.subscribe());
+            lock(&follow.sync).used = Instant::now();
+            return Ok((follow.clone(), follow.live.subscribe()));
         }
-        follows.retain(|_, follow| follow.live.receiver_count() > 0);
-        let (live, receiver) = broadcast::channel(LIVE_QUEUE);
-        let follow = Arc::new(Follow {
-            live,
-            sync: Mutex::new(FollowSync::default()),
-        });
+        follows.retain(|_, follow| !follow.idle());
+        if follows.len() >= self.inner.max_rooms {
+            follows.retain(|_, follow| follow.live.receiver_count() > 0);
+            if follows.len() >= self.inner.max_rooms {
+                return Err(BusError::TooManyRooms);
+            }
+        }
+        let (follow, receiver) = Follow::new();
+        let follow = Arc::new(follow);
         follows.insert(room.clone(), follow.clone());
-        (follow, receiver)
+        Ok((follow, receiver))
     }
 
     /// Stops following a room: its subscribers' streams end once the last reference goes, and
@@ -440,19 +474,10 @@ impl RedisBus {
         let Ok(room) = RoomName::parse(announcement.room) else {
             return;
         };
-        let follow = {
-            // Checking for receivers under the map lock, where subscribers join, means a
-            // subscriber cannot join a follow that is being dropped.
-            let mut follows = lock(&self.inner.follows);
-            match follows.get(&room) {
-                Some(follow) if follow.live.receiver_count() == 0 => {
-                    follows.remove(&room);
-                    return;
-                }
-                Some(follow) => follow.clone(),
-                None => return,
-            }
-        };
+        // A follow nobody listens to right now still takes announcements: its recent messages
+        // answer the long pollers coming back (pruning happens in `follow` and `rooms`).
+        let follow = lock(&self.inner.follows).get(&room).cloned();
+        let Some(follow) = follow else { return };
         let envelope = Arc::new(Envelope::new(Message {
             id: announcement.id,
             room: room.to_string(),
@@ -815,12 +840,7 @@ mod tests {
     }
 
     fn follow() -> (Follow, broadcast::Receiver<Arc<Envelope>>) {
-        let (live, receiver) = broadcast::channel(8);
-        let follow = Follow {
-            live,
-            sync: Mutex::new(FollowSync::default()),
-        };
-        (follow, receiver)
+        Follow::new()
     }
 
     #[test]

@@ -694,3 +694,77 @@ async fn redis_losing_its_latest_writes_starts_a_new_epoch() {
         other => panic!("expected a reset, got {other:?}"),
     }
 }
+
+/// Script calls Redis has run so far (`INFO commandstats`).
+async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn pollers_that_keep_up_are_answered_without_asking_redis() {
+    let redis = RedisServer::start().await;
+    let a = relay_on(&redis).await;
+    let room = "local";
+    // A listener makes the relay follow the room; twenty messages pass through it.
+    let mut ws = Ws::connect(&a.ws_url(room, "")).await;
+    let (epoch, _) = ws.welcome().await;
+    for n in 1..=20 {
+        a.post(room, "a", &format!("m{n}")).await;
+    }
+    for n in 1..=20 {
+        assert_eq!(ws.message().await.id, n);
+    }
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = within(
+        "a Redis connection",
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connects to Redis");
+    let before = script_calls(&mut conn).await;
+
+    // Polls whose cursors the relay's recent messages cover, and a long poll woken by a new
+    // message: only that message's publish reaches Redis.
+    for after in [0, 7, 19, 20] {
+        let page = a
+            .poll(room, &format!("after={after}&epoch={epoch}&limit=5"))
+            .await;
+        let expected: Vec<u64> = (after + 1..=20).take(5).collect();
+        assert_eq!(ids(&page.messages), expected, "after={after}");
+        assert_eq!(page.more, after + 5 < 20);
+    }
+    let waiting = {
+        let addr = a.addr;
+        let epoch = epoch.clone();
+        tokio::spawn(async move {
+            Relay::attach(addr)
+                .poll(room, &format!("after=20&epoch={epoch}&wait=10"))
+                .await
+        })
+    };
+    // Parked or not yet arrived, the poll gets m21 either way, from the relay.
+    a.post(room, "a", "m21").await;
+    assert_eq!(ws.message().await.id, 21);
+    let woken = within("the long poll", waiting).await.expect("long poll");
+    assert_eq!(ids(&woken.messages), [21]);
+    assert_eq!(
+        script_calls(&mut conn).await - before,
+        1,
+        "the publish of m21 and nothing else"
+    );
+}
