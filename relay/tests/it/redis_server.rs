@@ -87,6 +87,17 @@ impl RedisServer {
         .await;
     }
 
+    /// A connection of the test's own, to look at or tamper with what the relays keep.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        within(
+            "a Redis connection",
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .expect("connects to Redis")
+    }
+
     /// Kills the server outright (SIGKILL), as a crash or a lost machine would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -118,6 +129,16 @@ fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut answer).is_ok()
         && &answer == b"+PONG\r\n"
+}
+
+/// Drops every pub/sub connection (the relays' subscriptions), as a network blip would;
+/// returns how many there were.
+pub async fn drop_subscriptions(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(conn)
+        .await
+        .expect("CLIENT KILL")
 }
 
 /// Waits until the relay's `/readyz` answers `ready` (200) or not (503).

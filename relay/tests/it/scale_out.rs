@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::redis_server::{RedisServer, relay_on, relay_on_with, wait_ready};
+use crate::redis_server::{RedisServer, drop_subscriptions, relay_on, relay_on_with, wait_ready};
 use crate::support::*;
 
 /// The text of the last message each test publishes: every reader stops at it, and because
@@ -600,13 +600,7 @@ async fn a_relay_that_lost_its_subscription_catches_up_what_it_missed() {
 
     // A message whose announcement never reaches the relay: appended to the room's stream
     // behind the relays' back (this knows the key layout, as an operator's tool might)...
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let mut conn = within(
-        "a Redis connection",
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .expect("connects to Redis");
+    let mut conn = redis.connection().await;
     let id: String = redis::cmd("XADD")
         .arg("chat:{missed}:log")
         .arg("0-*")
@@ -617,12 +611,11 @@ async fn a_relay_that_lost_its_subscription_catches_up_what_it_missed() {
     assert_eq!(id, "0-2");
     // ...and the relay's subscription dropped, as by a network blip. Nothing later reveals
     // the gap: only catching up on resubscribing can deliver it.
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "pubsub"])
-        .query_async(&mut conn)
-        .await
-        .expect("CLIENT KILL");
-    assert_eq!(killed, 1, "the relay's one subscription");
+    assert_eq!(
+        drop_subscriptions(&mut conn).await,
+        1,
+        "the relay's one subscription"
+    );
     let caught_up = ws.message().await;
     assert_eq!((caught_up.id, caught_up.text.as_str()), (2, "unannounced"));
     a.post(room, "a", "m3").await;
@@ -662,24 +655,14 @@ async fn redis_losing_its_latest_writes_starts_a_new_epoch() {
 
     // Redis forgets message 5, as after a crash with `appendfsync everysec` or the promotion of
     // a lagging replica (both of which also drop the relay's subscription).
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let mut conn = within(
-        "a Redis connection",
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .expect("connects to Redis");
+    let mut conn = redis.connection().await;
     let deleted: i64 = redis::cmd("XDEL")
         .arg(&["chat:{rewound}:log", "0-5"])
         .query_async(&mut conn)
         .await
         .expect("XDEL");
     assert_eq!(deleted, 1);
-    let _: i64 = redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "pubsub"])
-        .query_async(&mut conn)
-        .await
-        .expect("CLIENT KILL");
+    drop_subscriptions(&mut conn).await;
 
     // The relay notices on resubscribing: the stream ends, and the client, resuming, is told
     // that its ids belong to a lost history.
@@ -729,13 +712,7 @@ async fn pollers_that_keep_up_are_answered_without_asking_redis() {
     for n in 1..=20 {
         assert_eq!(ws.message().await.id, n);
     }
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let mut conn = within(
-        "a Redis connection",
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .expect("connects to Redis");
+    let mut conn = redis.connection().await;
     let before = script_calls(&mut conn).await;
 
     // Polls whose cursors the relay's recent messages cover, and a long poll woken by a new
