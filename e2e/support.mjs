@@ -105,6 +105,23 @@ export async function waitConnected(page) {
   );
 }
 
+/** What `#status` says once a page is live on each transport. */
+export const CONNECTED = {
+  ws: 'connected via WebSocket',
+  sse: 'connected via Server-Sent Events',
+  longpoll: 'connected via Long polling',
+  shortpoll: 'connected via Short polling',
+};
+
+/** Waits until the page is live on `transport` (not merely on some transport). */
+export async function waitConnectedVia(page, transport) {
+  await page.waitForFunction(
+    (want) => document.querySelector('#status')?.textContent === want,
+    CONNECTED[transport],
+    { timeout: PATIENCE },
+  );
+}
+
 export async function send(page, text) {
   await page.fill('#message', text);
   await page.press('#message', 'Enter');

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use protocol::api::Endpoint;
 use protocol::{PollResponse, ServerEvent};
 use tokio::time::{Duration, Instant as Deadline, timeout_at};
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -12,14 +13,6 @@ use crate::stats::{Receipts, decode};
 
 /// What is being measured: the protocol's own transport names.
 pub use protocol::Transport;
-
-/// Parses `ws`, `sse`, `longpoll` or `shortpoll` (for the command line).
-pub fn parse_transport(value: &str) -> Result<Transport, String> {
-    Transport::ALL
-        .into_iter()
-        .find(|t| t.as_str() == value)
-        .ok_or_else(|| format!("{value:?} is not one of ws, sse, longpoll, shortpoll"))
-}
 
 /// Where the server is, and which protocol it speaks.
 #[derive(Debug, Clone)]
@@ -35,6 +28,10 @@ pub struct Server {
 }
 
 impl Server {
+    fn messages_path(&self) -> String {
+        Endpoint::Messages.path(&self.room)
+    }
+
     fn ws(&self, name: &str) -> String {
         self.ws_at(&self.http, name)
     }
@@ -44,7 +41,8 @@ impl Server {
         if self.peer {
             format!("{base}/")
         } else {
-            format!("{base}/api/rooms/{}/ws?name={name}&limit=0", self.room)
+            let path = Endpoint::Ws.path(&self.room);
+            format!("{base}{path}?name={name}&limit=0")
         }
     }
 }
@@ -94,14 +92,18 @@ pub async fn open(
         }
         Transport::Sse => {
             anyhow::ensure!(!server.peer, "the peer only speaks WebSocket");
-            let url = format!("{}/api/rooms/{}/events?limit=0", server.http, server.room);
+            let url = format!(
+                "{}{}?limit=0",
+                server.http,
+                Endpoint::Events.path(&server.room)
+            );
             let response = http.get(url).send().await?.error_for_status()?;
             Ok(Receiver::Sse(Box::pin(response.bytes_stream())))
         }
         Transport::Longpoll | Transport::Shortpoll => {
             anyhow::ensure!(!server.peer, "the peer only speaks WebSocket");
             // The first answer, with no cursor and limit=0, is the room's head.
-            let url = format!("{}/api/rooms/{}/messages?limit=0", server.http, server.room);
+            let url = format!("{}{}?limit=0", server.http, server.messages_path());
             let head: PollResponse = http
                 .get(url)
                 .send()
@@ -159,8 +161,9 @@ pub async fn receive(
         Receiver::Poll { mut after, wait } => {
             while Deadline::now() < until {
                 let url = format!(
-                    "{}/api/rooms/{}/messages?after={after}&wait={wait}&limit=1000",
-                    server.http, server.room
+                    "{}{}?after={after}&wait={wait}&limit=1000",
+                    server.http,
+                    server.messages_path()
                 );
                 let answer = match timeout_at(until, async {
                     http.get(url)

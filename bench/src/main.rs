@@ -48,7 +48,7 @@ struct Target {
 
 #[derive(Args, Clone)]
 struct LoadArgs {
-    #[arg(long, value_parser = clients::parse_transport, default_value = "ws")]
+    #[arg(long, default_value = "ws")]
     transport: Transport,
     #[arg(long, default_value_t = 100)]
     receivers: usize,
@@ -81,7 +81,7 @@ enum Mode {
     Idle {
         #[command(flatten)]
         target: Target,
-        #[arg(long, value_parser = clients::parse_transport, default_value = "ws")]
+        #[arg(long, default_value = "ws")]
         transport: Transport,
         #[arg(long, default_value_t = 1000)]
         connections: usize,

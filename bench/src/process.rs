@@ -60,11 +60,52 @@ pub fn sample(pid: u32) -> anyhow::Result<Sample> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn samples_this_process() {
-        let s = sample(std::process::id()).expect("own /proc entry");
-        assert!(s.rss_kib > 0);
-        assert!(s.cpu_s >= 0.0);
+    fn cpu_time_grows_with_work_done() {
+        let pid = std::process::id();
+        let before = sample(pid).expect("own /proc entry").cpu_s;
+        // Burn CPU until the counter moves by two ticks' worth; a reader that returned a
+        // constant (or parsed the wrong fields) never gets there.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut spin: u64 = 0;
+        while sample(pid).expect("own /proc entry").cpu_s < before + 0.02 {
+            for i in 0..1_000_000u64 {
+                spin = spin.wrapping_mul(31).wrapping_add(i);
+            }
+            assert!(Instant::now() < deadline, "CPU time did not grow ({spin})");
+        }
+    }
+
+    #[test]
+    fn resident_memory_grows_with_memory_touched() {
+        let pid = std::process::id();
+        let before = sample(pid).expect("own /proc entry").rss_kib;
+        // 64 MiB, every page written so that it is resident.
+        let block = vec![1u8; 64 << 20];
+        let after = sample(pid).expect("own /proc entry").rss_kib;
+        assert!(
+            after >= before + (60 << 10),
+            "RSS {before} KiB -> {after} KiB after touching 64 MiB ({})",
+            block
+                .iter()
+                .step_by(4096)
+                .map(|&b| b as usize)
+                .sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn several_processes_add_up() {
+        let pid = std::process::id();
+        let total = sample_all(&[pid, pid])
+            .expect("own /proc entry")
+            .expect("one sample per pid");
+        let one = sample(pid).expect("own /proc entry");
+        // Memory barely moves between the reads; the sum is about twice one reading.
+        let ratio = total.rss_kib as f64 / one.rss_kib as f64;
+        assert!((1.8..=2.2).contains(&ratio), "ratio {ratio}");
+        assert!(sample_all(&[]).expect("nothing to read").is_none());
     }
 }

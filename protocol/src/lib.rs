@@ -8,6 +8,12 @@
 //! This crate depends on serde alone so that it builds for `wasm32-unknown-unknown` as well as
 //! natively.
 
+pub mod api;
+pub mod limits;
+
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 /// How a client talks to the relay.
@@ -28,6 +34,11 @@ impl Transport {
         Transport::Shortpoll,
     ];
 
+    /// The position in [`Transport::ALL`]: an index for per-transport tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The wire name, as used in `?transport=` and in welcome events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,6 +47,30 @@ impl Transport {
             Transport::Longpoll => "longpoll",
             Transport::Shortpoll => "shortpoll",
         }
+    }
+}
+
+/// A `?transport=` value (or a command-line argument) that names no transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownTransport(pub String);
+
+impl fmt::Display for UnknownTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not one of ws, sse, longpoll, shortpoll", self.0)
+    }
+}
+
+impl std::error::Error for UnknownTransport {}
+
+impl FromStr for Transport {
+    type Err = UnknownTransport;
+
+    /// Parses a wire name, as [`Transport::as_str`] writes it.
+    fn from_str(value: &str) -> Result<Transport, UnknownTransport> {
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.as_str() == value)
+            .ok_or_else(|| UnknownTransport(value.to_owned()))
     }
 }
 
@@ -59,6 +94,18 @@ pub enum ServerEvent {
     Message(Message),
     Reset(Reset),
     Error(ErrorBody),
+}
+
+impl ServerEvent {
+    /// The event's `"type"`, which is also its SSE `event:` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::Welcome(_) => "welcome",
+            ServerEvent::Message(_) => "message",
+            ServerEvent::Reset(_) => "reset",
+            ServerEvent::Error(_) => "error",
+        }
+    }
 }
 
 /// The first event on a WebSocket or SSE stream: the tutorial's "connection established".
@@ -171,12 +218,13 @@ pub struct PublishResponse {
     pub id: u64,
 }
 
-/// `GET /api/rooms/{room}/messages` answer. Generic over the message representation so the
-/// relay can embed already-serialized messages (`&RawValue`) while clients decode [`Message`].
+/// `GET /api/rooms/{room}/messages` answer. (The relay writes it around each message's
+/// already-serialized bytes rather than through this type; a unit test there parses its
+/// output with this type.)
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct PollResponse<M = Message> {
+pub struct PollResponse {
     /// Messages newer than the request's cursor, in id order.
-    pub messages: Vec<M>,
+    pub messages: Vec<Message>,
     /// The cursor for the next request (`after=`): the id of the last message in `messages`,
     /// or, when `messages` is empty, the room's newest id (or the unchanged cursor if `limit`
     /// left everything out).
@@ -260,6 +308,8 @@ mod tests {
             serde_json::to_string(&reset).expect("serializes"),
             r#"{"type":"reset","reason":"history_gap","oldest_id":3}"#
         );
+        // `name` is the type tag serde writes.
+        assert_eq!((welcome.name(), reset.name()), ("welcome", "reset"));
     }
 
     #[test]
@@ -278,10 +328,16 @@ mod tests {
     }
 
     #[test]
-    fn transport_wire_names_match_serde() {
+    fn transport_wire_names_match_serde_and_parse_back() {
         for t in Transport::ALL {
             let json = serde_json::to_string(&t).expect("serializes");
             assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(t.as_str().parse::<Transport>(), Ok(t));
+            assert_eq!(Transport::ALL[t.index()], t, "index is the position in ALL");
         }
+        assert_eq!(
+            "websocket".parse::<Transport>(),
+            Err(UnknownTransport("websocket".into()))
+        );
     }
 }

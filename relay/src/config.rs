@@ -3,12 +3,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use protocol::limits;
 
 use crate::rate::RateLimit;
 use crate::validate::TextLimits;
+
+/// `RELAY_LONGPOLL_MAX`'s default, written from the one number the page also uses.
+static LONGPOLL_MAX_DEFAULT: LazyLock<String> =
+    LazyLock::new(|| format!("{}s", limits::DEFAULT_LONGPOLL_MAX_SECS));
 
 /// The command line: the relay's settings, and an optional subcommand.
 #[derive(Parser, Debug, Clone)]
@@ -61,11 +67,11 @@ pub struct Config {
     pub max_connections: usize,
 
     /// Longest message text, in bytes of UTF-8.
-    #[arg(long, env = "RELAY_MAX_TEXT_BYTES", default_value_t = 4096)]
+    #[arg(long, env = "RELAY_MAX_TEXT_BYTES", default_value_t = limits::DEFAULT_MAX_TEXT_BYTES)]
     pub max_text_bytes: usize,
 
     /// Longest sender name, in characters.
-    #[arg(long, env = "RELAY_MAX_NAME_CHARS", default_value_t = 32)]
+    #[arg(long, env = "RELAY_MAX_NAME_CHARS", default_value_t = limits::DEFAULT_MAX_NAME_CHARS)]
     pub max_name_chars: usize,
 
     /// Largest WebSocket message and `POST` body, in bytes.
@@ -83,7 +89,7 @@ pub struct Config {
 
     /// Longest a long poll is held (`wait` is capped to this); below common 60 s proxy
     /// idle timeouts.
-    #[arg(long, env = "RELAY_LONGPOLL_MAX", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "RELAY_LONGPOLL_MAX", default_value = LONGPOLL_MAX_DEFAULT.as_str(), value_parser = parse_duration)]
     pub longpoll_max: Duration,
 
     /// Interval of SSE keep-alive comments.
@@ -133,10 +139,21 @@ impl Config {
         }
     }
 
-    /// The defaults, as `relay` with no flags would use them (`RELAY_*` variables still
-    /// apply); for tests.
+    /// The defaults, as `relay` with no flags and no `RELAY_*` variables would use them; for
+    /// tests, which must not change meaning when the shell exports, say, `RELAY_REDIS_URL`.
     pub fn defaults() -> Config {
-        Cli::parse_from(["relay"]).config
+        parse_ignoring_env(["relay"]).config
+    }
+}
+
+/// Parses a command line as if no `RELAY_*` variable were set.
+fn parse_ignoring_env<const N: usize>(args: [&str; N]) -> Cli {
+    let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+    let matches = command.get_matches_from(args);
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        // Only reachable if the derive and the command disagree: a bug here, not bad input.
+        Err(err) => err.exit(),
     }
 }
 
@@ -173,15 +190,70 @@ mod tests {
         assert!(parse_duration("5h").is_err());
     }
 
+    /// The README's settings table, as (flag, variable, default) rows; `None` for "none".
+    fn documented_settings() -> Vec<(String, String, Option<String>)> {
+        let readme = include_str!("../../README.md");
+        readme
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let unquote = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
+                let flag = unquote(cells[1]).expect("a flag");
+                let variable = unquote(cells[2]).expect("a variable");
+                let default = if cells[3].starts_with("none") {
+                    None
+                } else {
+                    Some(unquote(cells[3]).expect("a default in backquotes"))
+                };
+                (flag, variable, default)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_setting_is_documented_with_its_variable() {
+        let documented: Vec<(String, String)> = documented_settings()
+            .into_iter()
+            .map(|(flag, variable, _)| (flag, variable))
+            .collect();
+        let command = Cli::command();
+        let declared: Vec<(String, String)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let flag = format!("--{}", arg.get_long()?);
+                let variable = arg.get_env()?.to_str()?.to_owned();
+                Some((flag, variable))
+            })
+            .collect();
+        assert_eq!(
+            documented, declared,
+            "README settings table vs `relay --help`"
+        );
+    }
+
     #[test]
     fn defaults_match_the_documented_ones() {
+        // Passing every documented default explicitly must give the same configuration as
+        // passing nothing: each default is checked against the README, not against itself.
+        let mut args = vec!["relay".to_owned()];
+        for (flag, _, default) in documented_settings() {
+            if let Some(default) = default {
+                args.push(format!("{flag}={default}"));
+            }
+        }
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let documented = Cli::from_arg_matches(&command.get_matches_from(args))
+            .expect("the documented defaults parse")
+            .config;
+        assert_eq!(
+            format!("{:?}", Config::defaults()),
+            format!("{documented:?}")
+        );
+        // And the unset ones are unset.
         let config = Config::defaults();
-        assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
-        assert_eq!(config.static_dir, PathBuf::from("dist"));
-        assert_eq!(config.history, 1000);
-        assert_eq!(config.max_text_bytes, 4096);
-        assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
-        assert_eq!(config.longpoll_max, Duration::from_secs(25));
+        assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.redis_url, None);
     }
 
     #[test]

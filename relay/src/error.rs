@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use protocol::{ErrorBody, ErrorCode, ServerEvent};
 
 use crate::bus::BusError;
+use crate::event;
+use crate::validate::Invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -70,8 +72,7 @@ impl ApiError {
     }
 
     pub fn to_json(&self) -> String {
-        // Serializing a plain enum of strings and integers cannot fail.
-        serde_json::to_string(&self.event()).unwrap_or_else(|_| String::from("{}"))
+        event::json(&self.event())
     }
 }
 
@@ -135,6 +136,12 @@ impl From<BusError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> ApiError {
+        ApiError::new(invalid.code, invalid.message)
     }
 }
 

@@ -2,39 +2,53 @@
 //! Server-Sent Events, long polling and short polling, all with the same cursor.
 //!
 //! # Layout
+//! Public (what `main.rs` and the integration tests use; everything else is private, so the
+//! compiler reports what is unused):
 //! - [`config`]: flags and `RELAY_*` variables.
-//! - [`validate`]: room names, sender names and text, checked once at the boundary.
-//! - [`bus`]: ids, bounded history, epochs, resume and live fan-out; [`bus::memory`] is the
-//!   in-process implementation, [`bus::redis`] the one several relays share. Transports
-//!   depend on the interface only.
-//! - [`transport`]: one module per way of following a room ([`transport::ws`],
-//!   [`transport::sse`], [`transport::poll`], which also holds `POST` publishing).
-//! - [`origin`] and [`rate`]: the cross-site check and send-rate limits.
-//! - [`state`]: the handle every handler gets, and admission of long-lived connections.
-//! - [`error`]: the single error type at the HTTP boundary.
-//! - [`metrics`]: counters for `GET /metrics`.
 //! - [`healthcheck`]: the `relay healthcheck` subcommand for container health checks.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into the token every stream watches.
+//! - [`serve`]: runs the relay on an already-bound listener until that token is cancelled.
+//!
+//! Private, in dependency order (each depends only on those above it, and on `protocol`,
+//! which holds every rule the page shares: limits, paths, event shapes):
+//! - `validate`: room names, sender names and text, checked once at the boundary; a leaf
+//!   with its own error type.
+//! - `event`: the one encoder of server events (JSON, SSE frames).
+//! - `bus`: ids, bounded history, epochs, resume and live fan-out; `bus::memory` is the
+//!   in-process implementation, `bus::redis` the one several relays share. Transports depend
+//!   on the interface only.
+//! - `error`: the single error type at the HTTP boundary (`ApiError`), converting validation
+//!   and bus errors.
+//! - `origin` and `rate`: the cross-site check and send-rate limits.
+//! - `metrics`: counters for `GET /metrics`.
+//! - `state`: the handle every handler gets, and admission of long-lived connections.
+//! - `transport`: one module per way of following a room (`ws`, `sse`, `poll`, which also
+//!   holds `POST` publishing), sharing one stream handshake (`transport::open_stream`).
+//! - this file: the router, health endpoints, and [`serve`].
 //!
 //! # The path of a message
 //! A client publishes (`POST …/messages`, or a text frame on its WebSocket). The handler
-//! checks the origin, the rate and the text, then [`bus::Bus::publish`] assigns the room's next
-//! id, serializes the message once into an [`bus::Envelope`], appends it to the room's history
+//! checks the origin, the rate and the text, then `bus::Bus::publish` assigns the room's next
+//! id, serializes the message once into a `bus::Envelope`, appends it to the room's history
 //! and hands it to the room's live queue. Every subscriber (a WebSocket session, an SSE body,
 //! a pending long poll) receives the same `Arc<Envelope>` and writes its shared bytes; pollers
 //! read the same envelopes out of history.
 
-pub mod bus;
+// Public: what the binary (`main.rs`) and the integration tests use. The rest is private, so
+// that the compiler reports anything unused.
 pub mod config;
-pub mod error;
 pub mod healthcheck;
-pub mod metrics;
-pub mod origin;
-pub mod rate;
 pub mod shutdown;
-pub mod state;
-pub mod transport;
-pub mod validate;
+
+mod bus;
+mod error;
+mod event;
+mod metrics;
+mod origin;
+mod rate;
+mod state;
+mod transport;
+mod validate;
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,6 +61,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use protocol::ErrorCode;
+use protocol::api::{self, Endpoint};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::{ServeDir, ServeFile};
@@ -60,19 +75,19 @@ use crate::state::AppState;
 use crate::transport::{poll, sse, ws};
 
 /// All routes: the API under `/api`, health checks, and the page's static files for the rest.
-pub fn router(state: AppState) -> Router {
+fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/rooms/{room}/ws", get(ws::upgrade))
-        .route("/rooms/{room}/events", get(sse::stream))
+        .route(Endpoint::Ws.route(), get(ws::upgrade))
+        .route(Endpoint::Events.route(), get(sse::stream))
         .route(
-            "/rooms/{room}/messages",
+            Endpoint::Messages.route(),
             get(poll::read).post(poll::publish),
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_frame_bytes));
     Router::new()
-        .nest("/api", api)
+        .nest(api::PREFIX, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -114,7 +129,7 @@ async fn count_rejections(State(state): State<AppState>, response: Response) -> 
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let rooms = state.bus.rooms().await;
+    let rooms = state.bus.rooms();
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(rooms, state.bus.connected()),
@@ -144,7 +159,7 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 
 /// Builds the bus the configuration asks for: Redis when `redis_url` is set, else in memory.
 /// Must run within a Tokio runtime (the Redis bus starts its listener).
-pub fn bus(config: &Config) -> io::Result<Bus> {
+fn bus(config: &Config) -> io::Result<Bus> {
     let history = config.history as usize;
     // An empty RELAY_REDIS_URL (as compose files often leave it) means "not set".
     let Some(url) = config.redis_url.as_deref().filter(|url| !url.is_empty()) else {
@@ -194,5 +209,23 @@ pub async fn serve(
             tracing::warn!(?deadline, "shutdown deadline passed with connections still open; exiting");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readyz_is_unready_once_shutdown_begins() {
+        let config = Config::defaults();
+        let shutdown = CancellationToken::new();
+        let bus = bus(&config).expect("the memory bus");
+        let state = AppState::new(config, bus, shutdown.clone());
+        assert!(readyz(State(state.clone())).await.is_ok(), "ready at first");
+        shutdown.cancel();
+        let refused = readyz(State(state)).await.err().expect("unready");
+        assert_eq!(refused.code, ErrorCode::ShuttingDown);
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -54,21 +54,19 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections: [AtomicI64; 4],
+    connections: [AtomicI64; TRANSPORTS],
     published: [AtomicU64; 2],
-    delivered: [AtomicU64; 4],
-    lag: [Histogram; 4],
+    delivered: [AtomicU64; TRANSPORTS],
+    lag: [Histogram; TRANSPORTS],
     /// Keyed by static reason names; refusals are rare enough for a mutex.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+/// One slot per transport, so that a new transport needs no change here.
+const TRANSPORTS: usize = Transport::ALL.len();
+
 fn slot(transport: Transport) -> usize {
-    match transport {
-        Transport::Ws => 0,
-        Transport::Sse => 1,
-        Transport::Longpoll => 2,
-        Transport::Shortpoll => 3,
-    }
+    transport.index()
 }
 
 fn unix_millis() -> u64 {

@@ -52,11 +52,6 @@ impl AppState {
         }
     }
 
-    /// Messages retained per room: the most any single read may return.
-    pub fn bus_retention(&self) -> usize {
-        self.config.history as usize
-    }
-
     /// Admits one long-lived connection, or refuses it when the relay is full or stopping.
     pub fn admit(
         &self,

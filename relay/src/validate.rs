@@ -2,34 +2,44 @@
 //!
 //! Each check turns raw input into a value that is known to be within the limits, so code past
 //! the HTTP boundary never re-checks (and never forgets to check).
+//!
+//! A leaf module: it depends on `protocol` only and reports with its own [`Invalid`], which
+//! the HTTP boundary (`error.rs`) converts. (It used to return the boundary's error type,
+//! which made `error` → `bus` → `validate` → `error` a cycle.)
 
 use std::fmt;
 use std::sync::Arc;
 
 use protocol::ErrorCode;
+use protocol::limits::{MAX_ROOM_LEN, is_valid_room};
 
-use crate::error::ApiError;
+/// Input that breaks a rule: the stable code clients match on, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: ErrorCode,
+    pub message: String,
+}
 
-/// A room name: `[A-Za-z0-9_-]{1,64}`. Cheap to clone; it keys the bus and appears in every
-/// message.
+impl Invalid {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Invalid {
+        Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A room name: `[A-Za-z0-9_-]{1,64}` (`protocol::limits`). Cheap to clone; it keys the bus
+/// and appears in every message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomName(Arc<str>);
 
-/// Longest room name. Room names appear in URLs, logs and (later) Redis keys, so they are kept
-/// short and free of characters that need escaping anywhere.
-pub const MAX_ROOM_LEN: usize = 64;
-
 impl RoomName {
-    pub fn parse(raw: &str) -> Result<RoomName, ApiError> {
-        let valid = !raw.is_empty()
-            && raw.len() <= MAX_ROOM_LEN
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
+    pub fn parse(raw: &str) -> Result<RoomName, Invalid> {
+        if is_valid_room(raw) {
             Ok(RoomName(raw.into()))
         } else {
-            Err(ApiError::new(
+            Err(Invalid::new(
                 ErrorCode::InvalidRoom,
                 format!("room names are 1-{MAX_ROOM_LEN} characters of A-Z, a-z, 0-9, _ and -"),
             ))
@@ -59,17 +69,17 @@ pub struct TextLimits {
 impl TextLimits {
     /// A sender name: trimmed, 1..=max characters, no control characters (they would let one
     /// sender forge line breaks or terminal escapes in other people's views and in logs).
-    pub fn name(&self, raw: &str) -> Result<String, ApiError> {
+    pub fn name(&self, raw: &str) -> Result<String, Invalid> {
         let name = raw.trim();
         let chars = name.chars().count();
         if chars == 0 || chars > self.max_name_chars {
-            return Err(ApiError::new(
+            return Err(Invalid::new(
                 ErrorCode::InvalidName,
                 format!("names are 1-{} characters", self.max_name_chars),
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(ApiError::new(
+            return Err(Invalid::new(
                 ErrorCode::InvalidName,
                 "names may not contain control characters",
             ));
@@ -79,16 +89,16 @@ impl TextLimits {
 
     /// Message text: trimmed, non-empty, at most `max_text_bytes` bytes. Inner line breaks are
     /// kept: multi-line messages are legitimate and the page renders them as text.
-    pub fn text(&self, raw: &str) -> Result<String, ApiError> {
+    pub fn text(&self, raw: &str) -> Result<String, Invalid> {
         let text = raw.trim();
         if text.is_empty() {
-            return Err(ApiError::new(
+            return Err(Invalid::new(
                 ErrorCode::InvalidText,
                 "message text is empty",
             ));
         }
         if text.len() > self.max_text_bytes {
-            return Err(ApiError::new(
+            return Err(Invalid::new(
                 ErrorCode::TextTooLong,
                 format!(
                     "message text is {} bytes; the limit is {}",

@@ -7,17 +7,22 @@
 //! overlap the subscription skips by id). Both locks are `std` mutexes held for a few
 //! microseconds of non-async work, never across an `.await`, which is cheaper than an async
 //! mutex and cannot deadlock a task.
+//!
+//! Each room's history is a `History` here: the retained messages and the newest id, which is
+//! all the shared continue-or-reset rule (`snapshot` in `cursor.rs`) needs to answer any
+//! cursor. Only this bus keeps whole histories in the process; the Redis bus reads them from
+//! Redis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{Message, ResetReason};
 use tokio::sync::broadcast;
 
-use super::{
-    Bus, BusError, Cursor, Envelope, History, LIVE_QUEUE, Snapshot, Subscription, lock, unix_millis,
-};
+use super::cursor::snapshot;
+use super::util::{lock, unix_millis};
+use super::{Bus, BusError, Cursor, Envelope, LIVE_QUEUE, Snapshot, Subscription};
 use crate::validate::RoomName;
 
 #[derive(Clone, Debug)]
@@ -38,6 +43,32 @@ struct Inner {
 struct Room {
     log: Mutex<RoomLog>,
     live: broadcast::Sender<Arc<Envelope>>,
+}
+
+/// A room's retained messages, oldest first, and the newest id ever assigned.
+#[derive(Debug, Default)]
+struct History {
+    last_id: u64,
+    retained: VecDeque<Arc<Envelope>>,
+}
+
+impl History {
+    /// The oldest id still retained (`last_id + 1` when nothing is).
+    fn oldest_id(&self) -> u64 {
+        self.retained.front().map_or(self.last_id + 1, |m| m.id)
+    }
+
+    /// What a client at `cursor` is owed, at most `limit` messages.
+    fn snapshot(&self, epoch: &Arc<str>, cursor: &Cursor, limit: usize) -> Snapshot {
+        snapshot(
+            &self.retained,
+            self.last_id,
+            self.oldest_id(),
+            epoch,
+            cursor,
+            limit,
+        )
+    }
 }
 
 #[derive(Debug, Default)]

@@ -1,19 +1,42 @@
-//! The four ways a page can follow a room. Each module owns its routes' handlers:
+//! The ways a page can follow a room. Each module owns its routes' handlers:
 //! - [`ws`]: WebSocket, both directions on one socket;
 //! - [`sse`]: Server-Sent Events, server to client (clients publish with `POST`);
 //! - [`poll`]: `GET …/messages` for short and long polling, and `POST …/messages` to publish,
 //!   which every transport but WebSocket uses.
 //!
-//! All of them read the same [`Cursor`] and deliver the same pre-serialized messages.
+//! Every streaming transport opens the same way, through [`open_stream`]: origin, room, query,
+//! name, admission, and a subscription at the client's cursor; it then greets with
+//! [`OpenStream::welcome`] and writes deliveries in batches of at most [`WRITE_BATCH`], with a
+//! [`heartbeat`] to keep idle connections alive. So a new streaming transport is one module
+//! here that turns an [`OpenStream`] into bytes on its wire, plus one line in the router.
 
-pub mod poll;
-pub mod sse;
-pub mod ws;
+pub(crate) mod poll;
+pub(crate) mod sse;
+pub(crate) mod ws;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use axum::http::HeaderMap;
+use protocol::{ErrorCode, ServerEvent, Transport, Welcome};
 use serde::Deserialize;
+use tokio::time::{Interval, MissedTickBehavior, interval_at};
 
-use crate::bus::Cursor;
-use crate::state::AppState;
+use crate::bus::{Cursor, Subscription};
+use crate::error::ApiError;
+use crate::state::{AppState, Connection};
+use crate::validate::RoomName;
+
+/// The name used when a streaming client gives none (`websocat`, the tutorial's snippet).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Most deliveries written before one flush. Under load several deliveries are ready at
+/// once; writing them with one flush (one syscall) instead of one each is most of the relay's
+/// per-message cost. Bounded so that pings, heartbeats and the client's own frames still get
+/// a turn.
+pub const WRITE_BATCH: usize = 64;
 
 /// Query of the streaming endpoints (`/ws` and `/events`).
 #[derive(Debug, Default, Deserialize)]
@@ -24,12 +47,11 @@ pub struct StreamQuery {
     pub limit: Option<usize>,
 }
 
-impl StreamQuery {
-    pub fn cursor(&self) -> Cursor {
-        Cursor {
-            after: self.after,
-            epoch: self.epoch.clone().filter(|e| !e.is_empty()),
-        }
+/// The cursor of a poll or stream request: `after` within `epoch` (an empty epoch is none).
+pub fn cursor(after: Option<u64>, epoch: Option<String>) -> Cursor {
+    Cursor {
+        after,
+        epoch: epoch.filter(|e| !e.is_empty()),
     }
 }
 
@@ -37,5 +59,97 @@ impl StreamQuery {
 pub fn join_limit(state: &AppState, limit: Option<usize>) -> usize {
     limit
         .unwrap_or(state.config.join_history)
-        .min(state.bus_retention())
+        .min(state.bus.retention())
+}
+
+/// A stream that passed every check and holds its slot and its subscription.
+pub struct OpenStream {
+    pub transport: Transport,
+    pub room: RoomName,
+    /// The validated `name`, or [`ANONYMOUS`]; WebSocket publishes carry it.
+    pub name: String,
+    /// Held for the connection slot and its metrics; released with the stream.
+    pub conn: Connection,
+    pub sub: Subscription,
+}
+
+impl OpenStream {
+    /// The stream's first event: the tutorial's "connection established", with the epoch and
+    /// the room's newest id at the seam.
+    pub fn welcome(&self) -> ServerEvent {
+        ServerEvent::Welcome(Welcome {
+            transport: self.transport,
+            room: self.room.to_string(),
+            epoch: self.sub.epoch().to_owned(),
+            last_id: self.sub.head(),
+        })
+    }
+}
+
+/// The handshake every streaming transport shares: checks the origin, room, query and name,
+/// admits the connection and subscribes at the client's cursor — `after`, else the
+/// `Last-Event-ID` header that EventSource sends when it reconnects by itself (an explicit
+/// `after` wins, because the page sets it deliberately when switching transports).
+///
+/// Subscribing here, before any upgrade or response, fixes the seam between history and live
+/// messages, and lets "too many rooms" answer as a plain HTTP error.
+pub async fn open_stream(
+    state: &AppState,
+    transport: Transport,
+    room: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<OpenStream, ApiError> {
+    state.origins.check(headers)?;
+    let room = RoomName::parse(room)?;
+    let Query(query) = query?;
+    let name = match &query.name {
+        Some(name) => state.limits.name(name)?,
+        None => ANONYMOUS.to_owned(),
+    };
+    let after = match query.after {
+        Some(after) => Some(after),
+        None => last_event_id(headers)?,
+    };
+    let conn = state.admit(transport, &room, peer)?;
+    let sub = state
+        .bus
+        .subscribe(
+            &room,
+            &cursor(after, query.epoch),
+            join_limit(state, query.limit),
+        )
+        .await?;
+    Ok(OpenStream {
+        transport,
+        room,
+        name,
+        conn,
+        sub,
+    })
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "Last-Event-ID must be a message id (an integer)",
+        )
+    })
+}
+
+/// A timer that first fires one `period` from now, and after a stall fires once rather than
+/// in a burst: keep-alives (SSE comments, WebSocket pings) need no catching up.
+pub fn heartbeat(period: Duration) -> Interval {
+    let mut timer = interval_at(tokio::time::Instant::now() + period, period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer
 }

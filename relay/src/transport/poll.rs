@@ -19,8 +19,8 @@ use bytes::Bytes;
 use protocol::{PublishRequest, PublishResponse, Reset, Transport};
 use serde::{Deserialize, Serialize};
 
-use super::join_limit;
-use crate::bus::{Cursor, Snapshot};
+use super::{cursor, join_limit};
+use crate::bus::Snapshot;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
 use crate::state::AppState;
@@ -43,10 +43,7 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&room)?;
     let Query(query) = query?;
-    let cursor = Cursor {
-        after: query.after,
-        epoch: query.epoch.filter(|e| !e.is_empty()),
-    };
+    let cursor = cursor(query.after, query.epoch);
     let limit = join_limit(&state, query.limit);
     let wait = query
         .wait
@@ -67,9 +64,11 @@ pub async fn read(
     }
 
     // Long poll: wait on a live subscription from the same cursor, so a message published
-    // between the read above and the subscription is not missed; then read again.
-    let _conn = state.admit(Transport::Longpoll, &room, peer)?;
+    // between the read above and the subscription is not missed; then read again. The slot
+    // is taken once the subscription exists, so that the `relay_connections` gauge counts a
+    // long poll only once a publish is certain to wake it (tests wait on that).
     let mut sub = state.bus.subscribe(&room, &cursor, limit).await?;
+    let _conn = state.admit(Transport::Longpoll, &room, peer)?;
     tokio::select! {
         _ = sub.next() => {}
         _ = tokio::time::sleep(wait) => {}

@@ -17,20 +17,17 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
-use protocol::{ErrorCode, ServerEvent, Transport, Welcome};
-use tokio::time::{Interval, MissedTickBehavior, interval_at};
+use protocol::{ServerEvent, Transport};
+use tokio::time::Interval;
 use tokio_util::sync::CancellationToken;
 
-use super::{StreamQuery, join_limit};
-use crate::bus::{Delivery, Subscription};
+use super::{OpenStream, StreamQuery, WRITE_BATCH, heartbeat, open_stream};
+use crate::bus::Delivery;
 use crate::error::ApiError;
-use crate::state::{AppState, Connection};
-use crate::validate::RoomName;
+use crate::event;
+use crate::state::AppState;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
-
-/// Most events written as one chunk; see the WebSocket transport's `WRITE_BATCH`.
-const WRITE_BATCH: usize = 64;
 
 pub async fn stream(
     State(state): State<AppState>,
@@ -39,43 +36,17 @@ pub async fn stream(
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    state.origins.check(&headers)?;
-    let room = RoomName::parse(&room)?;
-    let Query(mut query) = query?;
-    if let Some(name) = &query.name {
-        state.limits.name(name)?;
-    }
-    // EventSource's own reconnection sends the last id it saw in this header; an explicit
-    // `after` wins because the page sets it deliberately when switching transports.
-    if query.after.is_none() {
-        query.after = last_event_id(&headers)?;
-    }
-    let conn = state.admit(Transport::Sse, &room, peer)?;
-    let sub = state
-        .bus
-        .subscribe(&room, &query.cursor(), join_limit(&state, query.limit))
-        .await?;
-
-    let welcome = ServerEvent::Welcome(Welcome {
-        transport: Transport::Sse,
-        room: room.to_string(),
-        epoch: sub.epoch().to_owned(),
-        last_id: sub.head(),
-    });
+    let stream = open_stream(&state, Transport::Sse, &room, peer, &headers, query).await?;
     let opening = format!(
         "retry: {}\n{}",
         state.config.sse_retry.as_millis(),
-        event_text("welcome", &welcome)
+        event::sse(None, &stream.welcome())
     );
-    let period = state.config.sse_heartbeat;
-    let mut heartbeat = interval_at(tokio::time::Instant::now() + period, period);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let body = Stream {
         opening: Some(Bytes::from(opening)),
-        sub,
-        heartbeat,
+        heartbeat: heartbeat(state.config.sse_heartbeat),
         shutdown: state.shutdown.clone(),
-        conn,
+        stream,
     };
     let mut response = Body::from_stream(body.into_stream()).into_response();
     let headers = response.headers_mut();
@@ -89,31 +60,14 @@ pub async fn stream(
     Ok(response)
 }
 
-fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get("last-event-id") else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or_default().trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            "Last-Event-ID must be a message id (an integer)",
-        )
-    })
-}
-
 /// Everything one SSE response needs; dropping it (client gone, or stream ended) releases the
 /// subscription and the connection slot.
 struct Stream {
     opening: Option<Bytes>,
-    sub: Subscription,
     heartbeat: Interval,
     shutdown: CancellationToken,
-    /// Held for its slot and its metrics; released with the stream.
-    conn: Connection,
+    /// The subscription, and the connection slot held until the body is dropped.
+    stream: OpenStream,
 }
 
 impl Stream {
@@ -131,7 +85,7 @@ impl Stream {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => None,
-            delivery = self.sub.next() => delivery.map(|first| self.batch(first)),
+            delivery = self.stream.sub.next() => delivery.map(|first| self.batch(first)),
             _ = self.heartbeat.tick() => Some(Bytes::from_static(KEEP_ALIVE)),
         }
     }
@@ -142,13 +96,13 @@ impl Stream {
     /// a burst. A lone message goes out as its shared bytes, uncopied.
     fn batch(&mut self, first: Delivery) -> Bytes {
         let first = self.frame(first);
-        let Some(second) = self.sub.try_next() else {
+        let Some(second) = self.stream.sub.try_next() else {
             return first;
         };
         let mut chunk = BytesMut::from(&first[..]);
         chunk.extend_from_slice(&self.frame(second));
         for _ in 2..WRITE_BATCH {
-            let Some(delivery) = self.sub.try_next() else {
+            let Some(delivery) = self.stream.sub.try_next() else {
                 break;
             };
             chunk.extend_from_slice(&self.frame(delivery));
@@ -159,15 +113,13 @@ impl Stream {
     fn frame(&self, delivery: Delivery) -> Bytes {
         match delivery {
             Delivery::Message(envelope) => {
-                self.conn.metrics.delivered(Transport::Sse, envelope.ts);
+                self.stream
+                    .conn
+                    .metrics
+                    .delivered(Transport::Sse, envelope.ts);
                 envelope.sse.clone()
             }
-            Delivery::Reset(reset) => Bytes::from(event_text("reset", &ServerEvent::Reset(reset))),
+            Delivery::Reset(reset) => Bytes::from(event::sse(None, &ServerEvent::Reset(reset))),
         }
     }
-}
-
-fn event_text(name: &str, event: &ServerEvent) -> String {
-    let json = serde_json::to_string(event).unwrap_or_else(|_| String::from("{}"));
-    format!("event: {name}\ndata: {json}\n\n")
 }

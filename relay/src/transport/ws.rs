@@ -23,20 +23,18 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
-use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport, Welcome};
-use tokio::time::{MissedTickBehavior, interval_at, timeout};
+use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport};
+use tokio::time::timeout;
 use tracing::Instrument;
 
-use super::{StreamQuery, join_limit};
-use crate::bus::{Delivery, Subscription};
+use super::{OpenStream, StreamQuery, WRITE_BATCH, heartbeat, open_stream};
+use crate::bus::Delivery;
 use crate::error::ApiError;
+use crate::event;
 use crate::metrics::Via;
 use crate::rate::TokenBucket;
-use crate::state::{AppState, Connection};
+use crate::state::AppState;
 use crate::validate::RoomName;
-
-/// The name used when a WebSocket client gives none (`websocat`, the tutorial's snippet).
-pub const ANONYMOUS: &str = "anonymous";
 
 /// How long a close frame may take to leave before the socket is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -48,11 +46,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const READ_BUFFER: usize = 2 * 1024;
 /// Bytes gathered before the socket is written to mid-batch (a flush writes the rest).
 const WRITE_BUFFER: usize = 16 * 1024;
-
-/// Most messages written before one flush. Under load several deliveries are ready at once;
-/// writing them with one flush (one syscall) instead of one each is most of the relay's
-/// per-message cost. Bounded so that pings and the client's own frames still get a turn.
-const WRITE_BATCH: usize = 64;
 
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
@@ -72,7 +65,6 @@ pub mod close {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -81,36 +73,24 @@ pub async fn upgrade(
     query: Result<Query<StreamQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    state.origins.check(&headers)?;
-    let room = RoomName::parse(&room)?;
-    let Query(query) = query?;
+    // Not an upgrade request: answer that before admitting anything.
     let ws = ws.map_err(|rejection| {
         ApiError::new(
             ErrorCode::BadRequest,
             format!("expected a WebSocket upgrade: {}", rejection.body_text()),
         )
     })?;
-    let name = match &query.name {
-        Some(name) => state.limits.name(name)?,
-        None => ANONYMOUS.to_owned(),
-    };
-    let conn = state.admit(Transport::Ws, &room, peer)?;
-    // Subscribing before the upgrade fixes the seam now, and lets "too many rooms" answer as
-    // a plain HTTP error rather than a socket that opens and closes.
-    let sub = state
-        .bus
-        .subscribe(&room, &query.cursor(), join_limit(&state, query.limit))
-        .await?;
+    let stream = open_stream(&state, Transport::Ws, &room, peer, &headers, query).await?;
     let max = state.config.max_frame_bytes;
     let tracker = state.sessions.clone();
-    let span = tracing::info_span!("ws", %room, %peer);
+    let span = tracing::info_span!("ws", room = %stream.room, %peer);
     Ok(ws
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            let session = Session::new(state, room, name, conn).run(socket, sub);
+            let session = Session::new(state, stream).run(socket);
             tracker.track_future(session.instrument(span))
         }))
 }
@@ -125,42 +105,33 @@ enum End {
 
 struct Session {
     state: AppState,
-    room: RoomName,
-    name: String,
+    stream: OpenStream,
     bucket: TokenBucket,
-    conn: Connection,
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 
 impl Session {
-    fn new(state: AppState, room: RoomName, name: String, conn: Connection) -> Session {
+    fn new(state: AppState, stream: OpenStream) -> Session {
         let bucket = TokenBucket::new(state.config.rate_limit(), Instant::now());
         Session {
             state,
-            room,
-            name,
+            stream,
             bucket,
-            conn,
         }
     }
 
-    async fn run(mut self, socket: WebSocket, mut sub: Subscription) {
+    async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
-        let welcome = ServerEvent::Welcome(Welcome {
-            transport: Transport::Ws,
-            room: self.room.to_string(),
-            epoch: sub.epoch().to_owned(),
-            last_id: sub.head(),
-        });
-        let end = match self.send(&mut sink, event_frame(&welcome)).await {
-            Ok(()) => self.pump(&mut sink, &mut stream, &mut sub).await,
+        let welcome = event_frame(&self.stream.welcome());
+        let end = match self.send(&mut sink, welcome).await {
+            Ok(()) => self.pump(&mut sink, &mut stream).await,
             Err(end) => end,
         };
         if let End::Close(code, reason) = end {
-            tracing::debug!(peer = %self.conn.peer, code, reason, "closing websocket");
+            tracing::debug!(peer = %self.stream.conn.peer, code, reason, "closing websocket");
             if let Some(refusal) = close::refusal(code) {
-                self.conn.metrics.rejected(refusal);
+                self.stream.conn.metrics.rejected(refusal);
             }
             let frame = CloseFrame {
                 code,
@@ -174,11 +145,8 @@ impl Session {
         &mut self,
         sink: &mut Sink,
         stream: &mut futures_util::stream::SplitStream<WebSocket>,
-        sub: &mut Subscription,
     ) -> End {
-        let period = self.state.config.ws_ping;
-        let mut ping = interval_at(tokio::time::Instant::now() + period, period);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping = heartbeat(self.state.config.ws_ping);
         let mut awaiting_pong = false;
         let shutdown = self.state.shutdown.clone();
         loop {
@@ -201,14 +169,14 @@ impl Session {
                     Some(Ok(Message::Close(_))) | None => Err(End::Gone),
                     Some(Err(err)) => Err(read_error(err)),
                 },
-                delivery = sub.next() => match delivery {
-                    Some(delivery) => self.deliver(sink, delivery, sub).await,
+                delivery = self.stream.sub.next() => match delivery {
+                    Some(delivery) => self.deliver(sink, delivery).await,
                     None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after")),
                 },
                 _ = ping.tick() => {
                     if awaiting_pong {
-                        tracing::debug!(peer = %self.conn.peer, "no pong; closing");
-                        self.conn.metrics.rejected("ping_timeout");
+                        tracing::debug!(peer = %self.stream.conn.peer, "no pong; closing");
+                        self.stream.conn.metrics.rejected("ping_timeout");
                         Err(End::Close(close::GOING_AWAY, "ping timeout"))
                     } else {
                         awaiting_pong = true;
@@ -228,8 +196,8 @@ impl Session {
         match self.publish(frame).await {
             Ok(()) => Ok(()),
             Err(err) => {
-                tracing::debug!(peer = %self.conn.peer, code = err.code.as_str(), "frame refused");
-                self.conn.metrics.rejected(err.code.as_str());
+                tracing::debug!(peer = %self.stream.conn.peer, code = err.code.as_str(), "frame refused");
+                self.stream.conn.metrics.rejected(err.code.as_str());
                 self.send(sink, event_frame(&err.event())).await
             }
         }
@@ -250,20 +218,18 @@ impl Session {
         let text = self.state.limits.text(&text)?;
         self.state
             .bus
-            .publish(&self.room, self.name.clone(), text)
+            .publish(&self.stream.room, self.stream.name.clone(), text)
             .await?;
-        self.conn.metrics.published(Via::Ws);
+        self.stream.conn.metrics.published(Via::Ws);
         Ok(())
     }
 
     /// Writes `first` and whatever else is ready (up to `WRITE_BATCH`), then flushes once.
-    async fn deliver(
-        &self,
-        sink: &mut Sink,
-        first: Delivery,
-        sub: &mut Subscription,
-    ) -> Result<(), End> {
-        let metrics = &self.conn.metrics;
+    async fn deliver(&mut self, sink: &mut Sink, first: Delivery) -> Result<(), End> {
+        let OpenStream {
+            conn, sub, room, ..
+        } = &mut self.stream;
+        let (peer, metrics) = (conn.peer, &conn.metrics);
         let write = async {
             let mut next = Some(first);
             let mut written = 0;
@@ -279,34 +245,44 @@ impl Session {
             }
             sink.flush().await
         };
-        self.bounded(write).await
+        bounded(self.state.config.send_timeout, peer, room, write).await
     }
 
     /// Writes one frame.
     async fn send(&self, sink: &mut Sink, message: Message) -> Result<(), End> {
-        self.bounded(sink.send(message)).await
+        let stream = &self.stream;
+        let send_timeout = self.state.config.send_timeout;
+        bounded(
+            send_timeout,
+            stream.conn.peer,
+            &stream.room,
+            sink.send(message),
+        )
+        .await
     }
+}
 
-    /// Runs a write, giving up after `send_timeout`: a client that does not read for that
-    /// long is too slow to keep.
-    async fn bounded(
-        &self,
-        write: impl Future<Output = Result<(), axum::Error>>,
-    ) -> Result<(), End> {
-        match timeout(self.state.config.send_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => {
-                tracing::warn!(
-                    peer = %self.conn.peer,
-                    room = %self.room,
-                    "websocket client too slow; closing so that it resumes with after"
-                );
-                Err(End::Close(
-                    close::TOO_SLOW,
-                    "too slow; reconnect with after",
-                ))
-            }
+/// Runs a write, giving up after `send_timeout`: a client that does not read for that long is
+/// too slow to keep.
+async fn bounded(
+    send_timeout: Duration,
+    peer: SocketAddr,
+    room: &RoomName,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), End> {
+    match timeout(send_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                %room,
+                "websocket client too slow; closing so that it resumes with after"
+            );
+            Err(End::Close(
+                close::TOO_SLOW,
+                "too slow; reconnect with after",
+            ))
         }
     }
 }
@@ -331,9 +307,5 @@ fn delivery_frame(delivery: &Delivery) -> Message {
 }
 
 fn event_frame(event: &ServerEvent) -> Message {
-    Message::Text(
-        serde_json::to_string(event)
-            .unwrap_or_else(|_| String::from("{}"))
-            .into(),
-    )
+    Message::Text(event::json(event).into())
 }

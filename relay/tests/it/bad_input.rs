@@ -237,8 +237,10 @@ async fn bad_input_battery_leaves_other_clients_unharmed() {
 
 #[tokio::test]
 async fn rate_limits_answer_with_retry_after() {
+    // One token per 1000 s: nothing refills during the test, however slowly it runs, so the
+    // fourth message is refused for certain.
     let relay = Relay::start_with(|c| {
-        c.rate = 1.0;
+        c.rate = 0.001;
         c.burst = 3.0;
     })
     .await;
@@ -255,14 +257,19 @@ async fn rate_limits_answer_with_retry_after() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     let error = error_of(&body);
     assert_eq!(error.code, ErrorCode::RateLimited);
-    assert!(error.retry_after_ms.is_some_and(|ms| ms > 0 && ms <= 1000));
+    assert!(
+        error
+            .retry_after_ms
+            .is_some_and(|ms| ms > 990_000 && ms <= 1_000_000),
+        "the wait for one token: {error:?}"
+    );
     let response = http()
         .post(relay.url("/api/rooms/rl/messages"))
         .json(&json!({"from": "a", "text": "over"}))
         .send()
         .await
         .expect("POST");
-    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.headers()["retry-after"], "1000");
 
     // WebSocket: its own bucket; the excess frame gets an error event, the socket stays.
     let mut ws = Ws::connect(&relay.ws_url("rl", "name=fast")).await;
@@ -340,4 +347,46 @@ async fn connection_and_room_limits_answer_503() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_pending_long_poll_takes_a_connection_slot() {
+    let relay = Relay::start_with(|c| c.max_connections = 1).await;
+    let waiting = {
+        let client = relay.client();
+        tokio::spawn(async move { client.poll("lp", "after=0&wait=20").await })
+    };
+    relay
+        .wait_metric("relay_connections{transport=\"longpoll\"}", 1.0)
+        .await;
+
+    // While it waits, the relay is full: streams and other long polls are refused...
+    let refused = Ws::connect_with(&relay.ws_url("lp", ""), &[]).await;
+    let (status, body) = refused
+        .err()
+        .expect("WebSocket refused while the poll waits");
+    assert_eq!(status, 503);
+    assert_eq!(error_of(&body).code, ErrorCode::TooManyConnections);
+    let response = http()
+        .get(relay.url("/api/rooms/lp/messages?after=0&wait=20"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        error_of(&response.text().await.expect("body")).code,
+        ErrorCode::TooManyConnections
+    );
+    // ...but a short poll is not a connection.
+    assert!(relay.poll("lp", "after=0").await.messages.is_empty());
+
+    // A message answers the poll, which gives its slot back.
+    relay.post("lp", "a", "wake").await;
+    let answer = within("the long poll", waiting).await.expect("poll task");
+    assert_eq!(texts(&answer.messages), ["wake"]);
+    relay
+        .wait_metric("relay_connections{transport=\"longpoll\"}", 0.0)
+        .await;
+    let mut ws = Ws::connect(&relay.ws_url("lp", "")).await;
+    ws.welcome().await;
 }

@@ -25,14 +25,14 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
     let long = {
         let relay_url = relay.addr;
         tokio::spawn(async move {
-            let relay = Relay::attach(relay_url);
+            let relay = Client::new(relay_url);
             poll_until(&relay, "cross", 0, 4, 5).await
         })
     };
     let short = {
         let relay_url = relay.addr;
         tokio::spawn(async move {
-            let relay = Relay::attach(relay_url);
+            let relay = Client::new(relay_url);
             poll_until(&relay, "cross", 0, 4, 0).await
         })
     };
@@ -160,9 +160,13 @@ async fn long_poll_waits_for_the_next_message_and_times_out_empty() {
     let relay = Relay::start().await;
     let waiting = {
         let addr = relay.addr;
-        tokio::spawn(async move { Relay::attach(addr).poll("lp2", "after=0&wait=20").await })
+        tokio::spawn(async move { Client::new(addr).poll("lp2", "after=0&wait=20").await })
     };
-    // The poll is parked (it holds a subscription); publish and it answers at once.
+    // Once the poll is parked (the relay counts it as a connection only once it holds its
+    // subscription), a publish wakes it: the live path, not a read of history.
+    relay
+        .wait_metric("relay_connections{transport=\"longpoll\"}", 1.0)
+        .await;
     relay.post("lp2", "a", "wake").await;
     let answer = within("the long poll to answer", waiting)
         .await

@@ -4,7 +4,6 @@ mod bad_input;
 mod delivery;
 mod ops;
 mod origin;
-mod redis_server;
 mod resume;
 mod scale_out;
 mod shutdown;

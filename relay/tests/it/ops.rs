@@ -4,11 +4,8 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+fn value(metrics: &str, series: &str) -> f64 {
+    sample(metrics, series).unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
 }
 
 #[tokio::test]
@@ -34,46 +31,50 @@ async fn metrics_count_deliveries_on_every_transport() {
         .await;
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
 
-    let response = http().get(relay.url("/metrics")).send().await.expect("GET");
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
-    let metrics = response.text().await.expect("body");
-    for transport in ["ws", "sse", "longpoll", "shortpoll"] {
-        let delivered = sample(
+    let metrics = relay.metrics().await;
+    // What each transport delivered, counted from what the clients above received: two
+    // messages to the WebSocket and to the SSE stream, two to the short poll (after=0), one
+    // to the long poll (after=1). Each delivery is one lag sample.
+    for (transport, expected) in [
+        ("ws", 2.0),
+        ("sse", 2.0),
+        ("shortpoll", 2.0),
+        ("longpoll", 1.0),
+    ] {
+        let delivered = value(
             &metrics,
             &format!("relay_messages_delivered_total{{transport=\"{transport}\"}}"),
         );
-        assert!(delivered > 0.0, "{transport} delivered {delivered}");
-        let lagged = sample(
+        assert_eq!(delivered, expected, "{transport}: deliveries");
+        let lagged = value(
             &metrics,
             &format!("relay_delivery_lag_seconds_count{{transport=\"{transport}\"}}"),
         );
+        assert_eq!(lagged, expected, "{transport}: one lag sample per delivery");
+        let below_inf = value(
+            &metrics,
+            &format!("relay_delivery_lag_seconds_bucket{{transport=\"{transport}\",le=\"+Inf\"}}"),
+        );
         assert_eq!(
-            lagged, delivered,
-            "{transport}: one lag sample per delivery"
+            below_inf, expected,
+            "{transport}: the +Inf bucket counts them all"
         );
     }
     assert_eq!(
-        sample(&metrics, "relay_messages_delivered_total{transport=\"ws\"}"),
-        2.0
-    );
-    assert_eq!(
-        sample(&metrics, "relay_messages_published_total{via=\"ws\"}"),
+        value(&metrics, "relay_messages_published_total{via=\"ws\"}"),
         1.0
     );
     assert_eq!(
-        sample(&metrics, "relay_messages_published_total{via=\"http\"}"),
+        value(&metrics, "relay_messages_published_total{via=\"http\"}"),
         1.0
     );
-    assert_eq!(sample(&metrics, "relay_connections{transport=\"ws\"}"), 1.0);
+    assert_eq!(value(&metrics, "relay_connections{transport=\"ws\"}"), 1.0);
+    assert_eq!(value(&metrics, "relay_connections{transport=\"sse\"}"), 1.0);
     assert_eq!(
-        sample(&metrics, "relay_connections{transport=\"sse\"}"),
+        value(&metrics, "relay_rejected_total{reason=\"invalid_name\"}"),
         1.0
     );
-    assert_eq!(
-        sample(&metrics, "relay_rejected_total{reason=\"invalid_name\"}"),
-        1.0
-    );
-    assert_eq!(sample(&metrics, "relay_rooms"), 1.0);
+    assert_eq!(value(&metrics, "relay_rooms"), 1.0);
 
     drop(ws);
     drop(sse);
@@ -99,10 +100,6 @@ async fn healthcheck_subcommand_reports_the_relay_state() {
 
     // Nothing listens on the port of a relay that has stopped.
     let addr = relay.addr;
-    relay.shutdown.cancel();
-    let task = { relay }.task.take();
-    if let Some(task) = task {
-        let _ = within("the relay to stop", task).await;
-    }
+    relay.stop().await;
     assert_eq!(healthcheck(addr).await.code(), Some(1));
 }

@@ -13,7 +13,7 @@ fn publish_in_background(
 ) -> tokio::task::JoinHandle<()> {
     let addr = relay.addr;
     tokio::spawn(async move {
-        let relay = Relay::attach(addr);
+        let relay = Client::new(addr);
         for i in 1..=count {
             relay.post(room, "pub", &i.to_string()).await;
         }
@@ -111,66 +111,137 @@ async fn polling_resume_gets_exactly_the_missed_messages() {
     assert_eq!(texts(&answer.messages), ["5"]);
 }
 
-#[tokio::test]
-async fn websocket_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
-    let relay = Relay::start().await;
+/// A streaming connection of either kind, for the seam tests.
+enum Stream {
+    Ws(Box<Ws>),
+    Sse(Sse),
+}
+
+impl Stream {
+    async fn open(relay: &Relay, kind: &str, room: &str, after: u64) -> Stream {
+        match kind {
+            "ws" => Stream::Ws(Box::new(
+                Ws::connect(&relay.ws_url(room, &format!("after={after}"))).await,
+            )),
+            _ => {
+                // What EventSource sends when it reconnects by itself.
+                let last = after.to_string();
+                let sse = Sse::connect(&relay.sse_url(room, ""), &[("last-event-id", &last)])
+                    .await
+                    .expect("SSE opens");
+                Stream::Sse(sse)
+            }
+        }
+    }
+
+    async fn welcome(&mut self) -> (String, u64) {
+        match self {
+            Stream::Ws(ws) => ws.welcome().await,
+            Stream::Sse(sse) => sse.welcome().await,
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        match self {
+            Stream::Ws(ws) => ws.message().await,
+            Stream::Sse(sse) => sse.message().await,
+        }
+    }
+}
+
+/// Follows `room` while 300 messages are published concurrently, dropping the connection
+/// every 7 messages and resuming from the last id. One resumption is arranged to cross the
+/// seam for certain: the publisher pauses after the first half, the follower reconnects 3
+/// messages behind it (history) and only then releases the second half (live).
+async fn seam_under_concurrent_publishing(kind: &str, room: &'static str) {
     const COUNT: u64 = 300;
-    let publisher = publish_in_background(&relay, "seam-ws", COUNT);
+    const HALF: u64 = 150;
+    const BEHIND: u64 = 3;
+    let relay = Relay::start().await;
+    let (half_done, mut half_published) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (mut half_done, mut released) = (Some(half_done), Some(released));
+    let publisher = {
+        let client = relay.client();
+        tokio::spawn(async move {
+            for i in 1..=COUNT {
+                if i == HALF + 1
+                    && let (Some(half_done), Some(released)) = (half_done.take(), released.take())
+                {
+                    let _ = half_done.send(());
+                    released
+                        .await
+                        .expect("the follower releases the second half");
+                }
+                client.post(room, "pub", &i.to_string()).await;
+            }
+        })
+    };
+    let mut release = Some(release);
     let mut got: Vec<Message> = Vec::new();
-    let mut reconnects = 0;
-    within("the WebSocket follower to see every message", async {
-        while got.last().map_or(0, |m| m.id) < COUNT {
-            let query = format!("after={}", got.last().map_or(0, |m| m.id));
-            let mut ws = Ws::connect(&relay.ws_url("seam-ws", &query)).await;
-            ws.welcome().await;
-            // Take a few, then drop the connection mid-stream and resume.
-            for _ in 0..7 {
-                let message = ws.message().await;
-                let done = message.id == COUNT;
-                got.push(message);
-                if done {
-                    break;
+    let mut crossed = false;
+    within(
+        &format!("the {kind} follower to see every message"),
+        async {
+            while got.last().map_or(0, |m| m.id) < COUNT {
+                let after = got.last().map_or(0, |m| m.id);
+                let arranged = release.is_some() && after == HALF - BEHIND;
+                if arranged {
+                    (&mut half_published)
+                        .await
+                        .expect("the publisher reaches half");
+                }
+                let mut stream = Stream::open(&relay, kind, room, after).await;
+                let (_, head) = stream.welcome().await;
+                if arranged {
+                    assert_eq!(head, HALF, "the publisher is paused at half");
+                    if let Some(tx) = release.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                let (mut from_history, mut live) = (0, 0);
+                for _ in 0..7 {
+                    let message = stream.message().await;
+                    if message.id <= head {
+                        from_history += 1;
+                    } else {
+                        live += 1;
+                    }
+                    let id = message.id;
+                    got.push(message);
+                    // Before the arranged crossing, stop exactly `BEHIND` short of the pause.
+                    if id == COUNT || (release.is_some() && id == HALF - BEHIND) {
+                        break;
+                    }
+                }
+                if arranged {
+                    assert_eq!(
+                        (from_history, live),
+                        (BEHIND, 7 - BEHIND),
+                        "the arranged connection read history, then live messages"
+                    );
+                    crossed = true;
                 }
             }
-            reconnects += 1;
-        }
-    })
+        },
+    )
     .await;
-    publisher.await.expect("publisher");
+    within("the publisher", publisher).await.expect("publisher");
     assert!(
-        reconnects > 10,
-        "the test exercised the seam ({reconnects} reconnects)"
+        crossed,
+        "{kind}: one connection crossed from history to live"
     );
-    assert_exact_sequence(&got, COUNT, "ws");
+    assert_exact_sequence(&got, COUNT, kind);
+}
+
+#[tokio::test]
+async fn websocket_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
+    seam_under_concurrent_publishing("ws", "seam-ws").await;
 }
 
 #[tokio::test]
 async fn sse_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
-    let relay = Relay::start().await;
-    const COUNT: u64 = 300;
-    let publisher = publish_in_background(&relay, "seam-sse", COUNT);
-    let url = relay.url("/api/rooms/seam-sse/events");
-    let mut got: Vec<Message> = Vec::new();
-    within("the SSE follower to see every message", async {
-        while got.last().map_or(0, |m| m.id) < COUNT {
-            let last = got.last().map_or(0, |m| m.id).to_string();
-            let mut sse = Sse::connect(&url, &[("last-event-id", &last)])
-                .await
-                .expect("SSE opens");
-            sse.welcome().await;
-            for _ in 0..7 {
-                let message = sse.message().await;
-                let done = message.id == COUNT;
-                got.push(message);
-                if done {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
-    publisher.await.expect("publisher");
-    assert_exact_sequence(&got, COUNT, "sse");
+    seam_under_concurrent_publishing("sse", "seam-sse").await;
 }
 
 #[tokio::test]
@@ -183,7 +254,7 @@ async fn long_and_short_polls_have_no_gap_or_duplicate_under_concurrent_publishi
     for wait in [5, 0] {
         let addr = relay.addr;
         followers.push(tokio::spawn(async move {
-            let relay = Relay::attach(addr);
+            let relay = Client::new(addr);
             let mut got: Vec<Message> = Vec::new();
             let mut after = 0;
             while got.last().map_or(0, |m| m.id) < COUNT {

@@ -4,10 +4,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
 use crate::support::*;
 
 struct Process {
     child: Child,
+    /// The relay's log, line by line.
+    log: mpsc::UnboundedReceiver<String>,
 }
 
 impl Drop for Process {
@@ -17,8 +23,40 @@ impl Drop for Process {
     }
 }
 
+impl Process {
+    /// Waits for a log line containing `needle`; returns it.
+    async fn logged(&mut self, needle: &str) -> String {
+        within(&format!("the relay to log {needle:?}"), async {
+            loop {
+                let line = self.log.recv().await.expect("the relay's log is open");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        eventually("the process to exit", || {
+            let status = self.child.try_wait().expect("wait");
+            async move { status }
+        })
+        .await
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+}
+
 /// Starts the relay binary on port 0 and reads the address it logs.
-fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
+async fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
         .args(["--addr", "127.0.0.1:0", "--shutdown-deadline", deadline])
         .env("RUST_LOG", "info")
@@ -28,74 +66,45 @@ fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
         .spawn()
         .expect("relay binary starts");
     let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, log) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(addr);
+            if tx.send(line).is_err() {
+                break;
             }
         }
     });
-    let addr = rx
-        .recv_timeout(PATIENCE)
-        .expect("the relay logs its listening address")
+    let mut process = Process { child, log };
+    let line = process.logged("listening").await;
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the listening line names the address")
         .parse()
         .expect("a socket address");
-    (Process { child }, addr)
-}
-
-/// Waits (bounded) for the process to exit; returns its status.
-async fn exited(process: &mut Process) -> std::process::ExitStatus {
-    within("the process to exit", async {
-        loop {
-            if let Some(status) = process.child.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
-fn sigterm(process: &Process) {
-    let status = Command::new("kill")
-        .args(["-TERM", &process.child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    (process, addr)
 }
 
 #[tokio::test]
 async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
-    let (mut process, addr) = spawn_relay("5s");
-    let relay = Relay::attach(addr);
+    let (mut process, addr) = spawn_relay("5s").await;
+    let relay = Client::new(addr);
     let mut ws = Ws::connect(&relay.ws_url("bye", "")).await;
     ws.welcome().await;
-    let mut sse = Sse::connect(&relay.url("/api/rooms/bye/events"), &[])
+    let mut sse = Sse::connect(&relay.sse_url("bye", ""), &[])
         .await
         .expect("SSE opens");
     sse.welcome().await;
     let long_poll =
-        tokio::spawn(async move { Relay::attach(addr).poll("bye", "after=0&wait=25").await });
-    // The long poll is parked once a message would wake it; prove it with one.
-    relay.post("bye", "a", "before").await;
-    assert_eq!(ws.message().await.text, "before");
-    assert_eq!(sse.message().await.text, "before");
-    let _ = within("the first long poll", long_poll)
-        .await
-        .expect("poll");
-    let long_poll =
-        tokio::spawn(async move { Relay::attach(addr).poll("bye", "after=1&wait=25").await });
-    // Give the poll a moment to reach the relay; it is answered by shutdown either way.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::spawn(async move { Client::new(addr).poll("bye", "after=0&wait=25").await });
+    // The long poll is parked once the relay counts it; a shutdown must answer it.
+    relay
+        .wait_metric("relay_connections{transport=\"longpoll\"}", 1.0)
+        .await;
 
     let started = Instant::now();
-    sigterm(&process);
+    process.sigterm();
 
     let frame = ws.closed().await.expect("a close frame");
     assert_eq!(
@@ -109,7 +118,7 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
         .expect("long poll answered with 200");
     assert!(answer.messages.is_empty());
 
-    let status = exited(&mut process).await;
+    let status = process.exited().await;
     assert!(status.success(), "exit status {status}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -118,22 +127,74 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_exits_by_the_deadline_even_if_a_client_hangs_on() {
-    let (mut process, addr) = spawn_relay("1s");
-    // A raw TCP connection that sends half a request and then nothing: it never finishes.
-    let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /api/rooms/x/messages HTTP/1.1\r\n")
+/// A request in flight that never finishes: a `POST` whose body never comes. A graceful
+/// shutdown must wait for it (an idle connection, or one with half a request head, is simply
+/// closed). `Expect: 100-continue` makes the relay say when the handler starts reading the
+/// body, so the test knows the request is in flight rather than guessing.
+async fn unfinished_post(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stuck = TcpStream::connect(addr).await.expect("connect");
+    stuck
+        .write_all(
+            b"POST /api/rooms/x/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
         .await
         .expect("write");
+    let mut answer = [0u8; 25];
+    within("100 Continue", stuck.read_exact(&mut answer))
+        .await
+        .expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    stuck
+}
+
+#[tokio::test]
+async fn sigterm_exits_by_the_deadline_even_if_a_client_hangs_on() {
+    let (mut process, addr) = spawn_relay("1s").await;
+    let stuck = unfinished_post(addr).await;
     let started = Instant::now();
-    sigterm(&process);
-    let status = exited(&mut process).await;
+    process.sigterm();
+    // The stuck client held the shutdown open until the deadline, and no longer.
+    process.logged("shutdown deadline passed").await;
+    let status = process.exited().await;
     assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "held open until the 1 s deadline ({:?})",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "exited by its 1 s deadline ({:?})",
         started.elapsed()
     );
     drop(stuck);
+}
+
+#[tokio::test]
+async fn while_draining_new_connections_and_readiness_probes_are_refused() {
+    let (mut process, addr) = spawn_relay("10s").await;
+    // Holds the drain open, so that there is a "while".
+    let stuck = unfinished_post(addr).await;
+    process.sigterm();
+    process.logged("SIGTERM: shutting down").await;
+    // An orchestrator's readiness probe (and any new client) is turned away at once.
+    eventually("new connections to be refused", || async {
+        TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
+    let probe = http().get(format!("http://{addr}/readyz")).send().await;
+    assert!(probe.is_err(), "readyz during the drain: {probe:?}");
+    assert!(
+        process.child.try_wait().expect("wait").is_none(),
+        "still draining, not exited"
+    );
+    // The last request ending ends the drain, well before the deadline.
+    drop(stuck);
+    let status = process.exited().await;
+    assert!(status.success(), "exit status {status}");
 }

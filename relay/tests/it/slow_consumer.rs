@@ -1,8 +1,14 @@
 //! A WebSocket client that stops reading slows nobody else and is closed as documented.
+//!
+//! Nothing here depends on how much the kernel buffers: the stalled client's receive buffer
+//! is set small explicitly, and the tests flood until the relay *reports* what they wait for
+//! (its `slow_consumer` refusal counter) rather than for a count of messages that happens to
+//! overflow this machine's socket buffers.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use protocol::ServerEvent;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
@@ -11,15 +17,19 @@ use crate::support::*;
 /// over, and the room's history and live queue too.
 const COUNT: usize = 3000;
 
+/// 4 KB of text: few messages fill a socket buffer.
+fn payload(i: usize) -> String {
+    format!("{i} {}", "p".repeat(4000))
+}
+
 async fn flood(relay: &Relay, room: &str) {
     let sender = Ws::connect(&relay.ws_url(room, "name=flood&limit=0")).await;
     // The sender reads its own echoes while it writes: a client that stops reading is the
     // subject of these tests, and the sender must not become one.
     let (mut tx, mut rx) = sender.socket.split();
-    let payload = "p".repeat(4000);
     let send = async {
         for i in 0..COUNT {
-            within("a flood send", tx.send(format!("{i} {payload}").into()))
+            within("a flood send", tx.send(payload(i).into()))
                 .await
                 .expect("flood frame sent");
         }
@@ -64,22 +74,145 @@ async fn stalled_reader_does_not_delay_others() {
     let ((), got) = tokio::join!(flood(&relay, "slow"), reader);
     let expected: Vec<u64> = (1..=COUNT as u64).collect();
     assert_eq!(got, expected, "the healthy client got everything, in order");
+    assert_eq!(
+        relay
+            .metric("relay_rejected_total{reason=\"slow_consumer\"}")
+            .await,
+        None,
+        "a minute's send timeout was not reached"
+    );
     drop(stalled);
 }
 
 #[tokio::test]
 async fn stalled_reader_is_closed_so_that_it_resumes() {
-    let relay = Relay::start_with(|c| {
+    let relay = Relay::start_with_small_send_buffer(|c| {
         c.send_timeout = Duration::from_millis(300);
-        c.history = COUNT as u64;
+        // Everything published stays in history, so the closed client can resume exactly.
+        c.history = 100_000;
     })
     .await;
     let mut stalled = Ws::connect_small_buffer(&relay.ws_url("slow2", ""), relay.addr).await;
-    stalled.welcome().await;
-    flood(&relay, "slow2").await;
-    // Now read: whatever was buffered, then the end of the connection. If the close frame
-    // got through, it carries the documented code.
-    if let Some(frame) = stalled.closed().await {
-        assert_eq!(u16::from(frame.code), 4008, "{frame:?}");
+    let (epoch, _) = stalled.welcome().await;
+
+    // Publish over POST (no stream of its own that could be too slow) until the relay says it
+    // gave up on the stalled reader: however large the kernel's buffers, this ends.
+    let mut published = 0;
+    within_long("the relay to close the stalled reader as slow", async {
+        loop {
+            for _ in 0..20 {
+                published += 1;
+                relay.post("slow2", "flood", &payload(published)).await;
+            }
+            let closed = relay
+                .metric("relay_rejected_total{reason=\"slow_consumer\"}")
+                .await;
+            if closed == Some(1.0) {
+                break;
+            }
+        }
+    })
+    .await;
+
+    // Now read: what was buffered (an unbroken run from id 1), then the end of the
+    // connection. If the close frame got through, it carries the documented code.
+    let mut got = Vec::new();
+    loop {
+        match within("the stalled reader's socket to end", stalled.socket.next()).await {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
+                Ok(ServerEvent::Message(m)) => got.push(m.id),
+                other => panic!("expected only messages, got {other:?}"),
+            },
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(frame) = frame {
+                    assert_eq!(u16::from(frame.code), 4008, "{frame:?}");
+                }
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
     }
+    let expected: Vec<u64> = (1..=got.len() as u64).collect();
+    assert_eq!(got, expected, "what arrived before the close has no gap");
+    assert!(
+        got.len() < published,
+        "the reader was closed before it had everything ({} of {published})",
+        got.len()
+    );
+    // The slot was given back.
+    eventually("the stalled connection to be released", || async {
+        let open = relay.metric("relay_connections{transport=\"ws\"}").await;
+        (open == Some(0.0)).then_some(())
+    })
+    .await;
+
+    // Resuming from the last id it has gives exactly the rest.
+    let last = got.last().copied().unwrap_or(0);
+    let mut resumed =
+        Ws::connect(&relay.ws_url("slow2", &format!("after={last}&epoch={epoch}"))).await;
+    assert_eq!(resumed.welcome().await, (epoch, published as u64));
+    for id in last + 1..=published as u64 {
+        assert_eq!(resumed.message().await.id, id, "resumed without a gap");
+    }
+}
+
+/// Publishes `count` 4 KB messages over POST.
+async fn publish(relay: &Relay, room: &str, count: usize) {
+    for i in 1..=count {
+        relay.post(room, "flood", &payload(i)).await;
+    }
+}
+
+/// Reads ids until a reset; returns the ids before it and the reset.
+async fn until_reset(mut next: impl AsyncFnMut() -> ServerEvent) -> (Vec<u64>, protocol::Reset) {
+    let mut ids = Vec::new();
+    loop {
+        match next().await {
+            ServerEvent::Message(m) => ids.push(m.id),
+            ServerEvent::Reset(reset) => return (ids, reset),
+            other => panic!("expected messages then a reset, got {other:?}"),
+        }
+    }
+}
+
+/// A live client that falls further behind than the room's history is told of the gap
+/// (`reset` `history_gap`), then carries on from the oldest message still held. The relay's
+/// send buffer and the client's receive buffer are small, so 1000 messages of 4 KB are far
+/// more than the 256 the live queue holds plus what the sockets hold.
+#[tokio::test]
+async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_on() {
+    const PUBLISHED: usize = 1000;
+    const HISTORY: u64 = 100;
+    let relay = Relay::start_with_small_send_buffer(|c| {
+        c.send_timeout = Duration::from_secs(120);
+        c.history = HISTORY;
+    })
+    .await;
+    let mut ws = Ws::connect_small_buffer(&relay.ws_url("behind", ""), relay.addr).await;
+    ws.welcome().await;
+    // The client does not read while the room moves on. (SSE streams share the same
+    // subscription code; a reqwest client cannot be given a small receive buffer.)
+    within_long("the flood", publish(&relay, "behind", PUBLISHED)).await;
+
+    let oldest = PUBLISHED as u64 - HISTORY + 1;
+    let (before, reset) = until_reset(async || ws.event().await).await;
+    assert_eq!(
+        before,
+        (1..=before.len() as u64).collect::<Vec<_>>(),
+        "ws: no gap before the reset"
+    );
+    assert_eq!(
+        (reset.reason, reset.oldest_id),
+        (protocol::ResetReason::HistoryGap, oldest)
+    );
+    for id in oldest..=PUBLISHED as u64 {
+        assert_eq!(
+            ws.message().await.id,
+            id,
+            "ws carries on from the oldest retained"
+        );
+    }
+    let next = relay.post("behind", "a", "live again").await;
+    assert_eq!(ws.message().await.id, next);
 }

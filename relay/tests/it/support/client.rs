@@ -1,74 +1,31 @@
-//! Test support: a real relay on port 0 and real clients for each transport.
-//!
-//! Every wait goes through [`within`], so a missing message fails the test with a message
-//! that says what was expected instead of hanging it.
+//! Plain clients of a relay: HTTP requests ([`Client`]), a WebSocket ([`Ws`]) and a
+//! Server-Sent Events reader ([`Sse`]) that parses the stream as a browser would.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use protocol::api::Endpoint;
 use protocol::{Message, PollResponse, PublishResponse, ServerEvent};
-use relay::config::Config;
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, protocol::CloseFrame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
 
-/// How long any single expected event may take before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+use super::{http, within};
 
-pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
-    }
-}
-
-/// A relay serving on 127.0.0.1 with an ephemeral port; shut down when dropped.
-pub struct Relay {
+/// Where a relay listens, and the requests tests make of it. Cheap to clone into tasks; it
+/// does not own the relay (a [`super::Relay`] or a spawned process does).
+#[derive(Clone, Debug)]
+pub struct Client {
     pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    /// The serving task, when this handle owns the relay.
-    pub task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-impl Relay {
-    pub async fn start() -> Relay {
-        Relay::start_with(|_| {}).await
-    }
-
-    /// Starts a relay with the defaults, adjusted by `adjust`. The send rate limit is lifted
-    /// unless a test sets it, since most tests publish quickly on purpose.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Relay {
-        let mut config = Config::defaults();
-        config.rate = 1_000_000.0;
-        config.burst = 1_000_000.0;
-        config.static_dir = std::env::temp_dir().join("relay-tests-no-static-dir");
-        adjust(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(relay::serve(listener, config, shutdown.clone()));
-        Relay {
-            addr,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    /// A handle on a relay another task owns (for clients in spawned tasks); dropping it
-    /// leaves that relay running.
-    pub fn attach(addr: SocketAddr) -> Relay {
-        Relay {
-            addr,
-            shutdown: CancellationToken::new(),
-            task: None,
-        }
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -76,7 +33,12 @@ impl Relay {
     }
 
     pub fn ws_url(&self, room: &str, query: &str) -> String {
-        format!("ws://{}/api/rooms/{room}/ws?{query}", self.addr)
+        format!("ws://{}{}?{query}", self.addr, Endpoint::Ws.path(room))
+    }
+
+    /// `http://ADDR/api/rooms/{room}/events?{query}`
+    pub fn sse_url(&self, room: &str, query: &str) -> String {
+        self.url(&format!("{}?{query}", Endpoint::Events.path(room)))
     }
 
     pub fn origin(&self) -> String {
@@ -95,7 +57,7 @@ impl Relay {
 
     pub async fn post_raw(&self, room: &str, body: serde_json::Value) -> (StatusCode, String) {
         let response = http()
-            .post(self.url(&format!("/api/rooms/{room}/messages")))
+            .post(self.url(&Endpoint::Messages.path(room)))
             .json(&body)
             .send()
             .await
@@ -104,10 +66,34 @@ impl Relay {
         (status, response.text().await.expect("POST body"))
     }
 
+    /// `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = within("GET /metrics", http().get(self.url("/metrics")).send())
+            .await
+            .expect("GET /metrics reaches the relay");
+        assert_eq!(response.status(), StatusCode::OK, "GET /metrics");
+        response.text().await.expect("metrics body")
+    }
+
+    /// The value of one series in `/metrics` (e.g. `relay_rooms` or
+    /// `relay_connections{transport="ws"}`), or `None` when the relay does not report it.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` reads `value`: for state a test cannot be told about directly
+    /// (a long poll parked, a connection released).
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        super::eventually(&format!("{series} to read {value}"), || async {
+            (self.metric(series).await == Some(value)).then_some(())
+        })
+        .await
+    }
+
     /// `GET …/messages?{query}`, expecting success.
     pub async fn poll(&self, room: &str, query: &str) -> PollResponse {
         let response = http()
-            .get(self.url(&format!("/api/rooms/{room}/messages?{query}")))
+            .get(self.url(&format!("{}?{query}", Endpoint::Messages.path(room))))
             .send()
             .await
             .expect("GET reaches the relay");
@@ -119,27 +105,12 @@ impl Relay {
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        // The server ends by itself once cancelled; detach it rather than block in `drop`.
-        drop(self.task.take());
-    }
-}
-
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("HTTP client")
-}
-
-pub fn texts(messages: &[Message]) -> Vec<&str> {
-    messages.iter().map(|m| m.text.as_str()).collect()
-}
-
-pub fn ids(messages: &[Message]) -> Vec<u64> {
-    messages.iter().map(|m| m.id).collect()
+/// The value of `series` in a Prometheus text exposition.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// A WebSocket client speaking the relay's protocol.
@@ -184,7 +155,9 @@ impl Ws {
     /// pipe quickly instead of after megabytes of kernel buffering.
     pub async fn connect_small_buffer(url: &str, addr: SocketAddr) -> Ws {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .set_recv_buffer_size(super::SMALL_BUFFER)
+            .expect("SO_RCVBUF");
         let stream = socket.connect(addr).await.expect("TCP connect");
         let (socket, _) = within(
             "the WebSocket handshake",
@@ -359,7 +332,7 @@ fn parse_block(block: &str) -> SseEvent {
 
 /// Polls until `count` messages after `after` have arrived (long polls when `wait` > 0).
 pub async fn poll_until(
-    relay: &Relay,
+    relay: &Client,
     room: &str,
     mut after: u64,
     count: usize,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use relay::config::Config;
 
-use crate::support::{PATIENCE, Relay, http, within};
+use super::{Client, PATIENCE, Relay, http, within};
 
 pub struct RedisServer {
     pub port: u16,
@@ -88,8 +88,8 @@ impl RedisServer {
     }
 
     /// A connection of the test's own, to look at or tamper with what the relays keep.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.url()).expect("redis url");
+    pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
+        let client = ::redis::Client::open(self.url()).expect("redis url");
         within(
             "a Redis connection",
             client.get_multiplexed_async_connection(),
@@ -104,6 +104,17 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped Redis keeps its connections
+    /// open and answers nothing, as a hung server or a stalled network would.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("Redis is running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
     }
 
     /// Starts it again on the same port and directory.
@@ -133,8 +144,8 @@ fn ping(port: u16) -> bool {
 
 /// Drops every pub/sub connection (the relays' subscriptions), as a network blip would;
 /// returns how many there were.
-pub async fn drop_subscriptions(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
-    redis::cmd("CLIENT")
+pub async fn drop_subscriptions(conn: &mut ::redis::aio::MultiplexedConnection) -> i64 {
+    ::redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "pubsub"])
         .query_async(conn)
         .await
@@ -142,7 +153,7 @@ pub async fn drop_subscriptions(conn: &mut redis::aio::MultiplexedConnection) ->
 }
 
 /// Waits until the relay's `/readyz` answers `ready` (200) or not (503).
-pub async fn wait_ready(relay: &Relay, ready: bool) {
+pub async fn wait_ready(relay: &Client, ready: bool) {
     let url = relay.url("/readyz");
     let what = format!(
         "{url} to become {}",

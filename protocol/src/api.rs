@@ -1,0 +1,63 @@
+//! The API's paths, defined once for the relay's router, the page and the load tool.
+
+/// Where the API lives on the relay.
+pub const PREFIX: &str = "/api";
+
+/// The per-room endpoints. [`Endpoint::route`] is the router's pattern (under [`PREFIX`]);
+/// [`Endpoint::path`] the path a client requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET` upgrades to a WebSocket.
+    Ws,
+    /// `GET` opens a Server-Sent Events stream.
+    Events,
+    /// `GET` polls (short or long), `POST` publishes.
+    Messages,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Ws => "ws",
+            Endpoint::Events => "events",
+            Endpoint::Messages => "messages",
+        }
+    }
+
+    /// The route pattern relative to [`PREFIX`], in axum's syntax (`/rooms/{room}/ws`).
+    pub fn route(self) -> &'static str {
+        match self {
+            Endpoint::Ws => "/rooms/{room}/ws",
+            Endpoint::Events => "/rooms/{room}/events",
+            Endpoint::Messages => "/rooms/{room}/messages",
+        }
+    }
+
+    /// The path of this endpoint for `room` (a valid room name needs no escaping).
+    pub fn path(self, room: &str) -> String {
+        self.path_under(PREFIX, room)
+    }
+
+    /// The same path under another prefix: the page's development build reaches WebSockets
+    /// through a proxy prefix of its own.
+    pub fn path_under(self, prefix: &str, room: &str) -> String {
+        format!("{prefix}/rooms/{room}/{}", self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_the_router_patterns() {
+        for endpoint in [Endpoint::Ws, Endpoint::Events, Endpoint::Messages] {
+            let pattern = format!("{PREFIX}{}", endpoint.route());
+            assert_eq!(endpoint.path("lobby"), pattern.replace("{room}", "lobby"));
+        }
+        assert_eq!(
+            Endpoint::Ws.path_under("/api-ws", "r"),
+            "/api-ws/rooms/r/ws"
+        );
+    }
+}

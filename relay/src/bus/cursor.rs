@@ -1,0 +1,238 @@
+//! Where a client continues from ([`Cursor`]), what it is owed ([`Snapshot`]), and the one
+//! function, [`snapshot`], that decides between continuing a cursor and resetting it.
+//!
+//! Neither bus decides this on its own: the memory bus passes its whole history as the window,
+//! the Redis bus the entries its read script fetched or a follow's recent messages. Keeping the
+//! rule in one place is what makes a cursor mean the same on every relay and every transport.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use protocol::{Reset, ResetReason};
+
+use super::Envelope;
+
+/// Where a client wants to continue from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last id the client has; `None` for a newcomer.
+    pub after: Option<u64>,
+    /// The epoch `after` belongs to; `None` trusts `after` as the current epoch's.
+    pub epoch: Option<String>,
+}
+
+/// The history a client is owed, as of one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub epoch: Arc<str>,
+    /// The room's newest id at that instant.
+    pub head: u64,
+    /// Set when the cursor could not be continued without a gap.
+    pub reset: Option<Reset>,
+    pub messages: Vec<Arc<Envelope>>,
+    /// True when `limit` left retained messages out.
+    pub more: bool,
+    /// The cursor to continue from when `messages` is empty: the head, or — when `limit` left
+    /// everything out (`limit=0`) — the id just before the first message left out.
+    pub cursor_if_empty: u64,
+}
+
+impl Snapshot {
+    /// Keeps only the newest `n` messages: what a newcomer (or a client from a lost epoch)
+    /// is shown on joining.
+    pub fn keep_latest(&mut self, n: usize) {
+        let excess = self.messages.len().saturating_sub(n);
+        self.messages.drain(..excess);
+    }
+
+    /// The cursor a poller should send next: the last message returned, else where the
+    /// answer stopped.
+    pub fn next_after(&self) -> u64 {
+        self.messages.last().map_or(self.cursor_if_empty, |m| m.id)
+    }
+}
+
+/// What a client at `cursor` is owed, at most `limit` messages. This is the single place that
+/// decides between continuing a cursor and resetting it, for every bus.
+///
+/// `window` holds retained messages, oldest first: all of them, or (from Redis) at least the
+/// `limit + 1` the cursor continues with, or the newest `limit` when it cannot continue.
+/// `last_id` is the room's newest id and `oldest_id` its oldest retained one.
+pub(super) fn snapshot(
+    window: &VecDeque<Arc<Envelope>>,
+    last_id: u64,
+    oldest_id: u64,
+    epoch: &Arc<str>,
+    cursor: &Cursor,
+    limit: usize,
+) -> Snapshot {
+    let foreign_epoch = cursor.epoch.as_deref().is_some_and(|e| e != &**epoch);
+    let reset_reason = match cursor.after {
+        _ if foreign_epoch => Some(ResetReason::EpochChanged),
+        Some(after) if after > last_id => Some(ResetReason::EpochChanged),
+        Some(after) if after + 1 < oldest_id => Some(ResetReason::HistoryGap),
+        _ => None,
+    };
+    let (messages, more, cursor_if_empty) = match (reset_reason, cursor.after) {
+        // Continue after the cursor (or, past a gap, from the oldest retained message).
+        (None | Some(ResetReason::HistoryGap), Some(after)) => {
+            let skip = window.partition_point(|m| m.id <= after);
+            let newer = window.len() - skip;
+            let take = newer.min(limit);
+            let messages = window.range(skip..skip + take).cloned().collect();
+            let stop = window
+                .get(skip)
+                .filter(|_| take == 0)
+                .map_or(last_id, |first_left_out| first_left_out.id - 1);
+            (messages, newer > take, stop)
+        }
+        // A newcomer, or a cursor from another history: the most recent `limit`.
+        _ => {
+            let skip = window.len().saturating_sub(limit);
+            (window.range(skip..).cloned().collect(), false, last_id)
+        }
+    };
+    Snapshot {
+        epoch: epoch.clone(),
+        head: last_id,
+        reset: reset_reason.map(|reason| Reset { reason, oldest_id }),
+        messages,
+        more,
+        cursor_if_empty,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Each case hands `snapshot` what a bus would: the retained window, the room's newest id
+    // and its oldest retained id (`last_id + 1` when nothing is retained).
+
+    use protocol::Message;
+
+    use super::*;
+
+    fn window(ids: std::ops::RangeInclusive<u64>) -> VecDeque<Arc<Envelope>> {
+        ids.map(|id| {
+            Arc::new(Envelope::new(Message {
+                id,
+                room: "r".into(),
+                from: "a".into(),
+                text: format!("m{id}"),
+                ts: 0,
+            }))
+        })
+        .collect()
+    }
+
+    fn ids(snapshot: &Snapshot) -> Vec<u64> {
+        snapshot.messages.iter().map(|m| m.id).collect()
+    }
+
+    fn epoch() -> Arc<str> {
+        Arc::from("e1")
+    }
+
+    fn after(after: u64) -> Cursor {
+        Cursor {
+            after: Some(after),
+            epoch: Some("e1".into()),
+        }
+    }
+
+    #[test]
+    fn newcomer_gets_the_most_recent_limit() {
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &Cursor::default(), 3);
+        assert_eq!(ids(&snap), [8, 9, 10]);
+        assert_eq!(snap.reset, None);
+        assert_eq!(snap.next_after(), 10);
+    }
+
+    #[test]
+    fn cursor_continues_exactly_after_its_id() {
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &after(7), 50);
+        assert_eq!(ids(&snap), [8, 9, 10]);
+        assert!(!snap.more);
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &after(10), 50);
+        assert!(snap.messages.is_empty());
+        assert_eq!(snap.next_after(), 10);
+    }
+
+    #[test]
+    fn limit_truncates_oldest_first_and_says_more() {
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &after(2), 3);
+        assert_eq!(ids(&snap), [3, 4, 5]);
+        assert!(snap.more);
+        assert_eq!(snap.next_after(), 5);
+    }
+
+    #[test]
+    fn limit_zero_keeps_the_cursor_where_it_was() {
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &after(4), 0);
+        assert!(snap.messages.is_empty());
+        assert!(snap.more);
+        assert_eq!(
+            snap.next_after(),
+            4,
+            "not the head: 5..=10 were left out, not read"
+        );
+        // Past a gap, the cursor moves to just before the oldest retained message.
+        let snap = snapshot(&window(5..=10), 10, 5, &epoch(), &after(1), 0);
+        assert_eq!(snap.next_after(), 4);
+    }
+
+    #[test]
+    fn cursor_just_before_retention_is_not_a_gap() {
+        // Retained 5..=10: a client at 4 has missed nothing.
+        let snap = snapshot(&window(5..=10), 10, 5, &epoch(), &after(4), 50);
+        assert_eq!(snap.reset, None);
+        assert_eq!(ids(&snap), [5, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn cursor_older_than_retention_is_a_history_gap() {
+        let snap = snapshot(&window(5..=10), 10, 5, &epoch(), &after(3), 50);
+        assert_eq!(
+            snap.reset,
+            Some(Reset {
+                reason: ResetReason::HistoryGap,
+                oldest_id: 5
+            })
+        );
+        assert_eq!(ids(&snap), [5, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn foreign_epoch_resets_and_serves_like_a_newcomer() {
+        let cursor = Cursor {
+            after: Some(3),
+            epoch: Some("old".into()),
+        };
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &cursor, 2);
+        assert_eq!(
+            snap.reset.as_ref().map(|r| r.reason),
+            Some(ResetReason::EpochChanged)
+        );
+        assert_eq!(ids(&snap), [9, 10]);
+    }
+
+    #[test]
+    fn cursor_beyond_the_head_is_from_another_epoch() {
+        let cursor = Cursor {
+            after: Some(11),
+            epoch: None,
+        };
+        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &cursor, 50);
+        assert_eq!(
+            snap.reset.as_ref().map(|r| r.reason),
+            Some(ResetReason::EpochChanged)
+        );
+    }
+
+    #[test]
+    fn empty_room_has_nothing_and_no_reset() {
+        let snap = snapshot(&VecDeque::new(), 0, 1, &epoch(), &after(0), 50);
+        assert!(snap.messages.is_empty());
+        assert_eq!(snap.reset, None);
+        assert_eq!(snap.next_after(), 0);
+    }
+}

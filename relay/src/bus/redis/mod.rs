@@ -1,0 +1,380 @@
+//! The Redis bus: several relays share rooms through one Redis server.
+//!
+//! Redis holds the truth. Each room is a stream (`chat:{room}:log`) whose entry ids are
+//! `0-<id>`: one script allocates the next id and appends the message (trimmed to the
+//! retention with `MAXLEN ~`) and announces it on one pub/sub channel, all atomically, so every
+//! relay sees announcements in id order. History and resume read the stream, so a cursor works
+//! on any relay. The epoch is one key for the whole dataset (`chat:epoch`), created when
+//! missing: it changes exactly when Redis has lost data (a restart without persistence, a
+//! flush, or — noticed by a relay that delivered more than Redis still has — its latest writes),
+//! which is when ids could otherwise come to mean different messages.
+//!
+//! Each relay follows the rooms its clients subscribe to: a [`Follow`] per room feeds a local
+//! broadcast queue from the announcements, in id order and without repeats. Pub/sub delivers at
+//! most once, so whenever the relay's subscription to the channel (re)starts it reads every
+//! followed room after the last id it forwarded; a subscriber that still sees a jump in ids
+//! fills it from the stream itself (see [`super::Subscription::next`]).
+//!
+//! When Redis is unreachable, every call fails within the configured timeout
+//! ([`BusError::Unavailable`], answered as 503 or an error event), subscribers stay connected,
+//! and the listener reconnects by itself and catches up.
+//!
+//! # Layout
+//! - `mod.rs` (here): [`RedisBus`], its public API, the commands it sends (publish, read,
+//!   replace the epoch) and the map of followed rooms.
+//! - `follow.rs`: [`Follow`], one followed room on this relay: its local queue, the recent
+//!   messages that answer caught-up readers, and how long it lingers unused.
+//! - `listener.rs`: the task that keeps the relay subscribed to the announcement channel,
+//!   reconnecting with backoff; on each (re)subscription it checks the server and catches up
+//!   every followed room, then hands each announcement to its room.
+//! - `wire.rs`: parsing what Redis sends back (announcements, the read script's reply, stream
+//!   entries, `INFO`).
+//! - `lua/`: the scripts that make publishing, reading and replacing the epoch atomic.
+
+mod follow;
+mod listener;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, RedisResult, Script, Value};
+use protocol::ResetReason;
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use self::follow::{Follow, prune_idle_follows};
+use self::listener::{RECONNECT_MAX, listen};
+use self::wire::{View, parse_id, unexpected};
+use super::cursor::snapshot;
+use super::util::{lock, unix_millis};
+use super::{Bus, BusError, Cursor, Envelope, Snapshot, Subscription};
+use crate::validate::RoomName;
+
+const EPOCH_KEY: &str = "chat:epoch";
+const ROOMS_KEY: &str = "chat:rooms";
+const CHANNEL: &str = "chat:messages";
+
+/// The stream key of a room. The braces (a hash tag) would keep a room's keys on one node of a
+/// Redis Cluster; the scripts also touch global keys, so Cluster itself is not supported.
+fn log_key(room: &str) -> String {
+    format!("chat:{{{room}}}:log")
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    publish: Script,
+    read: Script,
+    replace_epoch: Script,
+    retention: usize,
+    max_rooms: usize,
+    timeout: Duration,
+    /// Rooms this relay's subscribers follow.
+    follows: Mutex<HashMap<RoomName, Arc<Follow>>>,
+    /// Whether the listener is subscribed to the announcement channel.
+    listening: AtomicBool,
+    /// Stops the listener when the last handle on the bus goes.
+    _stop: DropGuard,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("retention", &self.retention)
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An epoch nobody has used: the time in nanoseconds, this process and a counter.
+fn fresh_epoch() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("r{nanos:x}{:x}{n:x}", std::process::id())
+}
+
+fn unavailable(err: &RedisError) -> BusError {
+    BusError::Unavailable(format!("redis: {err}"))
+}
+
+impl RedisBus {
+    /// Connects lazily: the relay starts (unready) even while Redis is down. Must be called
+    /// within a Tokio runtime, which runs the listener task.
+    pub fn new(
+        url: &str,
+        retention: usize,
+        max_rooms: usize,
+        timeout: Duration,
+    ) -> Result<RedisBus, RedisError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(RECONNECT_MAX);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let stop = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            conn,
+            publish: Script::new(include_str!("lua/publish.lua")),
+            read: Script::new(include_str!("lua/read.lua")),
+            // Compare-and-set, so that relays noticing the same loss agree on one new epoch.
+            replace_epoch: Script::new(include_str!("lua/replace_epoch.lua")),
+            retention: retention.max(1),
+            max_rooms,
+            timeout,
+            follows: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(false),
+            _stop: stop.clone().drop_guard(),
+        });
+        tokio::spawn(listen(Arc::downgrade(&inner), client, stop, timeout));
+        Ok(RedisBus { inner })
+    }
+
+    pub fn retention(&self) -> usize {
+        self.inner.retention
+    }
+
+    /// Rooms followed for subscribers on this relay (not all rooms in Redis).
+    ///
+    /// Counting prunes idle follows first, on purpose: `/metrics` asks on every scrape, while
+    /// `follow` prunes only when asked for a room not followed yet, so this is what stops
+    /// follows that outlived their linger from taking announcements while no new room is
+    /// followed. It also keeps the count to rooms that are really followed.
+    pub fn rooms(&self) -> usize {
+        let mut follows = lock(&self.inner.follows);
+        prune_idle_follows(&mut follows);
+        follows.len()
+    }
+
+    /// Whether the listener is subscribed to the announcements.
+    pub fn connected(&self) -> bool {
+        self.inner.listening.load(Ordering::Acquire)
+    }
+
+    /// Ready when the listener is subscribed and Redis answers a command in time.
+    pub async fn ready(&self) -> bool {
+        if !self.inner.listening.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut conn = self.inner.conn.clone();
+        let ping = ::redis::cmd("PING");
+        let ping = ping.query_async::<String>(&mut conn);
+        matches!(
+            tokio::time::timeout(self.inner.timeout, ping).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Runs one Redis call within the timeout, so that an outage answers instead of hanging.
+    async fn call<T>(&self, call: impl Future<Output = RedisResult<T>>) -> Result<T, BusError> {
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) if err.code() == Some("TOO_MANY_ROOMS") => Err(BusError::TooManyRooms),
+            Ok(Err(err)) => {
+                // An outage is reported once by the listener; a refusal from a server that is
+                // up (a read-only replica, a missing permission) is a misconfiguration that
+                // an operator must see on every occurrence.
+                if matches!(err.kind(), ::redis::ErrorKind::Server(_)) {
+                    tracing::warn!(%err, "Redis refused a command");
+                }
+                Err(unavailable(&err))
+            }
+            Err(_) => Err(BusError::Unavailable(format!(
+                "redis did not answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    /// Returns the id only: this relay builds the message's envelope once, like every other
+    /// relay, when its announcement arrives.
+    pub async fn publish(&self, room: &RoomName, from: &str, text: &str) -> Result<u64, BusError> {
+        let ts = unix_millis();
+        let mut conn = self.inner.conn.clone();
+        let mut invocation = self.inner.publish.prepare_invoke();
+        invocation
+            .key(EPOCH_KEY)
+            .key(log_key(room.as_str()))
+            .key(ROOMS_KEY)
+            .arg(fresh_epoch())
+            .arg(self.inner.retention)
+            .arg(self.inner.max_rooms)
+            .arg(room.as_str())
+            .arg(from)
+            .arg(text)
+            .arg(ts)
+            .arg(CHANNEL);
+        let (_epoch, id): (String, String) = self.call(invocation.invoke_async(&mut conn)).await?;
+        parse_id(&id).ok_or_else(|| unexpected("stream id", &id))
+    }
+
+    /// What `cursor` is owed: from the room's recent messages on this relay when they can
+    /// tell, else from Redis.
+    pub async fn read(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Snapshot, BusError> {
+        let follow = lock(&self.inner.follows).get(room).cloned();
+        if let Some(snapshot) = follow.and_then(|follow| self.serve_locally(&follow, cursor, limit))
+        {
+            return Ok(snapshot);
+        }
+        self.read_stored(room, cursor, limit).await
+    }
+
+    /// Answers from a follow only while the listener is subscribed: otherwise the follow may
+    /// be far behind, and clients are better told that Redis is unreachable.
+    fn serve_locally(&self, follow: &Follow, cursor: &Cursor, limit: usize) -> Option<Snapshot> {
+        if !self.connected() {
+            return None;
+        }
+        follow.serve(cursor, limit)
+    }
+
+    /// What `cursor` is owed, read from Redis.
+    async fn read_stored(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Snapshot, BusError> {
+        let mut conn = self.inner.conn.clone();
+        let mut invocation = self.inner.read.prepare_invoke();
+        invocation
+            .key(EPOCH_KEY)
+            .key(log_key(room.as_str()))
+            .arg(fresh_epoch())
+            .arg(
+                cursor
+                    .after
+                    .map(|after| after.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(cursor.epoch.as_deref().unwrap_or_default())
+            .arg(limit);
+        let reply: Value = self.call(invocation.invoke_async(&mut conn)).await?;
+        let view = View::parse(room, reply)?;
+        let epoch: Arc<str> = view.epoch.into();
+        let oldest_id = if view.head == 0 { 1 } else { view.oldest };
+        Ok(snapshot(
+            &view.window,
+            view.head,
+            oldest_id,
+            &epoch,
+            cursor,
+            limit,
+        ))
+    }
+
+    pub async fn subscribe(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Subscription, BusError> {
+        // A resuming client is owed everything it missed; a newcomer the newest `limit`.
+        let wanted = if cursor.after.is_some() {
+            self.inner.retention
+        } else {
+            limit
+        };
+        loop {
+            // Joining the local queue before reading means every message newer than the read
+            // reaches this subscriber live; the overlap is skipped by id.
+            let (follow, live) = self.follow(room)?;
+            if let Some(snapshot) = self.serve_locally(&follow, cursor, wanted) {
+                return Ok(Subscription::new(
+                    Bus::Redis(self.clone()),
+                    room.clone(),
+                    snapshot,
+                    live,
+                ));
+            }
+            let mut snapshot = self.read_stored(room, cursor, wanted).await?;
+            if snapshot
+                .reset
+                .as_ref()
+                .is_some_and(|r| r.reason == ResetReason::EpochChanged)
+            {
+                snapshot.keep_latest(limit);
+            }
+            if !follow.start(&snapshot.epoch, snapshot.head) {
+                // The followed room belongs to a lost epoch; start following it afresh.
+                self.unfollow(room, &follow);
+                continue;
+            }
+            return Ok(Subscription::new(
+                Bus::Redis(self.clone()),
+                room.clone(),
+                snapshot,
+                live,
+            ));
+        }
+    }
+
+    /// The room's follow (created if needed) and a receiver on it, taken under the map lock so
+    /// that pruning cannot drop the follow in between. At most `RELAY_MAX_ROOMS` rooms are
+    /// followed at once; rooms nobody listens to make way first.
+    fn follow(
+        &self,
+        room: &RoomName,
+    ) -> Result<(Arc<Follow>, broadcast::Receiver<Arc<Envelope>>), BusError> {
+        let mut follows = lock(&self.inner.follows);
+        if let Some(follow) = follows.get(room) {
+            follow.touch();
+            return Ok((follow.clone(), follow.live.subscribe()));
+        }
+        prune_idle_follows(&mut follows);
+        if follows.len() >= self.inner.max_rooms {
+            follows.retain(|_, follow| follow.live.receiver_count() > 0);
+            if follows.len() >= self.inner.max_rooms {
+                return Err(BusError::TooManyRooms);
+            }
+        }
+        let (follow, receiver) = Follow::new();
+        let follow = Arc::new(follow);
+        follows.insert(room.clone(), follow.clone());
+        Ok((follow, receiver))
+    }
+
+    /// Stops following a room: its subscribers' streams end once the last reference goes, and
+    /// their clients reconnect and learn the new epoch.
+    fn unfollow(&self, room: &RoomName, follow: &Arc<Follow>) {
+        let mut follows = lock(&self.inner.follows);
+        if follows.get(room).is_some_and(|f| Arc::ptr_eq(f, follow)) {
+            follows.remove(room);
+        }
+    }
+
+    /// Replaces the dataset's epoch, unless another relay already did.
+    async fn replace_epoch(&self, lost: &str) -> Result<(), BusError> {
+        let mut conn = self.inner.conn.clone();
+        let mut invocation = self.inner.replace_epoch.prepare_invoke();
+        invocation.key(EPOCH_KEY).arg(lost).arg(fresh_epoch());
+        self.call(invocation.invoke_async::<()>(&mut conn)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_fresh_each_time() {
+        assert_ne!(fresh_epoch(), fresh_epoch());
+    }
+}

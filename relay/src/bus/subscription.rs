@@ -1,0 +1,162 @@
+//! A subscriber's view of one room: the snapshot it is owed, then live messages, in id order.
+//!
+//! Both buses open a [`Subscription`] the same way: join the room's live queue (a `broadcast`
+//! of [`LIVE_QUEUE`] envelopes) first, then take a snapshot, so that every message newer than
+//! the snapshot arrives live. From there the seam, a lag and a gap are handled here, once: the
+//! overlap at the seam is skipped by id, and a subscriber that fell behind reads what it
+//! missed back through [`Bus::read`] instead of being dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use protocol::Reset;
+use tokio::sync::broadcast;
+
+use super::{Bus, Cursor, Envelope, Snapshot};
+use crate::validate::RoomName;
+
+/// Messages a room's live queue holds for its slowest subscriber. A subscriber further behind
+/// than this is not dropped: it catches up from history (see `Subscription::next`). The queue
+/// holds pointers, so its cost is 256 × 8 bytes per room whatever the message sizes; larger
+/// values only postpone the (cheap) history catch-up.
+pub const LIVE_QUEUE: usize = 256;
+
+/// What a subscriber receives, in order.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Message(Arc<Envelope>),
+    /// The subscriber's position could not be continued; what follows starts at `oldest_id`.
+    Reset(Reset),
+}
+
+/// A live view of one room: the snapshot the subscriber is owed, then every new message.
+///
+/// A subscriber that falls further behind than the live queue holds is not dropped: it reads
+/// what it missed from history and carries on (see [`Subscription::next`]).
+#[derive(Debug)]
+pub struct Subscription {
+    bus: Bus,
+    room: RoomName,
+    epoch: Arc<str>,
+    /// The room's newest id when the subscription opened.
+    head: u64,
+    live: broadcast::Receiver<Arc<Envelope>>,
+    /// Deliveries decided but not yet handed out.
+    pending: VecDeque<Delivery>,
+    /// The newest id handed to (or queued for) the subscriber; live messages at or below it
+    /// are the seam's overlap and are skipped.
+    position: u64,
+    /// Set when the live queue overflowed; cleared once history has filled the hole. Kept in
+    /// the struct (not a local) so that `next` stays cancel-safe inside `select!`.
+    lagged: bool,
+}
+
+impl Subscription {
+    pub(super) fn new(
+        bus: Bus,
+        room: RoomName,
+        snapshot: Snapshot,
+        live: broadcast::Receiver<Arc<Envelope>>,
+    ) -> Subscription {
+        let mut sub = Subscription {
+            bus,
+            room,
+            epoch: snapshot.epoch.clone(),
+            head: snapshot.head,
+            live,
+            pending: VecDeque::new(),
+            position: snapshot.head,
+            lagged: false,
+        };
+        sub.queue(snapshot);
+        sub
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The room's newest id when the subscription opened (the welcome's `last_id`).
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    fn queue(&mut self, snapshot: Snapshot) {
+        if let Some(reset) = snapshot.reset {
+            self.pending.push_back(Delivery::Reset(reset));
+        }
+        for message in snapshot.messages {
+            self.position = self.position.max(message.id);
+            self.pending.push_back(Delivery::Message(message));
+        }
+    }
+
+    /// The next delivery if one is ready now, without waiting: lets a transport write a burst
+    /// of messages with one flush. `None` also when a lag needs the (async) catch-up, which
+    /// the next call to [`Subscription::next`] performs.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(delivery) = self.pending.pop_front() {
+                return Some(delivery);
+            }
+            if self.lagged {
+                return None;
+            }
+            match self.live.try_recv() {
+                Ok(message) if message.id == self.position + 1 => {
+                    self.position = message.id;
+                    return Some(Delivery::Message(message));
+                }
+                Ok(message) if message.id > self.position => self.lagged = true,
+                Ok(_) => continue,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.lagged = true,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next delivery, or `None` once the bus has shut the room down. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(delivery) = self.pending.pop_front() {
+                return Some(delivery);
+            }
+            if self.lagged {
+                let cursor = Cursor {
+                    after: Some(self.position),
+                    epoch: Some(self.epoch.to_string()),
+                };
+                let retention = self.bus.retention();
+                let snapshot = match self.bus.read(&self.room, &cursor, retention).await {
+                    Ok(snapshot) if snapshot.epoch == self.epoch => snapshot,
+                    // The bus cannot fill the hole, or the room's history is gone: end the
+                    // stream, so that the client reconnects with `after` (and learns of a new
+                    // epoch) instead of silently missing messages.
+                    _ => return None,
+                };
+                self.lagged = false;
+                self.queue(snapshot);
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(message) if message.id == self.position + 1 => {
+                    self.position = message.id;
+                    return Some(Delivery::Message(message));
+                }
+                // Ids are consecutive, so a jump means the live path lost messages (a Redis
+                // subscription that dropped): fill the hole from history, like a lag.
+                Ok(message) if message.id > self.position => {
+                    tracing::debug!(room = %self.room, position = self.position, id = message.id, "gap in live messages; catching up from history");
+                    self.lagged = true;
+                }
+                // Already delivered from history: the overlap at the seam.
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(room = %self.room, skipped, "subscriber lagged; catching up from history");
+                    self.lagged = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

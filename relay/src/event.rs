@@ -1,0 +1,48 @@
+//! The one encoder of server events, for every transport: JSON (a WebSocket text frame, a
+//! poll answer's element, an HTTP error body) and the Server-Sent Events frame around it.
+
+use protocol::ServerEvent;
+
+/// The event as JSON.
+pub fn json(event: &ServerEvent) -> String {
+    // The wire types are strings, integers and enums of them: serializing them cannot fail.
+    // The fallback keeps this total rather than putting an `unwrap` in every request path.
+    serde_json::to_string(event).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// The event as one SSE frame: `id:` (for messages, so that `Last-Event-ID` resumes),
+/// `event:` (its type) and one `data:` line. serde_json escapes line breaks inside strings,
+/// so the JSON never spans lines.
+pub fn sse(id: Option<u64>, event: &ServerEvent) -> String {
+    sse_frame(id, event.name(), &json(event))
+}
+
+/// An SSE frame around already-encoded JSON.
+pub fn sse_frame(id: Option<u64>, name: &str, json: &str) -> String {
+    match id {
+        Some(id) => format!("id: {id}\nevent: {name}\ndata: {json}\n\n"),
+        None => format!("event: {name}\ndata: {json}\n\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{Reset, ResetReason};
+
+    #[test]
+    fn sse_frame_names_the_event_by_its_type_and_carries_one_data_line() {
+        let reset = ServerEvent::Reset(Reset {
+            reason: ResetReason::HistoryGap,
+            oldest_id: 3,
+        });
+        assert_eq!(
+            sse(None, &reset),
+            "event: reset\ndata: {\"type\":\"reset\",\"reason\":\"history_gap\",\"oldest_id\":3}\n\n"
+        );
+        assert_eq!(
+            sse_frame(Some(9), "message", "{}"),
+            "id: 9\nevent: message\ndata: {}\n\n"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Test support: a real relay on port 0 ([`Relay`], which owns it) and plain clients for
+//! each transport ([`Client`] for HTTP, [`Ws`], [`Sse`]), a real Redis ([`redis`]) and the
+//! harness of the several-relays tests ([`cluster`]).
+//!
+//! Every wait goes through [`within`], so a missing message fails the test with a message
+//! that says what was expected instead of hanging it.
+
+pub mod client;
+pub mod cluster;
+pub mod redis;
+pub mod relay;
+
+use std::future::Future;
+use std::time::Duration;
+
+use protocol::Message;
+
+pub use client::*;
+pub use relay::*;
+
+/// Socket buffer size, in bytes, for tests about clients that stop reading: set explicitly on
+/// both ends so that such tests do not depend on the kernel's defaults or autotuning.
+pub const SMALL_BUFFER: u32 = 4096;
+
+/// How long any single expected event may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a whole flood (many requests, on a machine whose cores are busy) may take.
+pub const LONG_PATIENCE: Duration = Duration::from_secs(120);
+
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    within_for(PATIENCE, what, future).await
+}
+
+pub async fn within_long<F: Future>(what: &str, future: F) -> F::Output {
+    within_for(LONG_PATIENCE, what, future).await
+}
+
+async fn within_for<F: Future>(patience: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(patience, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {patience:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` until it returns `Some`, every few milliseconds, within [`PATIENCE`]: for
+/// state that is observable but not announced (a gauge in `/metrics`, a process exit).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+pub fn texts(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.text.as_str()).collect()
+}
+
+pub fn ids(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.id).collect()
+}
