@@ -1,9 +1,9 @@
 //! Small wrappers over browser APIs: the URL, local storage, clocks and randomness.
 
 use protocol::Transport;
+use protocol::api::PREFIX;
+use protocol::limits::is_valid_room;
 use wasm_bindgen::JsValue;
-
-use crate::model::{parse_transport, valid_room};
 
 pub const DEFAULT_ROOM: &str = "lobby";
 const NAME_KEY: &str = "chat.name";
@@ -34,14 +34,14 @@ fn query_param(name: &str) -> Option<String> {
 /// `?room=`, if it is a valid room name; otherwise `lobby`.
 pub fn room_from_url() -> String {
     query_param("room")
-        .filter(|r| valid_room(r))
+        .filter(|r| is_valid_room(r))
         .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
 }
 
 /// `?transport=`, defaulting to WebSocket.
 pub fn transport_from_url() -> Transport {
     query_param("transport")
-        .and_then(|t| parse_transport(&t))
+        .and_then(|t| t.parse::<Transport>().ok())
         .unwrap_or(Transport::Ws)
 }
 
@@ -77,7 +77,8 @@ pub fn store_name(name: &str) {
     }
 }
 
-/// Where WebSocket URLs start: `ws://host/api` (or `wss://`) on the page's own origin.
+/// Where WebSocket URLs start: `ws://host/api` (or `wss://`) on the page's own origin;
+/// `crate::api::ws_url` puts the room's path after it.
 ///
 /// `trunk serve` cannot proxy plain HTTP and WebSockets under the same prefix, so the dev
 /// setup (`scripts/dev.sh`) builds with `CHAT_WS_PREFIX=/api-ws` and proxies that prefix to the
@@ -88,7 +89,7 @@ pub fn ws_base() -> String {
         Ok("https:") => "wss",
         _ => "ws",
     };
-    let prefix = option_env!("CHAT_WS_PREFIX").unwrap_or("/api");
+    let prefix = option_env!("CHAT_WS_PREFIX").unwrap_or(PREFIX);
     format!("{scheme}://{}{prefix}", location.host().unwrap_or_default())
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A link runs as one local task that reports [`LinkEvent`]s to its owner. Each transport
 //! module turns its wire format into the same [`Inbound`] events (polls synthesise the
-//! welcome), so the page merges them without knowing which transport delivered what.
+//! welcome), so the page merges them without knowing which transport delivered what; each
+//! takes its URL from `crate::api`.
 //! Dropping a [`Link`] aborts its task, which drops the socket, EventSource, pending fetch or
 //! timer it was holding: every browser resource has exactly one owner.
 

@@ -2,14 +2,14 @@
 
 use std::rc::Rc;
 
+use protocol::limits::DEFAULT_LONGPOLL_MAX_SECS;
 use protocol::{PollResponse, Transport, Welcome};
 use web_sys::AbortSignal;
 
 use super::{LinkContext, LinkEvent};
+use crate::api;
 use crate::model::{Backoff, Cursor, Inbound};
 
-/// How long the relay may hold a long poll; it caps this itself (25 s by default).
-const LONG_POLL_WAIT_S: u32 = 25;
 /// Messages per answer when catching up; `more` asks for the rest at once.
 const PAGE: u32 = 200;
 
@@ -22,22 +22,15 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
         ctx.emit(LinkEvent::Attempt);
         // The first request answers at once, so the link learns the room's epoch and head
         // (and the user sees it connected) without waiting for the next message.
+        // Later ones ask for the relay's default hold; a relay configured for less caps it.
         let wait = if long && epoch.is_some() {
-            LONG_POLL_WAIT_S
+            DEFAULT_LONGPOLL_MAX_SECS
         } else {
             0
         };
         // A newcomer gets the relay's default history; a resuming link pages through.
-        let page = if cursor.after.is_some() {
-            format!("&limit={PAGE}")
-        } else {
-            String::new()
-        };
-        let url = format!(
-            "/api/rooms/{}/messages?wait={wait}{page}&{}",
-            ctx.room,
-            cursor.query()
-        );
+        let limit = cursor.after.is_some().then_some(PAGE);
+        let url = api::poll_url(&ctx.room, wait, limit, &cursor);
         let Some(answer) = fetch(&url, signal.as_ref()).await else {
             ctx.lost(&mut backoff).await;
             continue;

@@ -12,7 +12,8 @@ use web_sys::EventSource;
 
 use super::listeners::{Listeners, text_of};
 use super::{LinkContext, LinkEvent};
-use crate::model::{Backoff, encode};
+use crate::api;
+use crate::model::Backoff;
 
 /// The named events the relay sends (each carries a JSON event with its own `type`), and the
 /// browser's error event.
@@ -56,12 +57,7 @@ pub async fn run(ctx: Rc<LinkContext>) {
     let mut backoff = Backoff::default();
     loop {
         ctx.emit(LinkEvent::Attempt);
-        let cursor = (ctx.cursor)().query();
-        let url = format!(
-            "/api/rooms/{}/events?name={}&{cursor}",
-            ctx.room,
-            encode(&ctx.name)
-        );
+        let url = api::events_url(&ctx.room, &ctx.name, &(ctx.cursor)());
         let (tx, mut rx) = mpsc::unbounded();
         if let Some(_source) = Source::open(&url, tx) {
             while let Some(Item::Data(data)) = rx.next().await {

@@ -9,8 +9,9 @@ use web_sys::WebSocket;
 
 use super::listeners::{Listeners, text_of};
 use super::{LinkContext, LinkEvent};
+use crate::api;
 use crate::browser::ws_base;
-use crate::model::{Backoff, encode};
+use crate::model::Backoff;
 
 enum Item {
     Text(String),
@@ -53,13 +54,7 @@ pub async fn run(ctx: Rc<LinkContext>, mut outbox: mpsc::UnboundedReceiver<Strin
     let mut backoff = Backoff::default();
     loop {
         ctx.emit(LinkEvent::Attempt);
-        let cursor = (ctx.cursor)().query();
-        let url = format!(
-            "{}/rooms/{}/ws?name={}&{cursor}",
-            ws_base(),
-            ctx.room,
-            encode(&ctx.name)
-        );
+        let url = api::ws_url(&ws_base(), &ctx.room, &ctx.name, &(ctx.cursor)());
         let (tx, mut rx) = mpsc::unbounded();
         if let Some(socket) = Socket::open(&url, tx) {
             loop {

@@ -1,0 +1,173 @@
+//! Every URL and request the page makes of the relay, in one place.
+//!
+//! Paths come from `protocol::api::Endpoint`, the same definition the relay's router uses, so
+//! the two cannot drift apart. Each link's query carries its resume point ([`Cursor`]) and,
+//! for the streams, the user's name. The URL builders are plain string functions, compiled and
+//! unit-tested natively with the model; only `publish`, which goes through `fetch`, exists
+//! in the browser build alone.
+//!
+//! Rooms are put into paths as they are: `crate::browser` only ever hands out names that pass
+//! `protocol::limits::is_valid_room`, whose alphabet needs no escaping.
+
+use protocol::ErrorBody;
+use protocol::api::Endpoint;
+#[cfg(target_arch = "wasm32")]
+use protocol::{PublishRequest, PublishResponse, ServerEvent};
+
+use crate::model::Cursor;
+
+/// Percent-encodes a query value (names and epochs are user- or relay-chosen text).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// A cursor's query-string form (`after=41&epoch=…`), empty for a newcomer.
+fn query(cursor: &Cursor) -> String {
+    let mut parts = Vec::new();
+    if let Some(after) = cursor.after {
+        parts.push(format!("after={after}"));
+    }
+    if let Some(epoch) = &cursor.epoch {
+        parts.push(format!("epoch={}", encode(epoch)));
+    }
+    parts.join("&")
+}
+
+/// The WebSocket of `room`, under `base` (`browser::ws_base()`: the socket's scheme, the
+/// page's host and the API prefix, which a development build changes).
+pub fn ws_url(base: &str, room: &str, name: &str, cursor: &Cursor) -> String {
+    format!(
+        "{}?name={}&{}",
+        Endpoint::Ws.path_under(base, room),
+        encode(name),
+        query(cursor)
+    )
+}
+
+/// The Server-Sent Events stream of `room`.
+pub fn events_url(room: &str, name: &str, cursor: &Cursor) -> String {
+    format!(
+        "{}?name={}&{}",
+        Endpoint::Events.path(room),
+        encode(name),
+        query(cursor)
+    )
+}
+
+/// One poll of `room`: held up to `wait_secs` by the relay when there is nothing new, and
+/// cut at `limit` messages if given.
+pub fn poll_url(room: &str, wait_secs: u64, limit: Option<u32>, cursor: &Cursor) -> String {
+    let limit = limit.map(|n| format!("&limit={n}")).unwrap_or_default();
+    format!(
+        "{}?wait={wait_secs}{limit}&{}",
+        Endpoint::Messages.path(room),
+        query(cursor)
+    )
+}
+
+/// Where a message is `POST`ed.
+pub fn publish_url(room: &str) -> String {
+    Endpoint::Messages.path(room)
+}
+
+/// A refusal from the relay as the page words it, whichever way it came (a WebSocket error
+/// event or the body of an HTTP error).
+pub fn describe(error: &ErrorBody) -> String {
+    match error.retry_after_ms {
+        Some(ms) => format!(
+            "{} (try again in {:.1} s)",
+            error.message,
+            ms as f64 / 1000.0
+        ),
+        None => error.message.clone(),
+    }
+}
+
+/// Publishes a message with `POST`. Returns the id the relay gave it, or what to tell the
+/// user.
+#[cfg(target_arch = "wasm32")]
+pub async fn publish(room: &str, request: &PublishRequest) -> Result<u64, String> {
+    let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    let answer = crate::fetch::post_json(&publish_url(room), &json)
+        .await
+        .map_err(|_| "could not reach the relay; check your connection".to_owned())?;
+    if answer.ok() {
+        return serde_json::from_str::<PublishResponse>(&answer.body)
+            .map(|published| published.id)
+            .map_err(|e| e.to_string());
+    }
+    match serde_json::from_str::<ServerEvent>(&answer.body) {
+        Ok(ServerEvent::Error(error)) => Err(describe(&error)),
+        _ => Err(format!("the relay refused the message ({})", answer.status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn cursor_query_encodes_values() {
+        let cursor = Cursor {
+            after: Some(4),
+            epoch: Some("a b&c".into()),
+        };
+        assert_eq!(query(&cursor), "after=4&epoch=a%20b%26c");
+        assert_eq!(query(&Cursor::default()), "");
+    }
+
+    #[test]
+    fn every_url_is_the_protocol_path_with_the_links_query() {
+        let cursor = Cursor {
+            after: Some(7),
+            epoch: Some("e".into()),
+        };
+        assert_eq!(
+            ws_url("ws://host/api-ws", "r", "a b", &cursor),
+            format!(
+                "{}?name=a%20b&after=7&epoch=e",
+                Endpoint::Ws.path_under("ws://host/api-ws", "r")
+            )
+        );
+        assert_eq!(
+            events_url("r", "me", &Cursor::default()),
+            format!("{}?name=me&", Endpoint::Events.path("r")),
+            "a newcomer sends no cursor"
+        );
+        assert_eq!(
+            poll_url("r", 25, Some(200), &cursor),
+            format!(
+                "{}?wait=25&limit=200&after=7&epoch=e",
+                Endpoint::Messages.path("r")
+            )
+        );
+        assert_eq!(
+            poll_url("r", 0, None, &Cursor::default()),
+            format!("{}?wait=0&", Endpoint::Messages.path("r"))
+        );
+        assert_eq!(publish_url("r"), Endpoint::Messages.path("r"));
+    }
+
+    #[test]
+    fn refusals_say_when_to_try_again() {
+        let mut error = ErrorBody {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after_ms: Some(1500),
+        };
+        assert_eq!(describe(&error), "slow down (try again in 1.5 s)");
+        error.retry_after_ms = None;
+        assert_eq!(describe(&error), "slow down");
+    }
+}

@@ -1,0 +1,343 @@
+//! The page's controller: the links, the pure model, and the signals the view reads.
+//!
+//! A non-reactive [`Controller`] owns the links and the pure model; it writes what the page
+//! shows into a few signals ([`Ui`]). Components (`crate::view`) read those signals and call
+//! the controller on user actions, so no component ever touches a socket.
+//!
+//! Each signal is written only when what it shows changes, and holds no more than that: a
+//! byte received updates one transport's [`Counters`] (three numbers), while the latency
+//! samples are copied into the view only after an echo adds one.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use protocol::{ClientFrame, PublishRequest, Transport};
+
+use crate::api;
+use crate::browser;
+use crate::model::{
+    Counters, EchoTracker, Entry, Inbound, LatencySnapshot, LinkState, Links, Timeline,
+    TransportStats, label,
+};
+use crate::transport::{Link, LinkContext, LinkEvent};
+
+/// Lines kept in the list; older ones scroll away for good (the relay keeps the history).
+const MAX_SHOWN: usize = 500;
+const DEFAULT_POLL_INTERVAL_MS: u32 = 1000;
+
+/// What the page shows, written by the controller.
+#[derive(Clone, Copy)]
+pub struct Ui {
+    pub entries: RwSignal<Vec<Entry>>,
+    pub status: RwSignal<String>,
+    /// The transport panel's rows, one per transport used in this session, in order of first
+    /// use. The list changes only when a transport is first used; the figures change inside
+    /// each row.
+    pub stats: RwSignal<Vec<StatsRow>>,
+    pub form_error: RwSignal<Option<String>>,
+    pub transport: RwSignal<Transport>,
+    pub name: RwSignal<String>,
+    /// A row for every transport, made with the page (so the page's owner releases their
+    /// signals) and listed in `stats` from its transport's first use on.
+    rows: [StatsRow; Transport::ALL.len()],
+}
+
+impl Ui {
+    /// The signals of a page that starts on `transport` under `name`.
+    pub fn new(transport: Transport, name: String) -> Ui {
+        Ui {
+            entries: RwSignal::new(Vec::new()),
+            status: RwSignal::new("connecting…".to_owned()),
+            stats: RwSignal::new(Vec::new()),
+            form_error: RwSignal::new(None),
+            transport: RwSignal::new(transport),
+            name: RwSignal::new(name),
+            rows: Transport::ALL.map(StatsRow::new),
+        }
+    }
+
+    fn row(&self, transport: Transport) -> Option<StatsRow> {
+        self.rows.into_iter().find(|row| row.transport == transport)
+    }
+}
+
+/// One row of the transport panel. Its two signals change at their own pace, so a component
+/// that reads one is never woken by the other: the chart reads only `latency`.
+#[derive(Clone, Copy)]
+pub struct StatsRow {
+    pub transport: Transport,
+    /// Requests, bytes and reconnects: updated on every event of this transport.
+    pub counters: RwSignal<Counters>,
+    /// The latency figures and the chart's samples: updated when an echo is measured.
+    pub latency: RwSignal<LatencySnapshot>,
+}
+
+impl StatsRow {
+    fn new(transport: Transport) -> StatsRow {
+        StatsRow {
+            transport,
+            counters: RwSignal::new(Counters::default()),
+            latency: RwSignal::new(LatencySnapshot::default()),
+        }
+    }
+}
+
+pub struct Controller {
+    room: String,
+    timeline: Timeline,
+    links: Links,
+    open: HashMap<u32, OpenLink>,
+    echo: EchoTracker,
+    /// One entry per transport used in this session, in order of first use.
+    stats: Vec<TransportStats>,
+    poll_interval_ms: Rc<Cell<u32>>,
+    ui: Ui,
+    this: Weak<RefCell<Controller>>,
+}
+
+struct OpenLink {
+    link: Link,
+    transport: Transport,
+    /// The history this link's events belong to, from its welcome.
+    epoch: Option<String>,
+}
+
+/// The controller as the page holds it: links call back through a weak reference to it.
+pub type Shared = Rc<RefCell<Controller>>;
+
+impl Controller {
+    pub fn new(room: String, ui: Ui) -> Shared {
+        Rc::new_cyclic(|this| {
+            RefCell::new(Controller {
+                room,
+                timeline: Timeline::default(),
+                links: Links::default(),
+                open: HashMap::new(),
+                echo: EchoTracker::default(),
+                stats: Vec::new(),
+                poll_interval_ms: Rc::new(Cell::new(DEFAULT_POLL_INTERVAL_MS)),
+                ui,
+                this: this.clone(),
+            })
+        })
+    }
+
+    /// Opens a link over `transport` from where the page stands; the previous one is closed
+    /// once the new one is live (make-before-break).
+    pub fn switch_to(&mut self, transport: Transport) {
+        let (id, close) = self.links.open(transport);
+        self.close(close);
+        let timeline = self.this.clone();
+        let events = self.this.clone();
+        let ctx = LinkContext {
+            id,
+            transport,
+            room: self.room.clone(),
+            name: self.ui.name.get_untracked(),
+            cursor: Rc::new(move || {
+                timeline
+                    .upgrade()
+                    .map(|c| c.borrow().timeline.cursor())
+                    .unwrap_or_default()
+            }),
+            poll_interval_ms: self.poll_interval_ms.clone(),
+            emit: Rc::new(move |id, event| {
+                if let Some(controller) = events.upgrade() {
+                    controller.borrow_mut().handle(id, event);
+                }
+            }),
+        };
+        let link = Link::open(ctx);
+        self.open.insert(
+            id,
+            OpenLink {
+                link,
+                transport,
+                epoch: None,
+            },
+        );
+        self.stats_mut(transport);
+        self.ui.transport.set(transport);
+        browser::write_url(&self.room, transport);
+        self.publish_status();
+    }
+
+    /// The pause between short polls, read by every short-polling link before its next
+    /// request.
+    pub fn set_poll_interval(&self, ms: u32) {
+        self.poll_interval_ms.set(ms);
+    }
+
+    fn close(&mut self, ids: Vec<u32>) {
+        for id in ids {
+            // Dropping the link releases its socket, EventSource, fetch and timers.
+            self.open.remove(&id);
+        }
+    }
+
+    fn stats_mut(&mut self, transport: Transport) -> &mut TransportStats {
+        let index = match self.stats.iter().position(|s| s.transport == transport) {
+            Some(index) => index,
+            None => {
+                self.stats.push(TransportStats::new(transport));
+                // The panel lists a transport from its first use on; its row starts at zero,
+                // as the new entry does.
+                if let Some(row) = self.ui.row(transport) {
+                    self.ui.stats.update(|rows| rows.push(row));
+                }
+                self.stats.len() - 1
+            }
+        };
+        &mut self.stats[index]
+    }
+
+    /// Changes one transport's counters and shows the result. Only that row's counter cells
+    /// are told (and not at all if nothing changed, e.g. an empty event): the latency figures
+    /// and the chart do not depend on them.
+    fn count(&mut self, transport: Transport, change: impl FnOnce(&mut TransportStats)) {
+        let stats = self.stats_mut(transport);
+        change(stats);
+        let counters = stats.counters();
+        if let Some(row) = self.ui.row(transport)
+            && row.counters.with_untracked(|shown| *shown != counters)
+        {
+            row.counters.set(counters);
+        }
+    }
+
+    /// Shows one transport's latencies after an echo was measured on it: the only moment they
+    /// change, so the samples are copied once per echo rather than once per event.
+    fn publish_latency(&mut self, transport: Transport) {
+        let snapshot = self.stats_mut(transport).latency.snapshot();
+        if let Some(row) = self.ui.row(transport) {
+            row.latency.set(snapshot);
+        }
+    }
+
+    fn handle(&mut self, id: u32, event: LinkEvent) {
+        let Some(transport) = self.open.get(&id).map(|l| l.transport) else {
+            return; // the last words of a link that was just closed
+        };
+        match event {
+            LinkEvent::Attempt => {
+                self.count(transport, |s| s.requests += 1);
+                if let Some((current, _, LinkState::Retrying(_))) = self.links.current()
+                    && current == id
+                {
+                    self.links.set_state(id, LinkState::Connecting);
+                }
+            }
+            LinkEvent::Bytes(n) => self.count(transport, |s| s.bytes += n as u64),
+            LinkEvent::Lost { retry_in_ms } => {
+                self.count(transport, |s| s.reconnects += 1);
+                let close = self.links.set_state(id, LinkState::Retrying(retry_in_ms));
+                self.close(close);
+            }
+            LinkEvent::Refused(error) => self.ui.form_error.set(Some(api::describe(&error))),
+            LinkEvent::Inbound(inbound) => self.inbound(id, transport, inbound),
+        }
+        self.publish_status();
+    }
+
+    fn inbound(&mut self, id: u32, transport: Transport, inbound: Inbound) {
+        let mut added = Vec::new();
+        if let Inbound::Welcome(welcome) = &inbound {
+            if let Some(link) = self.open.get_mut(&id) {
+                link.epoch = Some(welcome.epoch.clone());
+            }
+            let close = self.links.set_state(id, LinkState::Live);
+            self.close(close);
+        }
+        let Some(epoch) = self.open.get(&id).and_then(|l| l.epoch.clone()) else {
+            return;
+        };
+        let welcome = matches!(inbound, Inbound::Welcome(_));
+        added.extend(self.timeline.apply(&epoch, inbound));
+        if welcome && self.links.is_current(id) {
+            let text = format!("connection established ({})", label(transport));
+            added.push(self.timeline.notice(text, false));
+        }
+        let me = self.ui.name.get_untracked();
+        let now = browser::now_ms();
+        let mut echoed = false;
+        for entry in &added {
+            if let Entry::Message { message, .. } = entry
+                && let Some(ms) = self.echo.echoed(message, &me, now)
+            {
+                self.stats_mut(transport).latency.record(ms);
+                echoed = true;
+            }
+        }
+        if echoed {
+            self.publish_latency(transport);
+        }
+        if !added.is_empty() {
+            self.ui.entries.update(|entries| {
+                entries.extend(added);
+                let excess = entries.len().saturating_sub(MAX_SHOWN);
+                entries.drain(..excess);
+            });
+        }
+    }
+
+    /// Writes the status line. Called after every link event and on `online`/`offline`; most
+    /// events (bytes, attempts) leave the line as it was, and then nothing is redrawn.
+    pub fn publish_status(&self) {
+        let status = if !browser::online() {
+            "offline".to_owned()
+        } else {
+            match self.links.current() {
+                None => "offline".to_owned(),
+                Some((_, _, LinkState::Connecting)) => "connecting…".to_owned(),
+                Some((_, transport, LinkState::Live)) => {
+                    format!("connected via {}", label(transport))
+                }
+                Some((_, _, LinkState::Retrying(ms))) => {
+                    format!("reconnecting in {:.1} s", f64::from(ms) / 1000.0)
+                }
+            }
+        };
+        if self.ui.status.with_untracked(|shown| *shown != status) {
+            self.ui.status.set(status);
+        }
+    }
+
+    /// Sends over the WebSocket when that is the live transport, else with `POST`.
+    pub fn send(&mut self, text: String) {
+        self.echo.sent(&text, browser::now_ms());
+        self.ui.form_error.set(None);
+        if let Some((id, Transport::Ws, LinkState::Live)) = self.links.current() {
+            let frame = serde_json::to_string(&ClientFrame::Send { text: text.clone() });
+            if let (Some(link), Ok(frame)) = (self.open.get(&id), frame)
+                && link.link.send(frame)
+            {
+                return;
+            }
+        }
+        let room = self.room.clone();
+        let request = PublishRequest {
+            from: self.ui.name.get_untracked(),
+            text,
+        };
+        let this = self.this.clone();
+        let ui = self.ui;
+        spawn_local(async move {
+            match api::publish(&room, &request).await {
+                Ok(id) => {
+                    if let Some(controller) = this.upgrade() {
+                        controller.borrow_mut().echo.acknowledged(&request.text, id);
+                    }
+                }
+                Err(message) => ui.form_error.set(Some(message)),
+            }
+        });
+    }
+
+    pub fn shutdown(&mut self) {
+        let ids = self.links.close_all();
+        self.close(ids);
+    }
+}
