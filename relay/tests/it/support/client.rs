@@ -105,6 +105,27 @@ impl Client {
     }
 }
 
+/// The next protocol event on a WebSocket (whole or the reading half of a split one),
+/// skipping pings and pongs; panics on a close or a break.
+pub async fn ws_event<S>(frames: &mut S) -> ServerEvent
+where
+    S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        let frame = within("a WebSocket event", frames.next())
+            .await
+            .expect("socket still open")
+            .expect("frame reads");
+        match frame {
+            tungstenite::Message::Text(text) => {
+                return serde_json::from_str(&text).expect("event is a ServerEvent");
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
 /// The value of `series` in a Prometheus text exposition.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
@@ -170,19 +191,7 @@ impl Ws {
 
     /// The next protocol event, skipping pings and pongs.
     pub async fn event(&mut self) -> ServerEvent {
-        loop {
-            let frame = within("a WebSocket event", self.socket.next())
-                .await
-                .expect("socket still open")
-                .expect("frame reads");
-            match frame {
-                tungstenite::Message::Text(text) => {
-                    return serde_json::from_str(&text).expect("event is a ServerEvent");
-                }
-                tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
-                other => panic!("expected an event, got {other:?}"),
-            }
-        }
+        ws_event(&mut self.socket).await
     }
 
     pub async fn message(&mut self) -> Message {

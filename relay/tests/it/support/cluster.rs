@@ -29,23 +29,6 @@ pub struct Received {
     pub errors: Vec<ErrorCode>,
 }
 
-/// The next event on a WebSocket (skipping pings); panics on a close or a break.
-pub async fn ws_event(stream: &mut SplitStream<Socket>) -> ServerEvent {
-    loop {
-        let frame = within("a WebSocket event", stream.next())
-            .await
-            .expect("socket still open")
-            .expect("frame reads");
-        match frame {
-            tungstenite::Message::Text(text) => {
-                return serde_json::from_str(&text).expect("a ServerEvent");
-            }
-            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
-            other => panic!("the relay ended the socket: {other:?}"),
-        }
-    }
-}
-
 pub async fn ws_collect(mut stream: SplitStream<Socket>) -> Received {
     let mut received = Received::default();
     loop {
