@@ -20,7 +20,7 @@ use crate::api;
 use crate::browser;
 use crate::model::{
     Counters, EchoTracker, Entry, Inbound, LatencySnapshot, LinkState, Links, Timeline,
-    TransportStats, label,
+    TransportStats,
 };
 use crate::transport::{Link, LinkContext, LinkEvent};
 
@@ -257,7 +257,7 @@ impl Controller {
         let welcome = matches!(inbound, Inbound::Welcome(_));
         added.extend(self.timeline.apply(&epoch, inbound));
         if welcome && self.links.is_current(id) {
-            let text = format!("connection established ({})", label(transport));
+            let text = format!("connection established ({})", transport.label());
             added.push(self.timeline.notice(text, false));
         }
         let me = self.ui.name.get_untracked();
@@ -293,7 +293,7 @@ impl Controller {
                 None => "offline".to_owned(),
                 Some((_, _, LinkState::Connecting)) => "connecting…".to_owned(),
                 Some((_, transport, LinkState::Live)) => {
-                    format!("connected via {}", label(transport))
+                    format!("connected via {}", transport.label())
                 }
                 Some((_, _, LinkState::Retrying(ms))) => {
                     format!("reconnecting in {:.1} s", f64::from(ms) / 1000.0)

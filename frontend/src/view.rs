@@ -14,7 +14,7 @@ use send_wrapper::SendWrapper;
 
 use crate::browser;
 use crate::controller::{Controller, StatsRow, Ui};
-use crate::model::{Entry, label};
+use crate::model::Entry;
 
 /// The relay's default rule for names, checked here first for an immediate answer (the relay
 /// is the authority if it was configured otherwise).
@@ -121,7 +121,7 @@ pub fn App() -> impl IntoView {
                 <select id="transport" on:change=on_transport prop:value=move || ui.transport.get().as_str()>
                     {Transport::ALL
                         .into_iter()
-                        .map(|t| view! { <option value=t.as_str()>{label(t)}</option> })
+                        .map(|t| view! { <option value=t.as_str()>{t.label()}</option> })
                         .collect_view()}
                 </select>
                 <label for="poll-interval">"Short-poll interval (s)"</label>
@@ -213,7 +213,7 @@ fn StatsPanel(
                 <tbody>
                     <For each=move || stats.get() key=|row| row.transport let:row>
                         <tr data-transport=row.transport.as_str()>
-                            <th scope="row"><span class=format!("swatch {}", row.transport.as_str())></span>{label(row.transport)}</th>
+                            <th scope="row"><span class=format!("swatch {}", row.transport.as_str())></span>{row.transport.label()}</th>
                             <td class="latency-last">{move || shown_ms(row.latency.with(|l| l.last))}</td>
                             <td class="latency-median">{move || shown_ms(row.latency.with(|l| l.median))}</td>
                             <td class="latency-p95">{move || shown_ms(row.latency.with(|l| l.p95))}</td>

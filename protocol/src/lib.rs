@@ -39,6 +39,16 @@ impl Transport {
         self as usize
     }
 
+    /// The name people see: the page's toggle, status line and statistics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Ws => "WebSocket",
+            Transport::Sse => "Server-Sent Events",
+            Transport::Longpoll => "Long polling",
+            Transport::Shortpoll => "Short polling",
+        }
+    }
+
     /// The wire name, as used in `?transport=` and in welcome events.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -17,7 +17,7 @@ mod timeline;
 
 pub use backoff::Backoff;
 pub use links::{LinkState, Links};
-pub use stats::{Counters, EchoTracker, LatencySnapshot, TransportStats, label};
+pub use stats::{Counters, EchoTracker, LatencySnapshot, TransportStats};
 pub use timeline::{Cursor, Entry, Inbound, Timeline};
 
 #[cfg(test)]

@@ -177,16 +177,6 @@ pub struct Counters {
     pub reconnects: u64,
 }
 
-/// The label people see for a transport.
-pub fn label(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Ws => "WebSocket",
-        Transport::Sse => "Server-Sent Events",
-        Transport::Longpoll => "Long polling",
-        Transport::Shortpoll => "Short polling",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,8 +192,11 @@ async fn websocket_that_never_answers_pings_is_closed() {
     let relay = Relay::start_with(|c| c.ws_ping = Duration::from_millis(100)).await;
     let mut silent = Ws::connect(&relay.ws_url("ping", "")).await;
     // Not reading means not answering pings: the relay gives up after one unanswered ping.
-    // (Reading now only drains what the relay already decided.)
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Reading would answer them, so the test waits for the relay's own count of the timeout
+    // first; reading then only drains what the relay already decided.
+    relay
+        .wait_metric("relay_rejected_total{reason=\"ping_timeout\"}", 1.0)
+        .await;
     let frame = silent.closed().await.expect("a close frame");
     assert_eq!(u16::from(frame.code), 1001);
     assert_eq!(frame.reason.as_str(), "ping timeout");
