@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh --browser --container --redis --nginx
 
+echo "== relay modules: no dependency cycles"
+python3 scripts/module-cycles.py relay/src
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (native, and the page for wasm32)"
