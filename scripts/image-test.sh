@@ -72,8 +72,9 @@ if kill -0 "$relay_pid" 2>/dev/null; then
 fi
 relay_pid=""
 # Its exit status is out of reach for the same reason; a clean exit is the one that logs
-# "stopped" last (a crash or a kill does not).
-if ! tail -n 1 "$relay_log" | grep -q ' stopped$'; then
+# "stopped" (a crash or a kill does not). The log also holds buildah's own output, so the
+# line is looked for anywhere in it.
+if ! grep -q 'relay: stopped$' "$relay_log" || grep -q 'panicked' "$relay_log"; then
     echo "the relay did not stop cleanly; its log ends with:" >&2
     tail -n 20 "$relay_log" >&2
     exit 1

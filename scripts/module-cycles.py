@@ -19,8 +19,11 @@ for path in sorted(root.rglob("*.rs")):
         continue
     text = path.read_text()
     # Tests beside the code may use anything; they are not part of the module's design.
-    text = text.split("#[cfg(test)]")[0]
+    text = re.sub(r"#\[cfg\(test\)\]\s*mod tests \{.*", "", text, flags=re.S)
     uses = set(re.findall(r"\bcrate::(\w+)", text))
+    # Grouped imports: `use crate::{error::ApiError, bus};` names each first segment.
+    for group in re.findall(r"\bcrate::\{([^}]*)\}", text):
+        uses.update(re.findall(r"(?:^|,)\s*(\w+)", group))
     modules.setdefault(name, set()).update(uses)
 for name, uses in modules.items():
     uses.discard(name)

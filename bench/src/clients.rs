@@ -75,7 +75,7 @@ type Socket =
 pub enum Receiver {
     Ws(Box<Socket>),
     Sse(std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>),
-    Poll { after: u64, wait: u32 },
+    Poll { after: u64, wait: u64 },
 }
 
 pub async fn open(
@@ -111,8 +111,9 @@ pub async fn open(
                 .error_for_status()?
                 .json()
                 .await?;
+            // Long polls wait as long as the relay allows by default, as the page's do.
             let wait = if transport == Transport::Longpoll {
-                25
+                protocol::limits::DEFAULT_LONGPOLL_MAX_SECS
             } else {
                 0
             };

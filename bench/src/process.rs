@@ -98,14 +98,15 @@ mod tests {
 
     #[test]
     fn several_processes_add_up() {
-        let pid = std::process::id();
-        let total = sample_all(&[pid, pid])
-            .expect("own /proc entry")
+        // The parent (cargo, or the shell) waits idle while the tests run, so its readings
+        // do not move between calls, unlike this process's (other tests allocate here).
+        let parent = std::os::unix::process::parent_id();
+        let one = sample(parent).expect("the parent's /proc entry");
+        let total = sample_all(&[parent, parent])
+            .expect("the parent's /proc entry")
             .expect("one sample per pid");
-        let one = sample(pid).expect("own /proc entry");
-        // Memory barely moves between the reads; the sum is about twice one reading.
         let ratio = total.rss_kib as f64 / one.rss_kib as f64;
-        assert!((1.8..=2.2).contains(&ratio), "ratio {ratio}");
+        assert!((1.9..=2.1).contains(&ratio), "ratio {ratio}");
         assert!(sample_all(&[]).expect("nothing to read").is_none());
     }
 }

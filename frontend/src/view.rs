@@ -9,7 +9,9 @@ use leptos::ev::SubmitEvent;
 use leptos::html;
 use leptos::prelude::*;
 use protocol::Transport;
-use protocol::limits::{DEFAULT_MAX_NAME_CHARS, DEFAULT_MAX_TEXT_BYTES};
+use protocol::limits::{
+    DEFAULT_MAX_NAME_CHARS, DEFAULT_MAX_TEXT_BYTES, Refusal, check_name, check_text,
+};
 use send_wrapper::SendWrapper;
 
 use crate::browser;
@@ -19,14 +21,12 @@ use crate::model::Entry;
 /// The relay's default rule for names, checked here first for an immediate answer (the relay
 /// is the authority if it was configured otherwise).
 fn valid_name(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > DEFAULT_MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(format!(
-            "names are 1-{DEFAULT_MAX_NAME_CHARS} characters, without control characters"
-        ));
-    }
-    Ok(name.to_owned())
+    // The relay's rule and default limit, checked here first for an immediate answer.
+    check_name(name, DEFAULT_MAX_NAME_CHARS)
+        .map(str::to_owned)
+        .map_err(|_| {
+            format!("names are 1-{DEFAULT_MAX_NAME_CHARS} characters, without control characters")
+        })
 }
 
 #[component]
@@ -93,18 +93,19 @@ pub fn App() -> impl IntoView {
         move |ev: SubmitEvent| {
             ev.prevent_default();
             let Some(field) = input.get() else { return };
-            let text = field.value().trim().to_owned();
-            if text.is_empty() {
-                return;
-            }
-            // The relay's default limit, checked here first for an immediate answer.
-            if text.len() > DEFAULT_MAX_TEXT_BYTES {
-                ui.form_error.set(Some(format!(
-                    "message is {} bytes; the limit is {DEFAULT_MAX_TEXT_BYTES}",
-                    text.len()
-                )));
-                return;
-            }
+            // The relay's rule and default limit, checked here first for an immediate answer.
+            let value = field.value();
+            let text = match check_text(&value, DEFAULT_MAX_TEXT_BYTES) {
+                Ok(text) => text.to_owned(),
+                Err(Refusal::TooLong) => {
+                    ui.form_error.set(Some(format!(
+                        "message is {} bytes; the limit is {DEFAULT_MAX_TEXT_BYTES}",
+                        value.trim().len()
+                    )));
+                    return;
+                }
+                Err(_) => return,
+            };
             field.set_value("");
             controller.borrow_mut().send(text);
         }

@@ -29,9 +29,70 @@ pub fn is_valid_room(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Why a sender name or a message text breaks the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Nothing left after trimming.
+    Empty,
+    /// More characters (names) or bytes (text) than the limit.
+    TooLong,
+    /// A control character, which would let one sender forge line breaks or terminal escapes
+    /// in other people's views and in logs.
+    ControlCharacter,
+}
+
+/// A sender name as the relay accepts it: trimmed, 1 to `max_chars` characters, no control
+/// characters.
+pub fn check_name(raw: &str, max_chars: usize) -> Result<&str, Refusal> {
+    let name = raw.trim();
+    match name.chars().count() {
+        0 => Err(Refusal::Empty),
+        n if n > max_chars => Err(Refusal::TooLong),
+        _ if name.chars().any(char::is_control) => Err(Refusal::ControlCharacter),
+        _ => Ok(name),
+    }
+}
+
+/// Message text as the relay accepts it: trimmed, non-empty, at most `max_bytes` bytes of
+/// UTF-8. Inner line breaks are kept: multi-line messages are legitimate and pages render
+/// them as text.
+pub fn check_text(raw: &str, max_bytes: usize) -> Result<&str, Refusal> {
+    let text = raw.trim();
+    if text.is_empty() {
+        Err(Refusal::Empty)
+    } else if text.len() > max_bytes {
+        Err(Refusal::TooLong)
+    } else {
+        Ok(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_trimmed_counted_in_characters_and_free_of_control_characters() {
+        assert_eq!(check_name("  bob ", 4), Ok("bob"));
+        assert_eq!(
+            check_name("ééé", 4),
+            Ok("ééé"),
+            "4 characters allowed, 3 given"
+        );
+        assert_eq!(check_name("abcde", 4), Err(Refusal::TooLong));
+        assert_eq!(check_name("   ", 4), Err(Refusal::Empty));
+        assert_eq!(check_name("a\u{7}b", 4), Err(Refusal::ControlCharacter));
+    }
+
+    #[test]
+    fn text_is_trimmed_and_counted_in_bytes() {
+        assert_eq!(check_text(" hi \n", 8), Ok("hi"));
+        assert_eq!(check_text("a\nb", 8), Ok("a\nb"), "inner line break kept");
+        assert_eq!(check_text(" \t\n", 8), Err(Refusal::Empty));
+        // 5 characters, 10 bytes.
+        assert_eq!(check_text("ééééé", 8), Err(Refusal::TooLong));
+        assert_eq!(check_text("12345678", 8), Ok("12345678"));
+    }
 
     #[test]
     fn room_names_accept_the_documented_alphabet_only() {

@@ -11,6 +11,7 @@
 //!
 //! Private, in dependency order (each depends only on those above it, and on `protocol`,
 //! which holds every rule the page shares: limits, paths, event shapes):
+//! - `clock`: the wall clock in Unix milliseconds (message timestamps, delivery lag).
 //! - `validate`: room names, sender names and text, checked once at the boundary; a leaf
 //!   with its own error type.
 //! - `event`: the one encoder of server events (JSON, SSE frames).
@@ -41,6 +42,7 @@ pub mod healthcheck;
 pub mod shutdown;
 
 mod bus;
+mod clock;
 mod error;
 mod event;
 mod metrics;

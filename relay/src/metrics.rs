@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::Transport;
+
+use crate::clock::unix_millis;
 
 /// Upper bounds of the lag histogram, in seconds: from a loopback WebSocket (sub-millisecond)
 /// to a short poll with a long interval.
@@ -67,12 +68,6 @@ const TRANSPORTS: usize = Transport::ALL.len();
 
 fn slot(transport: Transport) -> usize {
     transport.index()
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Metrics {

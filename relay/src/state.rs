@@ -72,22 +72,21 @@ impl AppState {
                 "the relay has reached its connection limit; try again later",
             )
         })?;
-        self.metrics.connection_opened(transport);
-        let conn = Connection {
+        Ok(Connection {
             _permit: permit,
             metrics: self.metrics.clone(),
             transport,
             room: room.clone(),
             peer,
             opened: Instant::now(),
-        };
-        conn.log("connected");
-        Ok(conn)
+            established: false,
+        })
     }
 }
 
-/// An admitted connection. Holding it holds a connection slot; dropping it frees the slot and
-/// logs the disconnect, whichever way the connection ended.
+/// An admitted connection. Holding it holds a connection slot; dropping it frees the slot.
+/// Once [`Connection::established`] (subscribed), it counts in `relay_connections` and its
+/// opening and closing are logged, whichever way it ends.
 #[derive(Debug)]
 pub struct Connection {
     _permit: OwnedSemaphorePermit,
@@ -96,9 +95,21 @@ pub struct Connection {
     pub room: RoomName,
     pub peer: SocketAddr,
     opened: Instant,
+    established: bool,
 }
 
 impl Connection {
+    /// Marks the connection as open: counted and logged from now until it is dropped. Called
+    /// once it is subscribed, so that a client (or a test) that sees the gauge rise knows a
+    /// publish will reach it.
+    pub fn established(&mut self) {
+        if !self.established {
+            self.established = true;
+            self.metrics.connection_opened(self.transport);
+            self.log("connected");
+        }
+    }
+
     fn log(&self, what: &str) {
         let transport = self.transport.as_str();
         let ms = self.opened.elapsed().as_millis() as u64;
@@ -113,7 +124,9 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.metrics.connection_closed(self.transport);
-        self.log("disconnected");
+        if self.established {
+            self.metrics.connection_closed(self.transport);
+            self.log("disconnected");
+        }
     }
 }

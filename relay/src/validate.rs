@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use protocol::ErrorCode;
-use protocol::limits::{MAX_ROOM_LEN, is_valid_room};
+use protocol::limits::{MAX_ROOM_LEN, Refusal, check_name, check_text, is_valid_room};
 
 /// Input that breaks a rule: the stable code clients match on, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,47 +67,40 @@ pub struct TextLimits {
 }
 
 impl TextLimits {
-    /// A sender name: trimmed, 1..=max characters, no control characters (they would let one
-    /// sender forge line breaks or terminal escapes in other people's views and in logs).
+    /// A sender name: the rule both sides share (`protocol::limits::check_name`), with the
+    /// configured limit.
     pub fn name(&self, raw: &str) -> Result<String, Invalid> {
-        let name = raw.trim();
-        let chars = name.chars().count();
-        if chars == 0 || chars > self.max_name_chars {
-            return Err(Invalid::new(
-                ErrorCode::InvalidName,
-                format!("names are 1-{} characters", self.max_name_chars),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(Invalid::new(
+        match check_name(raw, self.max_name_chars) {
+            Ok(name) => Ok(name.to_owned()),
+            Err(Refusal::ControlCharacter) => Err(Invalid::new(
                 ErrorCode::InvalidName,
                 "names may not contain control characters",
-            ));
+            )),
+            Err(Refusal::Empty | Refusal::TooLong) => Err(Invalid::new(
+                ErrorCode::InvalidName,
+                format!("names are 1-{} characters", self.max_name_chars),
+            )),
         }
-        Ok(name.to_owned())
     }
 
-    /// Message text: trimmed, non-empty, at most `max_text_bytes` bytes. Inner line breaks are
-    /// kept: multi-line messages are legitimate and the page renders them as text.
+    /// Message text: the rule both sides share (`protocol::limits::check_text`), with the
+    /// configured limit.
     pub fn text(&self, raw: &str) -> Result<String, Invalid> {
-        let text = raw.trim();
-        if text.is_empty() {
-            return Err(Invalid::new(
-                ErrorCode::InvalidText,
-                "message text is empty",
-            ));
-        }
-        if text.len() > self.max_text_bytes {
-            return Err(Invalid::new(
+        match check_text(raw, self.max_text_bytes) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(Refusal::TooLong) => Err(Invalid::new(
                 ErrorCode::TextTooLong,
                 format!(
                     "message text is {} bytes; the limit is {}",
-                    text.len(),
+                    raw.trim().len(),
                     self.max_text_bytes
                 ),
-            ));
+            )),
+            Err(Refusal::Empty | Refusal::ControlCharacter) => Err(Invalid::new(
+                ErrorCode::InvalidText,
+                "message text is empty",
+            )),
         }
-        Ok(text.to_owned())
     }
 }
 

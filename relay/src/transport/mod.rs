@@ -4,8 +4,9 @@
 //! - [`poll`]: `GET …/messages` for short and long polling, and `POST …/messages` to publish,
 //!   which every transport but WebSocket uses.
 //!
-//! Every streaming transport opens the same way, through [`open_stream`]: origin, room, query,
-//! name, admission, and a subscription at the client's cursor; it then greets with
+//! Every streaming transport opens the same way, through [`check_stream`] (origin, room,
+//! query) and [`StreamRequest::open`] (name, admission, and a subscription at the client's
+//! cursor); it then greets with
 //! [`OpenStream::welcome`] and writes deliveries in batches of at most [`WRITE_BATCH`], with a
 //! [`heartbeat`] to keep idle connections alive. So a new streaming transport is one module
 //! here that turns an [`OpenStream`] into bytes on its wire, plus one line in the router.
@@ -62,15 +63,17 @@ pub fn join_limit(state: &AppState, limit: Option<usize>) -> usize {
         .min(state.bus.retention())
 }
 
-/// A stream that passed every check and holds its slot and its subscription.
+/// A stream that passed every check and holds its subscription and its slot.
 pub struct OpenStream {
     pub transport: Transport,
     pub room: RoomName,
     /// The validated `name`, or [`ANONYMOUS`]; WebSocket publishes carry it.
     pub name: String,
+    // Fields drop in order: the subscription goes before the slot, so that a stream counted
+    // as closed in `/metrics` no longer holds a place in its room.
+    pub sub: Subscription,
     /// Held for the connection slot and its metrics; released with the stream.
     pub conn: Connection,
-    pub sub: Subscription,
 }
 
 impl OpenStream {
@@ -86,51 +89,75 @@ impl OpenStream {
     }
 }
 
-/// The handshake every streaming transport shares: checks the origin, room, query and name,
-/// admits the connection and subscribes at the client's cursor — `after`, else the
-/// `Last-Event-ID` header that EventSource sends when it reconnects by itself (an explicit
-/// `after` wins, because the page sets it deliberately when switching transports).
-///
-/// Subscribing here, before any upgrade or response, fixes the seam between history and live
-/// messages, and lets "too many rooms" answer as a plain HTTP error.
-pub async fn open_stream(
+/// A streaming request whose origin, room and query are acceptable: the first half of the
+/// handshake every streaming transport shares, before anything is allocated. A transport may
+/// check its own preconditions (the WebSocket upgrade) between the two halves.
+pub struct StreamRequest {
+    room: RoomName,
+    query: StreamQuery,
+}
+
+/// Checks the origin, the room and the query of a streaming request.
+pub fn check_stream(
     state: &AppState,
-    transport: Transport,
     room: &str,
-    peer: SocketAddr,
     headers: &HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
-) -> Result<OpenStream, ApiError> {
+) -> Result<StreamRequest, ApiError> {
     state.origins.check(headers)?;
     let room = RoomName::parse(room)?;
     let Query(query) = query?;
-    let name = match &query.name {
-        Some(name) => state.limits.name(name)?,
-        None => ANONYMOUS.to_owned(),
-    };
-    let after = match query.after {
-        Some(after) => Some(after),
-        None => last_event_id(headers)?,
-    };
-    let conn = state.admit(transport, &room, peer)?;
-    let sub = state
-        .bus
-        .subscribe(
-            &room,
-            &cursor(after, query.epoch),
-            join_limit(state, query.limit),
-        )
-        .await?;
-    Ok(OpenStream {
-        transport,
-        room,
-        name,
-        conn,
-        sub,
-    })
+    Ok(StreamRequest { room, query })
 }
 
-fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+impl StreamRequest {
+    /// The second half: checks the name, admits the connection and subscribes at the
+    /// client's cursor. `last_event_id` is given the request's headers by transports whose
+    /// clients resume with a `Last-Event-ID` header (EventSource, which sends it when it
+    /// reconnects by itself); an explicit `after` wins over it, because the page sets it
+    /// deliberately when switching transports.
+    ///
+    /// Subscribing here, before any upgrade or response, fixes the seam between history and
+    /// live messages, and lets "too many rooms" answer as a plain HTTP error. The connection
+    /// counts as open (`relay_connections`) once it is subscribed.
+    pub async fn open(
+        self,
+        state: &AppState,
+        transport: Transport,
+        peer: SocketAddr,
+        last_event_id: Option<&HeaderMap>,
+    ) -> Result<OpenStream, ApiError> {
+        let StreamRequest { room, query } = self;
+        let name = match &query.name {
+            Some(name) => state.limits.name(name)?,
+            None => ANONYMOUS.to_owned(),
+        };
+        let after = match (query.after, last_event_id) {
+            (Some(after), _) => Some(after),
+            (None, Some(headers)) => parse_last_event_id(headers)?,
+            (None, None) => None,
+        };
+        let mut conn = state.admit(transport, &room, peer)?;
+        let sub = state
+            .bus
+            .subscribe(
+                &room,
+                &cursor(after, query.epoch),
+                join_limit(state, query.limit),
+            )
+            .await?;
+        conn.established();
+        Ok(OpenStream {
+            transport,
+            room,
+            name,
+            sub,
+            conn,
+        })
+    }
+}
+
+fn parse_last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };

@@ -64,11 +64,11 @@ pub async fn read(
     }
 
     // Long poll: wait on a live subscription from the same cursor, so a message published
-    // between the read above and the subscription is not missed; then read again. The slot
-    // is taken once the subscription exists, so that the `relay_connections` gauge counts a
-    // long poll only once a publish is certain to wake it (tests wait on that).
+    // between the read above and the subscription is not missed; then read again. It counts
+    // as an open connection once subscribed: from then on, a publish is certain to wake it.
+    let mut conn = state.admit(Transport::Longpoll, &room, peer)?;
     let mut sub = state.bus.subscribe(&room, &cursor, limit).await?;
-    let _conn = state.admit(Transport::Longpoll, &room, peer)?;
+    conn.established();
     tokio::select! {
         _ = sub.next() => {}
         _ = tokio::time::sleep(wait) => {}

@@ -21,7 +21,7 @@ use protocol::{ServerEvent, Transport};
 use tokio::time::Interval;
 use tokio_util::sync::CancellationToken;
 
-use super::{OpenStream, StreamQuery, WRITE_BATCH, heartbeat, open_stream};
+use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::Delivery;
 use crate::error::ApiError;
 use crate::event;
@@ -36,7 +36,9 @@ pub async fn stream(
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let stream = open_stream(&state, Transport::Sse, &room, peer, &headers, query).await?;
+    let stream = check_stream(&state, &room, &headers, query)?
+        .open(&state, Transport::Sse, peer, Some(&headers))
+        .await?;
     let opening = format!(
         "retry: {}\n{}",
         state.config.sse_retry.as_millis(),

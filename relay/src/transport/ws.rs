@@ -27,7 +27,7 @@ use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport};
 use tokio::time::timeout;
 use tracing::Instrument;
 
-use super::{OpenStream, StreamQuery, WRITE_BATCH, heartbeat, open_stream};
+use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::Delivery;
 use crate::error::ApiError;
 use crate::event;
@@ -73,6 +73,7 @@ pub async fn upgrade(
     query: Result<Query<StreamQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let request = check_stream(&state, &room, &headers, query)?;
     // Not an upgrade request: answer that before admitting anything.
     let ws = ws.map_err(|rejection| {
         ApiError::new(
@@ -80,7 +81,8 @@ pub async fn upgrade(
             format!("expected a WebSocket upgrade: {}", rejection.body_text()),
         )
     })?;
-    let stream = open_stream(&state, Transport::Ws, &room, peer, &headers, query).await?;
+    // Browsers' WebSockets send no `Last-Event-ID`: the cursor is `after`, in the URL.
+    let stream = request.open(&state, Transport::Ws, peer, None).await?;
     let max = state.config.max_frame_bytes;
     let tracker = state.sessions.clone();
     let span = tracing::info_span!("ws", room = %stream.room, %peer);

@@ -481,7 +481,6 @@ async fn redis_losing_its_latest_writes_starts_a_new_epoch() {
     }
 }
 
-/// Script calls Redis has run so far (`INFO commandstats`).
 #[tokio::test]
 async fn a_redis_that_stops_answering_is_refused_within_the_timeout_and_the_relay_stays_alive() {
     let redis = RedisServer::start().await;
@@ -525,6 +524,7 @@ async fn a_redis_that_stops_answering_is_refused_within_the_timeout_and_the_rela
     assert_eq!((message.id, message.text.as_str()), (id, "after"));
 }
 
+/// Script calls Redis has run so far (`INFO commandstats`).
 async fn script_calls(conn: &mut ::redis::aio::MultiplexedConnection) -> u64 {
     let info: String = ::redis::cmd("INFO")
         .arg("commandstats")

@@ -37,6 +37,15 @@ impl Process {
         .await
     }
 
+    /// Every log line not read yet, once the process has exited (its stderr is closed).
+    async fn rest_of_log(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(line) = within("the rest of the log", self.log.recv()).await {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Waits (bounded) for the process to exit; returns its status.
     async fn exited(&mut self) -> std::process::ExitStatus {
         eventually("the process to exit", || {
@@ -98,12 +107,24 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
     sse.welcome().await;
     let long_poll =
         tokio::spawn(async move { Client::new(addr).poll("bye", "after=0&wait=25").await });
-    // The long poll is parked once the relay counts it; a shutdown must answer it.
+    // Every client is live: a message reaches each, and answers the first long poll.
+    relay
+        .wait_metric("relay_connections{transport=\"longpoll\"}", 1.0)
+        .await;
+    relay.post("bye", "a", "before").await;
+    assert_eq!(ws.message().await.text, "before");
+    assert_eq!(sse.message().await.text, "before");
+    let first = within("the first long poll", long_poll)
+        .await
+        .expect("poll");
+    assert_eq!(texts(&first.messages), ["before"]);
+    // A second long poll is parked (counted once subscribed); a shutdown must answer it.
+    let long_poll =
+        tokio::spawn(async move { Client::new(addr).poll("bye", "after=1&wait=25").await });
     relay
         .wait_metric("relay_connections{transport=\"longpoll\"}", 1.0)
         .await;
 
-    let started = Instant::now();
     process.sigterm();
 
     let frame = ws.closed().await.expect("a close frame");
@@ -120,11 +141,14 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
 
     let status = process.exited().await;
     assert!(status.success(), "exit status {status}");
+    // Stopped because every stream ended, not because the 5 s deadline cut it short.
+    let log = process.rest_of_log().await;
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "stopped within the deadline ({:?})",
-        started.elapsed()
+        !log.iter()
+            .any(|line| line.contains("shutdown deadline passed")),
+        "{log:#?}"
     );
+    assert!(log.iter().any(|line| line.ends_with("stopped")), "{log:#?}");
 }
 
 /// A request in flight that never finishes: a `POST` whose body never comes. A graceful
@@ -162,14 +186,11 @@ async fn sigterm_exits_by_the_deadline_even_if_a_client_hangs_on() {
     process.logged("shutdown deadline passed").await;
     let status = process.exited().await;
     assert!(status.success(), "exit status {status}");
+    // Held open until the 1 s deadline (a lower bound, which load cannot break); that it
+    // then exited rather than hung is `exited`'s bounded wait.
     assert!(
         started.elapsed() >= Duration::from_millis(900),
         "held open until the 1 s deadline ({:?})",
-        started.elapsed()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "exited by its 1 s deadline ({:?})",
         started.elapsed()
     );
     drop(stuck);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::ServerEvent;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
@@ -52,7 +53,9 @@ async fn flood(relay: &Relay, room: &str) {
 #[tokio::test]
 async fn stalled_reader_does_not_delay_others() {
     // The stalled client is kept for a minute: everything below happens while it is stuck.
-    let relay = Relay::start_with(|c| {
+    // Its socket holds a few kilobytes on each end (set explicitly), so the relay's writes to
+    // it block after a handful of the 3000 messages, whatever the kernel's defaults.
+    let relay = Relay::start_with_small_send_buffer(|c| {
         c.send_timeout = Duration::from_secs(60);
         // The flood outpaces a debug-build reader; enough history lets it catch up rather
         // than be told of a gap, which is not what this test is about.
@@ -81,7 +84,15 @@ async fn stalled_reader_does_not_delay_others() {
         None,
         "a minute's send timeout was not reached"
     );
-    drop(stalled);
+    // The stalled client was held back, not dropped: reading now, it catches up.
+    let mut caught_up = Vec::with_capacity(COUNT);
+    for _ in 0..COUNT {
+        caught_up.push(stalled.message().await.id);
+    }
+    assert_eq!(
+        caught_up, expected,
+        "the stalled client catches up, in order"
+    );
 }
 
 #[tokio::test]
@@ -114,25 +125,23 @@ async fn stalled_reader_is_closed_so_that_it_resumes() {
     })
     .await;
 
-    // Now read: what was buffered (an unbroken run from id 1), then the end of the
-    // connection. If the close frame got through, it carries the documented code.
+    // Now read: what was buffered (an unbroken run from id 1), then the documented close.
+    // The relay gives the close frame a second to leave; the buffers between it and this
+    // client hold a few kilobytes, which this reads at once.
     let mut got = Vec::new();
-    loop {
+    let frame = loop {
         match within("the stalled reader's socket to end", stalled.socket.next()).await {
             Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
                 Ok(ServerEvent::Message(m)) => got.push(m.id),
                 other => panic!("expected only messages, got {other:?}"),
             },
-            Some(Ok(Message::Close(frame))) => {
-                if let Some(frame) = frame {
-                    assert_eq!(u16::from(frame.code), 4008, "{frame:?}");
-                }
-                break;
-            }
+            Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => {}
-            Some(Err(_)) | None => break,
+            other => panic!("the socket ended without a close frame: {other:?}"),
         }
-    }
+    };
+    let frame = frame.expect("the close frame carries a code");
+    assert_eq!(u16::from(frame.code), 4008, "{frame:?}");
     let expected: Vec<u64> = (1..=got.len() as u64).collect();
     assert_eq!(got, expected, "what arrived before the close has no gap");
     assert!(
@@ -176,10 +185,11 @@ async fn until_reset(mut next: impl AsyncFnMut() -> ServerEvent) -> (Vec<u64>, p
     }
 }
 
-/// A live client that falls further behind than the room's history is told of the gap
-/// (`reset` `history_gap`), then carries on from the oldest message still held. The relay's
-/// send buffer and the client's receive buffer are small, so 1000 messages of 4 KB are far
-/// more than the 256 the live queue holds plus what the sockets hold.
+/// A live client (WebSocket or SSE) that falls further behind than the room's history is told
+/// of the gap (`reset` `history_gap`), then carries on from the oldest message still held.
+/// The relay's send buffer and the clients' receive buffers are small, so 1000 messages of
+/// 4 KB are far more than the 256 the live queue holds plus what the sockets and the HTTP
+/// layer's write buffer (about 400 KB) hold.
 #[tokio::test]
 async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_on() {
     const PUBLISHED: usize = 1000;
@@ -191,8 +201,9 @@ async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_
     .await;
     let mut ws = Ws::connect_small_buffer(&relay.ws_url("behind", ""), relay.addr).await;
     ws.welcome().await;
-    // The client does not read while the room moves on. (SSE streams share the same
-    // subscription code; a reqwest client cannot be given a small receive buffer.)
+    let mut sse = RawSse::connect(relay.addr, &relay.sse_path("behind")).await;
+    assert!(matches!(sse.event().await, ServerEvent::Welcome(_)));
+    // Neither client reads while the room moves on.
     within_long("the flood", publish(&relay, "behind", PUBLISHED)).await;
 
     let oldest = PUBLISHED as u64 - HISTORY + 1;
@@ -206,13 +217,96 @@ async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_
         (reset.reason, reset.oldest_id),
         (protocol::ResetReason::HistoryGap, oldest)
     );
+    let (before, reset) = until_reset(async || sse.event().await).await;
+    assert_eq!(
+        before,
+        (1..=before.len() as u64).collect::<Vec<_>>(),
+        "sse: no gap before the reset"
+    );
+    assert_eq!(
+        (reset.reason, reset.oldest_id),
+        (protocol::ResetReason::HistoryGap, oldest)
+    );
     for id in oldest..=PUBLISHED as u64 {
         assert_eq!(
             ws.message().await.id,
             id,
             "ws carries on from the oldest retained"
         );
+        assert_eq!(
+            sse.message().await.id,
+            id,
+            "sse carries on from the oldest retained"
+        );
     }
     let next = relay.post("behind", "a", "live again").await;
     assert_eq!(ws.message().await.id, next);
+    assert_eq!(sse.message().await.id, next);
+}
+
+/// An SSE reader on a raw socket with a small receive buffer (set explicitly), so that it can
+/// stop reading with only a few kilobytes in flight. It asks in HTTP/1.0, so the body comes as
+/// plain SSE text until the connection closes, with no chunked encoding to undo.
+struct RawSse {
+    socket: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawSse {
+    async fn connect(addr: std::net::SocketAddr, path: &str) -> RawSse {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(SMALL_BUFFER)
+            .expect("SO_RCVBUF");
+        let mut socket = within("TCP connect", socket.connect(addr))
+            .await
+            .expect("connects");
+        let request = format!("GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n");
+        socket
+            .write_all(request.as_bytes())
+            .await
+            .expect("request sent");
+        let mut sse = RawSse {
+            socket,
+            buffer: Vec::new(),
+        };
+        let head = sse.until(b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.contains(" 200 "), "SSE response: {head}");
+        assert!(head.contains("text/event-stream"), "SSE response: {head}");
+        sse
+    }
+
+    /// The bytes up to and including `end`, reading more as needed.
+    async fn until(&mut self, end: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(at) = self.buffer.windows(end.len()).position(|w| w == end) {
+                return self.buffer.drain(..at + end.len()).collect();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = within("SSE bytes", self.socket.read(&mut chunk))
+                .await
+                .expect("reads");
+            assert!(n > 0, "the SSE stream ended");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next event's data, skipping comments (keep-alives).
+    async fn event(&mut self) -> ServerEvent {
+        loop {
+            let block = self.until(b"\n\n").await;
+            let block = String::from_utf8(block).expect("SSE is UTF-8");
+            if let Some(data) = block.lines().find_map(|line| line.strip_prefix("data: ")) {
+                return serde_json::from_str(data).expect("data is a ServerEvent");
+            }
+        }
+    }
+
+    async fn message(&mut self) -> protocol::Message {
+        match self.event().await {
+            ServerEvent::Message(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
 }

@@ -128,7 +128,7 @@ impl Follow {
     }
 
     /// Whether nobody listens and nobody has for [`FOLLOW_LINGER`].
-    fn idle(&self) -> bool {
+    pub(super) fn idle(&self) -> bool {
         self.live.receiver_count() == 0 && lock(&self.sync).used.elapsed() >= FOLLOW_LINGER
     }
 
@@ -139,7 +139,7 @@ impl Follow {
 }
 
 /// Drops the follows that are idle (see [`Follow::idle`]). Called with the follows map
-/// locked, by `RedisBus::follow` before adding a room and by `RedisBus::rooms` on each count.
+/// locked, by `RedisBus::follow` before adding a room and by the listener every few seconds.
 pub(super) fn prune_idle_follows(follows: &mut HashMap<RoomName, Arc<Follow>>) {
     follows.retain(|_, follow| !follow.idle());
 }

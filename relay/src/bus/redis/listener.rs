@@ -131,6 +131,10 @@ async fn follow_channel(
                 (_, None) => return Listener::Stopped,
             },
             _ = ping.tick() => {
+                // Idle follows are dropped on this timer, not when someone asks for a count.
+                if let Some(bus) = bus() {
+                    bus.prune();
+                }
                 match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(err)) => break format!("ping failed: {err}"),

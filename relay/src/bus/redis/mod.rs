@@ -50,8 +50,9 @@ use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
 use super::cursor::snapshot;
-use super::util::{lock, unix_millis};
+use super::util::lock;
 use super::{Bus, BusError, Cursor, Envelope, Snapshot, Subscription};
+use crate::clock::unix_millis;
 use crate::validate::RoomName;
 
 const EPOCH_KEY: &str = "chat:epoch";
@@ -146,16 +147,17 @@ impl RedisBus {
         self.inner.retention
     }
 
-    /// Rooms followed for subscribers on this relay (not all rooms in Redis).
-    ///
-    /// Counting prunes idle follows first, on purpose: `/metrics` asks on every scrape, while
-    /// `follow` prunes only when asked for a room not followed yet, so this is what stops
-    /// follows that outlived their linger from taking announcements while no new room is
-    /// followed. It also keeps the count to rooms that are really followed.
+    /// Rooms followed for subscribers on this relay (not all rooms in Redis): idle follows
+    /// that wait to be pruned are not counted.
     pub fn rooms(&self) -> usize {
-        let mut follows = lock(&self.inner.follows);
-        prune_idle_follows(&mut follows);
-        follows.len()
+        let follows = lock(&self.inner.follows);
+        follows.values().filter(|follow| !follow.idle()).count()
+    }
+
+    /// Drops follows that outlived their linger, so that they stop taking announcements.
+    /// The listener calls it on its ping timer; `follow` also does before adding a room.
+    pub(super) fn prune(&self) {
+        prune_idle_follows(&mut lock(&self.inner.follows));
     }
 
     /// Whether the listener is subscribed to the announcements.

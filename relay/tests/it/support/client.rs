@@ -36,6 +36,11 @@ impl Client {
         format!("ws://{}{}?{query}", self.addr, Endpoint::Ws.path(room))
     }
 
+    /// `/api/rooms/{room}/events`
+    pub fn sse_path(&self, room: &str) -> String {
+        Endpoint::Events.path(room)
+    }
+
     /// `http://ADDR/api/rooms/{room}/events?{query}`
     pub fn sse_url(&self, room: &str, query: &str) -> String {
         self.url(&format!("{}?{query}", Endpoint::Events.path(room)))
