@@ -20,6 +20,18 @@ pub use links::{LinkState, Links};
 pub use stats::{Counters, EchoTracker, LatencySnapshot, TransportStats};
 pub use timeline::{Cursor, Entry, Inbound, Timeline};
 
+/// A message `m{id}` from `a` in room `r`, for the model's tests.
+#[cfg(test)]
+fn test_message(id: u64) -> protocol::Message {
+    protocol::Message {
+        id,
+        room: "r".into(),
+        from: "a".into(),
+        text: format!("m{id}"),
+        ts: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use protocol::Transport;

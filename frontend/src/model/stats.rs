@@ -181,15 +181,7 @@ pub struct Counters {
 mod tests {
     use super::*;
 
-    fn msg(id: u64) -> Message {
-        Message {
-            id,
-            room: "r".into(),
-            from: "a".into(),
-            text: format!("m{id}"),
-            ts: 0,
-        }
-    }
+    use super::super::test_message as msg;
 
     #[test]
     fn latency_statistics_use_nearest_rank() {

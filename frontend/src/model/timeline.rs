@@ -156,15 +156,7 @@ mod tests {
 
     use super::*;
 
-    fn msg(id: u64) -> Message {
-        Message {
-            id,
-            room: "r".into(),
-            from: "a".into(),
-            text: format!("m{id}"),
-            ts: 0,
-        }
-    }
+    use super::super::test_message as msg;
 
     fn welcome(epoch: &str) -> Inbound {
         Inbound::Welcome(Welcome {

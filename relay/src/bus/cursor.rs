@@ -107,21 +107,11 @@ mod tests {
     // Each case hands `snapshot` what a bus would: the retained window, the room's newest id
     // and its oldest retained id (`last_id + 1` when nothing is retained).
 
-    use protocol::Message;
-
     use super::*;
+    use crate::bus::envelope::test_envelope;
 
     fn window(ids: std::ops::RangeInclusive<u64>) -> VecDeque<Arc<Envelope>> {
-        ids.map(|id| {
-            Arc::new(Envelope::new(Message {
-                id,
-                room: "r".into(),
-                from: "a".into(),
-                text: format!("m{id}"),
-                ts: 0,
-            }))
-        })
-        .collect()
+        ids.map(test_envelope).collect()
     }
 
     fn ids(snapshot: &Snapshot) -> Vec<u64> {

@@ -39,6 +39,18 @@ impl Envelope {
     }
 }
 
+/// A message `m{id}` from `a` in room `r`, for the bus's tests.
+#[cfg(test)]
+pub(super) fn test_envelope(id: u64) -> std::sync::Arc<Envelope> {
+    std::sync::Arc::new(Envelope::new(Message {
+        id,
+        room: "r".into(),
+        from: "a".into(),
+        text: format!("m{id}"),
+        ts: 0,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -576,7 +576,7 @@ async fn pollers_that_keep_up_are_answered_without_asking_redis() {
         let epoch = epoch.clone();
         tokio::spawn(async move {
             Client::new(addr)
-                .poll(room, &format!("after=20&epoch={epoch}&wait=10"))
+                .poll(room, &format!("after=20&epoch={epoch}&wait=20"))
                 .await
         })
     };

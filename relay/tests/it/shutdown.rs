@@ -66,7 +66,15 @@ impl Process {
 
 /// Starts the relay binary on port 0 and reads the address it logs.
 async fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    // The relay under test has the documented defaults, whatever the developer's shell
+    // exports (an exported RELAY_REDIS_URL would make it a Redis relay).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RELAY_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(["--addr", "127.0.0.1:0", "--shutdown-deadline", deadline])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

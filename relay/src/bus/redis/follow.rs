@@ -146,19 +146,8 @@ pub(super) fn prune_idle_follows(follows: &mut HashMap<RoomName, Arc<Follow>>) {
 
 #[cfg(test)]
 mod tests {
-    use protocol::Message;
-
     use super::*;
-
-    fn envelope(id: u64) -> Arc<Envelope> {
-        Arc::new(Envelope::new(Message {
-            id,
-            room: "r".into(),
-            from: "a".into(),
-            text: format!("m{id}"),
-            ts: 0,
-        }))
-    }
+    use crate::bus::envelope::test_envelope as envelope;
 
     fn follow() -> (Follow, broadcast::Receiver<Arc<Envelope>>) {
         Follow::new()
