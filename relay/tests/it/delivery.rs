@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use protocol::{ServerEvent, Transport};
 
 use crate::support::*;
@@ -207,20 +208,17 @@ async fn websocket_that_answers_pings_stays_open() {
     let relay = Relay::start_with(|c| c.ws_ping = Duration::from_millis(50)).await;
     let mut ws = Ws::connect(&relay.ws_url("ping", "")).await;
     ws.welcome().await;
-    // Reading answers pings (tungstenite replies automatically); after many ping periods the
-    // socket still carries messages.
-    let reader = async {
-        loop {
-            let event = ws.event().await;
-            if let ServerEvent::Message(m) = event {
-                return m;
-            }
+    // Reading answers pings (tungstenite replies automatically). Counting them, rather than
+    // sleeping, shows the relay did ping, and that answered pings keep the socket open: one
+    // unanswered ping would have closed it by the next.
+    let mut pings = 0;
+    while pings < 4 {
+        match within("a ping", ws.socket.next()).await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+            other => panic!("expected pings on an idle socket, got {other:?}"),
         }
-    };
-    let publisher = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        relay.post("ping", "a", "still here").await;
-    };
-    let (message, ()) = tokio::join!(reader, publisher);
+    }
+    relay.post("ping", "a", "still here").await;
+    let message = ws.message().await;
     assert_eq!(message.text, "still here");
 }
