@@ -35,7 +35,14 @@ test('the container serves the page', async () => {
 test('a message is relayed over WebSocket and over SSE through the container', async () => {
   const ws = await openChat(browser, base, { room: 'container', transport: 'ws' });
   const sse = await openChat(browser, base, { room: 'container', transport: 'sse' });
+  // One at a time, so that the expected order is the sending order: a WebSocket frame and
+  // a POST sent back to back may reach the relay either way round.
   await send(ws, 'from the websocket page');
+  await ws.waitForFunction(
+    () => document.querySelectorAll('#messages li.message').length >= 1,
+    null,
+    { timeout: PATIENCE },
+  );
   await send(sse, 'from the sse page');
   for (const page of [ws, sse]) {
     await page.waitForFunction(
