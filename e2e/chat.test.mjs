@@ -152,7 +152,8 @@ test('a message with markup renders as text and runs nothing', async () => {
 });
 
 test('relay refusals appear next to the form, on every way of sending', async () => {
-  const strict = await startRelay({ env: { RELAY_RATE: '0.2', RELAY_BURST: '2' } });
+  // One token per 1000 s: no refill can happen during the test, however slowly it runs.
+  const strict = await startRelay({ env: { RELAY_RATE: '0.001', RELAY_BURST: '2' } });
   try {
     // WebSocket sends get an error event; the others POST and get a 429.
     for (const transport of ['ws', 'longpoll']) {
