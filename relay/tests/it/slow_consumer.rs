@@ -185,6 +185,18 @@ async fn until_reset(mut next: impl AsyncFnMut() -> ServerEvent) -> (Vec<u64>, p
     }
 }
 
+/// What a client behind history must have seen: an unbroken run from id 1, then a
+/// `history_gap` reset pointing at the oldest message still held.
+fn assert_told_of_gap(client: &str, before: &[u64], reset: &protocol::Reset, oldest: u64) {
+    let unbroken: Vec<u64> = (1..=before.len() as u64).collect();
+    assert_eq!(before, unbroken, "{client}: no gap before the reset");
+    assert_eq!(
+        (reset.reason, reset.oldest_id),
+        (protocol::ResetReason::HistoryGap, oldest),
+        "{client}: the reset"
+    );
+}
+
 /// A live client (WebSocket or SSE) that falls further behind than the room's history is told
 /// of the gap (`reset` `history_gap`), then carries on from the oldest message still held.
 /// The relay's send buffer and the clients' receive buffers are small, so 1000 messages of
@@ -208,25 +220,9 @@ async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_
 
     let oldest = PUBLISHED as u64 - HISTORY + 1;
     let (before, reset) = until_reset(async || ws.event().await).await;
-    assert_eq!(
-        before,
-        (1..=before.len() as u64).collect::<Vec<_>>(),
-        "ws: no gap before the reset"
-    );
-    assert_eq!(
-        (reset.reason, reset.oldest_id),
-        (protocol::ResetReason::HistoryGap, oldest)
-    );
+    assert_told_of_gap("ws", &before, &reset, oldest);
     let (before, reset) = until_reset(async || sse.event().await).await;
-    assert_eq!(
-        before,
-        (1..=before.len() as u64).collect::<Vec<_>>(),
-        "sse: no gap before the reset"
-    );
-    assert_eq!(
-        (reset.reason, reset.oldest_id),
-        (protocol::ResetReason::HistoryGap, oldest)
-    );
+    assert_told_of_gap("sse", &before, &reset, oldest);
     for id in oldest..=PUBLISHED as u64 {
         assert_eq!(
             ws.message().await.id,
