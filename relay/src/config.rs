@@ -132,11 +132,88 @@ impl Config {
         }
     }
 
+    /// The per-connection send budget. [`Config::validate`] has made sure both numbers are
+    /// positive and finite.
     pub fn rate_limit(&self) -> RateLimit {
         RateLimit {
-            per_second: self.rate.max(f64::MIN_POSITIVE),
-            burst: self.burst.max(1.0),
+            per_second: self.rate,
+            burst: self.burst,
         }
+    }
+
+    /// Refuses settings that would panic or make no sense at run time (a zero interval, a
+    /// zero rate, a connection limit of nothing), naming the setting. The binary exits 2 on
+    /// an error, like any other command-line mistake; [`crate::serve`] refuses to start.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let durations = [
+            ("RELAY_LONGPOLL_MAX", "--longpoll-max", self.longpoll_max),
+            ("RELAY_SSE_HEARTBEAT", "--sse-heartbeat", self.sse_heartbeat),
+            ("RELAY_SSE_RETRY", "--sse-retry", self.sse_retry),
+            ("RELAY_WS_PING", "--ws-ping", self.ws_ping),
+            ("RELAY_SEND_TIMEOUT", "--send-timeout", self.send_timeout),
+            ("RELAY_REDIS_TIMEOUT", "--redis-timeout", self.redis_timeout),
+            (
+                "RELAY_SHUTDOWN_DEADLINE",
+                "--shutdown-deadline",
+                self.shutdown_deadline,
+            ),
+        ];
+        for (variable, flag, value) in durations {
+            // Below a millisecond, timers round to zero: an interval that fires constantly.
+            if value < Duration::from_millis(1) {
+                return Err(InvalidSetting::new(variable, flag, "must be at least 1ms"));
+            }
+        }
+        let counts = [
+            ("RELAY_MAX_ROOMS", "--max-rooms", self.max_rooms, 1),
+            (
+                "RELAY_MAX_CONNECTIONS",
+                "--max-connections",
+                self.max_connections,
+                1,
+            ),
+            (
+                "RELAY_MAX_TEXT_BYTES",
+                "--max-text-bytes",
+                self.max_text_bytes,
+                1,
+            ),
+            (
+                "RELAY_MAX_NAME_CHARS",
+                "--max-name-chars",
+                self.max_name_chars,
+                1,
+            ),
+            (
+                "RELAY_MAX_FRAME_BYTES",
+                "--max-frame-bytes",
+                self.max_frame_bytes,
+                256,
+            ),
+        ];
+        for (variable, flag, value, least) in counts {
+            if value < least {
+                return Err(InvalidSetting::new(
+                    variable,
+                    flag,
+                    format!("must be at least {least}"),
+                ));
+            }
+        }
+        let rates = [
+            ("RELAY_RATE", "--rate", self.rate, f64::MIN_POSITIVE),
+            ("RELAY_BURST", "--burst", self.burst, 1.0),
+        ];
+        for (variable, flag, value, least) in rates {
+            if !value.is_finite() || value < least {
+                return Err(InvalidSetting::new(
+                    variable,
+                    flag,
+                    format!("must be a finite number of at least {least}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The defaults, as `relay` with no flags and no `RELAY_*` variables would use them; for
@@ -145,6 +222,36 @@ impl Config {
         parse_ignoring_env(["relay"]).config
     }
 }
+
+/// A setting that [`Config::validate`] refused: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSetting {
+    pub variable: &'static str,
+    pub flag: &'static str,
+    pub why: String,
+}
+
+impl InvalidSetting {
+    fn new(variable: &'static str, flag: &'static str, why: impl Into<String>) -> InvalidSetting {
+        InvalidSetting {
+            variable,
+            flag,
+            why: why.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid setting {} ({}): {}",
+            self.variable, self.flag, self.why
+        )
+    }
+}
+
+impl std::error::Error for InvalidSetting {}
 
 /// Parses a command line as if no `RELAY_*` variable were set.
 fn parse_ignoring_env<const N: usize>(args: [&str; N]) -> Cli {

@@ -186,6 +186,9 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    config
+        .validate()
+        .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
     let deadline = config.shutdown_deadline;
     if !config.static_dir.join("index.html").is_file() {
         tracing::warn!(

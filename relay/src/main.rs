@@ -19,6 +19,11 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         });
     }
+    if let Err(invalid) = cli.config.validate() {
+        // Exit code 2, as for any other command-line mistake (clap uses it too).
+        eprintln!("error: {invalid}");
+        return Ok(ExitCode::from(2));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

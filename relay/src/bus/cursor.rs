@@ -70,7 +70,7 @@ pub(super) fn snapshot(
     let reset_reason = match cursor.after {
         _ if foreign_epoch => Some(ResetReason::EpochChanged),
         Some(after) if after > last_id => Some(ResetReason::EpochChanged),
-        Some(after) if after + 1 < oldest_id => Some(ResetReason::HistoryGap),
+        Some(after) if after.saturating_add(1) < oldest_id => Some(ResetReason::HistoryGap),
         _ => None,
     };
     let (messages, more, cursor_if_empty) = match (reset_reason, cursor.after) {

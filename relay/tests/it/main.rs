@@ -1,5 +1,6 @@
 //! Integration tests: the real relay on port 0, real clients over real sockets.
 
+mod attack;
 mod bad_input;
 mod delivery;
 mod ops;

@@ -121,7 +121,7 @@ impl Follow {
         }
         let first = sync.recent.front().map_or(last + 1, |m| m.id);
         let answerable = match cursor.after {
-            Some(after) => after + 1 >= first && after <= last,
+            Some(after) => after <= last && after.saturating_add(1) >= first,
             None => sync.recent.len() >= limit,
         };
         answerable.then(|| snapshot(&sync.recent, last, first, epoch, cursor, limit))

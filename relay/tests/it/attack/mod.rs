@@ -1,0 +1,5 @@
+//! The attack suite: each test tries one way a client on the open internet (or an operator's
+//! typo) could take the relay down or lock other people out, against the real relay over real
+//! sockets. The numbers in the module names are the items of issue 11, whose test each is.
+
+mod settings_10;
