@@ -58,6 +58,9 @@ test('four pages, one per transport, each sends: all show every message in the s
   const expected = TRANSPORTS.map((t) => `sent over ${t}`);
   for (const [transport, page] of Object.entries(byTransport)) {
     assert.deepEqual(await texts(page), expected, `page on ${transport}`);
+    // Everything above ran under the relay's Content-Security-Policy.
+    assert.match(page.documentPolicy, /script-src 'self' 'wasm-unsafe-eval' 'sha256-/);
+    assert.deepEqual(page.cspViolations, [], `nothing blocked on ${transport}`);
   }
 });
 
@@ -148,6 +151,39 @@ test('a message with markup renders as text and runs nothing', async () => {
     assert.deepEqual(await texts(p), [attack]);
     assert.equal(await p.locator('#messages img').count(), 0, 'no element was created');
     assert.deepEqual(p.dialogs, [], 'no dialog opened');
+  }
+});
+
+test('a right-to-left override cannot reorder a line, and cannot be part of a name', async () => {
+  const page = await openChat(browser, relay.url, { room: 'bidi' });
+  // Names are checked by the relay whichever client sends them.
+  const refused = await page.evaluate(async () => {
+    const response = await fetch('/api/rooms/bidi/messages', {
+      method: 'POST',
+      body: JSON.stringify({ from: '\u202Eecila', text: 'hi' }),
+    });
+    return { status: response.status, body: await response.text() };
+  });
+  assert.equal(refused.status, 400);
+  assert.match(refused.body, /invalid_name/);
+  // Texts may hold one (right-to-left writing needs them), but it stays inside its text.
+  await send(page, '\u202Eevil override');
+  await send(page, 'plain line');
+  await waitForMessages(page, 2);
+  const layouts = await page.$$eval('#messages li.message', (items) => items.map((li) => {
+    const box = (selector) => li.querySelector(selector).getBoundingClientRect();
+    const isolation = (selector) => getComputedStyle(li.querySelector(selector)).unicodeBidi;
+    return {
+      from: box('.from'), text: box('.text'), time: box('time'),
+      isolated: [isolation('.from'), isolation('.text')],
+    };
+  }));
+  for (const [i, { from, text, time, isolated }] of layouts.entries()) {
+    // Isolated whatever layout the stylesheet chooses (the grid happens to isolate cells).
+    assert.deepEqual(isolated, ['isolate', 'isolate'], `line ${i}: name and text are isolated`);
+    // Left to right, as the page lays a line out: name, text, time.
+    assert.ok(from.right <= text.left + 0.5, `line ${i}: the name stays left of the text`);
+    assert.ok(text.right <= time.left + 0.5, `line ${i}: the time stays right of the text`);
   }
 });
 

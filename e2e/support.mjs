@@ -89,10 +89,16 @@ export async function openChat(browser, base, { room, transport, viewport } = {}
   });
   page.errors = [];
   page.on('pageerror', (err) => page.errors.push(String(err)));
+  // What the Content-Security-Policy blocked: Chromium reports each on the console.
+  page.cspViolations = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) page.cspViolations.push(message.text());
+  });
   const query = new URLSearchParams();
   if (room) query.set('room', room);
   if (transport) query.set('transport', transport);
-  await page.goto(`${base}/?${query}`);
+  const response = await page.goto(`${base}/?${query}`);
+  page.documentPolicy = (await response.allHeaders())['content-security-policy'];
   await waitConnected(page);
   return page;
 }

@@ -25,7 +25,10 @@ fn valid_name(name: &str) -> Result<String, String> {
     check_name(name, DEFAULT_MAX_NAME_CHARS)
         .map(str::to_owned)
         .map_err(|_| {
-            format!("names are 1-{DEFAULT_MAX_NAME_CHARS} characters, without control characters")
+            format!(
+                "names are 1-{DEFAULT_MAX_NAME_CHARS} characters, without control, invisible \
+                 or direction-changing characters"
+            )
         })
 }
 
@@ -104,7 +107,14 @@ pub fn App() -> impl IntoView {
                     )));
                     return;
                 }
-                Err(_) => return,
+                Err(Refusal::ControlCharacter | Refusal::InvisibleCharacter) => {
+                    ui.form_error.set(Some(
+                        "messages may not contain control characters other than tab and line feed"
+                            .into(),
+                    ));
+                    return;
+                }
+                Err(Refusal::Empty) => return,
             };
             field.set_value("");
             controller.borrow_mut().send(text);
@@ -166,8 +176,10 @@ fn MessageList(
                         let mine = message.from == name.get_untracked();
                         view! {
                             <li class="message" class:mine=mine data-id=message.id>
-                                <span class="from">{message.from}</span>
-                                <span class="text">{message.text}</span>
+                                // Each name and text is its own bidirectional island: a
+                                // right-to-left override in one cannot reorder the line.
+                                <bdi class="from">{message.from}</bdi>
+                                <bdi class="text">{message.text}</bdi>
                                 <time>{browser::clock(message.ts)}</time>
                             </li>
                         }

@@ -37,31 +37,64 @@ pub enum Refusal {
     /// More characters (names) or bytes (text) than the limit.
     TooLong,
     /// A control character, which would let one sender forge line breaks or terminal escapes
-    /// in other people's views and in logs.
+    /// in other people's views and in logs (and costs six bytes once JSON-escaped).
     ControlCharacter,
+    /// An invisible or direction-changing character in a name: it would let `alice` + U+200B
+    /// pass for `alice`, or reorder how a line reads.
+    InvisibleCharacter,
+}
+
+/// Whether `c` is invisible or changes the direction of text: zero-width characters, joiners,
+/// bidirectional marks, embeddings, overrides and isolates, and the other format characters
+/// Unicode says renderers may ignore (its `Default_Ignorable_Code_Point` set, written out
+/// here because the ranges are few and stable, and a table crate would cost the page bytes).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}'
+        | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// A sender name as the relay accepts it: trimmed, 1 to `max_chars` characters, no control
-/// characters.
+/// characters and nothing invisible or direction-changing ([`is_invisible`]): a name is how
+/// people tell each other apart, so two names that look the same must be the same.
 pub fn check_name(raw: &str, max_chars: usize) -> Result<&str, Refusal> {
     let name = raw.trim();
     match name.chars().count() {
         0 => Err(Refusal::Empty),
         n if n > max_chars => Err(Refusal::TooLong),
         _ if name.chars().any(char::is_control) => Err(Refusal::ControlCharacter),
+        _ if name.chars().any(is_invisible) => Err(Refusal::InvisibleCharacter),
         _ => Ok(name),
     }
 }
 
 /// Message text as the relay accepts it: trimmed, non-empty, at most `max_bytes` bytes of
-/// UTF-8. Inner line breaks are kept: multi-line messages are legitimate and pages render
-/// them as text.
+/// UTF-8, and no control characters but tab and line feed. Inner line breaks are kept:
+/// multi-line messages are legitimate and pages render them as text. Joiners and variation
+/// selectors are kept too (emoji sequences need them); the page isolates every text, so
+/// direction marks in one message cannot reorder another.
 pub fn check_text(raw: &str, max_bytes: usize) -> Result<&str, Refusal> {
     let text = raw.trim();
     if text.is_empty() {
         Err(Refusal::Empty)
     } else if text.len() > max_bytes {
         Err(Refusal::TooLong)
+    } else if text
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\n')
+    {
+        Err(Refusal::ControlCharacter)
     } else {
         Ok(text)
     }
@@ -82,6 +115,47 @@ mod tests {
         assert_eq!(check_name("abcde", 4), Err(Refusal::TooLong));
         assert_eq!(check_name("   ", 4), Err(Refusal::Empty));
         assert_eq!(check_name("a\u{7}b", 4), Err(Refusal::ControlCharacter));
+    }
+
+    #[test]
+    fn names_refuse_invisible_and_direction_changing_characters() {
+        for bad in [
+            "alice\u{200B}",
+            "al\u{200D}ice",
+            "\u{202E}ecila",
+            "\u{2066}bob\u{2069}",
+            "b\u{FEFF}ob",
+            "bob\u{E0041}",
+            "\u{061C}bob",
+        ] {
+            assert_eq!(
+                check_name(bad, 32),
+                Err(Refusal::InvisibleCharacter),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_name("Zoë", 32), Ok("Zoë"));
+        assert_eq!(
+            check_name("محمد", 32),
+            Ok("محمد"),
+            "right-to-left letters are fine"
+        );
+    }
+
+    #[test]
+    fn text_refuses_control_characters_but_tab_and_line_feed() {
+        assert_eq!(check_text("a\tb\nc", 16), Ok("a\tb\nc"));
+        for bad in ["a\u{1}b", "a\rb", "a\u{1b}[31mb", "a\u{7f}b", "a\u{85}b"] {
+            assert_eq!(
+                check_text(bad, 16),
+                Err(Refusal::ControlCharacter),
+                "{bad:?}"
+            );
+        }
+        // An emoji family (zero-width joiners) and a heart with its variation selector.
+        let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} \u{2764}\u{FE0F}";
+        assert_eq!(check_text(family, 64), Ok(family));
+        assert_eq!(check_text("\u{202E}reversed", 16), Ok("\u{202E}reversed"));
     }
 
     #[test]

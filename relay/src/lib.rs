@@ -45,6 +45,7 @@ mod bus;
 mod clock;
 mod error;
 mod event;
+mod headers;
 mod metrics;
 mod origin;
 mod rate;
@@ -58,7 +59,7 @@ use std::path::Path;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -67,6 +68,7 @@ use protocol::api::{self, Endpoint};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 
 use crate::bus::Bus;
 use crate::bus::memory::MemoryBus;
@@ -88,17 +90,35 @@ fn router(state: AppState) -> Router {
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_frame_bytes));
-    Router::new()
+    let mut router = Router::new()
         .nest(api::PREFIX, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback_service(static_files(&state.config.static_dir))
+        .fallback_service(page(&state.config.static_dir))
         .layer(middleware::map_response_with_state(
             state.clone(),
             count_rejections,
         ))
-        .with_state(state)
+        // The page sets its own policy; every other answer gets the one that allows nothing.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(headers::API_POLICY),
+        ));
+    for (name, value) in headers::common() {
+        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+    }
+    router.with_state(state)
+}
+
+/// The page's files, with the policy that lets exactly its own scripts run.
+fn page(dir: &Path) -> SetResponseHeader<ServeDir<ServeFile>, HeaderValue> {
+    // Read once: the policy hashes the inline loader of the index.html being served. A
+    // missing page (an API-only relay) allows no inline script at all.
+    let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
+    let policy = HeaderValue::from_str(&headers::page_policy(&index))
+        .unwrap_or_else(|_| HeaderValue::from_static(headers::API_POLICY));
+    SetResponseHeader::overriding(static_files(dir), header::CONTENT_SECURITY_POLICY, policy)
 }
 
 /// The page's build output; unknown paths get `index.html` so that client-side URLs load.

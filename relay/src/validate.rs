@@ -76,6 +76,10 @@ impl TextLimits {
                 ErrorCode::InvalidName,
                 "names may not contain control characters",
             )),
+            Err(Refusal::InvisibleCharacter) => Err(Invalid::new(
+                ErrorCode::InvalidName,
+                "names may not contain invisible or direction-changing characters",
+            )),
             Err(Refusal::Empty | Refusal::TooLong) => Err(Invalid::new(
                 ErrorCode::InvalidName,
                 format!("names are 1-{} characters", self.max_name_chars),
@@ -96,7 +100,11 @@ impl TextLimits {
                     self.max_text_bytes
                 ),
             )),
-            Err(Refusal::Empty | Refusal::ControlCharacter) => Err(Invalid::new(
+            Err(Refusal::ControlCharacter | Refusal::InvisibleCharacter) => Err(Invalid::new(
+                ErrorCode::InvalidText,
+                "message text may not contain control characters other than tab and line feed",
+            )),
+            Err(Refusal::Empty) => Err(Invalid::new(
                 ErrorCode::InvalidText,
                 "message text is empty",
             )),

@@ -2,4 +2,6 @@
 //! typo) could take the relay down or lock other people out, against the real relay over real
 //! sockets. The numbers in the module names are the items of issue 11, whose test each is.
 
+mod headers_12;
+mod names_11;
 mod settings_10;
