@@ -31,10 +31,12 @@ FROM ${ARTIFACTS} AS artifacts
 FROM scratch
 COPY --from=artifacts /out/relay /relay
 COPY --from=artifacts /out/dist /dist
-# Every setting is a RELAY_* variable (see README); these two make the image serve the page
-# on all of the container's interfaces.
+# Every setting is a RELAY_* variable (see README); these make the image serve the page on
+# all of the container's interfaces, and /metrics on an internal port of its own (9100, not
+# exposed: publish it only to the monitoring network; the public port answers 404 for it).
 ENV RELAY_ADDR=0.0.0.0:3000 \
-    RELAY_STATIC_DIR=/dist
+    RELAY_STATIC_DIR=/dist \
+    RELAY_METRICS_ADDR=0.0.0.0:9100
 USER 10001:10001
 EXPOSE 3000
 # The relay drains its connections on SIGTERM within RELAY_SHUTDOWN_DEADLINE (10 s).

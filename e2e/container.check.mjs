@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { PATIENCE, launchBrowser, openChat, send, texts } from './support.mjs';
 
 const base = process.env.BASE_URL;
+assert.ok(process.env.METRICS_URL, 'METRICS_URL names the metrics listener');
 let browser;
 
 before(async () => {
@@ -22,7 +23,9 @@ test('the container is healthy and ready', async () => {
     const response = await fetch(`${base}${path}`);
     assert.equal(response.status, 200, path);
   }
-  const metrics = await (await fetch(`${base}/metrics`)).text();
+  // Metrics are on their own port (RELAY_METRICS_ADDR), not the public one.
+  assert.equal((await fetch(`${base}/metrics`)).status, 404, '/metrics on the public port');
+  const metrics = await (await fetch(process.env.METRICS_URL)).text();
   assert.match(metrics, /relay_rooms \d+/);
 });
 

@@ -249,6 +249,7 @@ ${upstreams.map((u) => `    server ${u};`).join('\n')}
   }
   server {
     listen ${listen};
+    location = /metrics { return 404; }
     location / {
       proxy_pass http://relays;
       proxy_http_version 1.1;

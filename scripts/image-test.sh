@@ -24,6 +24,8 @@ $buildah inspect --type image "$image" | node -e '
   const config = JSON.parse(require("fs").readFileSync(0, "utf8")).Docker.config;
   const want = (ok, what) => { if (!ok) { console.error("image config: " + what); process.exit(1); } };
   want(config.Env.includes("RELAY_ADDR=0.0.0.0:3000"), "listens on 0.0.0.0:3000");
+  want(config.Env.includes("RELAY_METRICS_ADDR=0.0.0.0:9100"), "serves /metrics on an internal port");
+  want(!("9100/tcp" in (config.ExposedPorts ?? {})), "does not expose the metrics port");
   want(config.User === "10001:10001", "runs as a non-root user");
   want("3000/tcp" in (config.ExposedPorts ?? {}), "exposes 3000");
   want(JSON.stringify(config.Healthcheck?.Test) === JSON.stringify(["CMD", "/relay", "healthcheck"]), "has a shell-free HEALTHCHECK");
@@ -39,11 +41,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# buildah run shares the host's network: give the relay a free loopback port.
+# buildah run shares the host's network: give the relay free loopback ports.
 port=$(free_port)
-echo "== run it on 127.0.0.1:$port"
+metrics_port=$(free_port)
+echo "== run it on 127.0.0.1:$port (metrics on $metrics_port)"
 relay_log=$(mktemp)
-$buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" "$container" -- /relay \
+$buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" \
+    --env "RELAY_METRICS_ADDR=127.0.0.1:$metrics_port" "$container" -- /relay \
     >"$relay_log" 2>&1 &
 runner=$!
 wait_for "http://127.0.0.1:$port/healthz" || true
@@ -54,7 +58,8 @@ echo "== the image's own health check, inside the container"
 $buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" "$container" -- /relay healthcheck
 
 echo "== the page, WebSocket and SSE through the container"
-BASE_URL="http://127.0.0.1:$port" node --test e2e/container.check.mjs
+BASE_URL="http://127.0.0.1:$port" METRICS_URL="http://127.0.0.1:$metrics_port/metrics" \
+    node --test e2e/container.check.mjs
 
 echo "== graceful stop on SIGTERM"
 started=$(date +%s)

@@ -176,6 +176,8 @@ pub enum ErrorCode {
     TooManyConnections,
     TooManyRooms,
     ForbiddenOrigin,
+    /// The `Host` header names a host the relay does not serve (DNS rebinding).
+    InvalidHost,
     NotFound,
     MethodNotAllowed,
     ShuttingDown,
@@ -185,6 +187,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, so that counters by reason can start at zero (a series that appears only
+    /// after the first refusal breaks `rate()` in Prometheus).
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidName,
+        ErrorCode::InvalidText,
+        ErrorCode::TextTooLong,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyConnections,
+        ErrorCode::TooManyRooms,
+        ErrorCode::ForbiddenOrigin,
+        ErrorCode::InvalidHost,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     /// The wire name of the code, as it appears in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -198,6 +221,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::InvalidHost => "invalid_host",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -251,6 +275,17 @@ pub struct PollResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_code_is_listed_once_under_its_wire_name() {
+        let names: std::collections::BTreeSet<&str> =
+            ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "no code twice");
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
 
     #[test]
     fn message_event_is_flat_with_a_type_tag() {

@@ -50,6 +50,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Host names (`host[:port]`, `*` for any) the relay answers, against DNS rebinding.
+    /// Unset: loopback names only when listening on a loopback address, else any host.
+    #[arg(long, env = "RELAY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// Messages retained per room for history and resume.
     #[arg(long, env = "RELAY_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub history: u64,
@@ -109,6 +114,11 @@ pub struct Config {
     /// connection is closed as too slow.
     #[arg(long, env = "RELAY_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,
+
+    /// Address of a separate listener for `GET /metrics`; when set, the main port answers
+    /// 404 for it. Unset: `/metrics` is on the main port.
+    #[arg(long, env = "RELAY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// Redis server shared by several relays (`redis://host:6379/0`); without it, rooms live
     /// in this process only.

@@ -46,6 +46,7 @@ mod clock;
 mod error;
 mod event;
 mod headers;
+mod host;
 mod metrics;
 mod origin;
 mod rate;
@@ -90,12 +91,20 @@ fn router(state: AppState) -> Router {
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_frame_bytes));
+    // With a metrics address of its own, `/metrics` is not on the public port at all.
+    let public_metrics = if state.config.metrics_addr.is_some() {
+        get(metrics_elsewhere)
+    } else {
+        get(metrics)
+    };
     let mut router = Router::new()
         .nest(api::PREFIX, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", public_metrics)
         .fallback_service(page(&state.config.static_dir))
+        // Around every route, so that it covers the page and unknown paths too.
+        .layer(middleware::from_fn_with_state(state.clone(), host::check))
         .layer(middleware::map_response_with_state(
             state.clone(),
             count_rejections,
@@ -158,6 +167,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+async fn metrics_elsewhere() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "not found")
+}
+
+/// The router of `RELAY_METRICS_ADDR`: `/metrics` only.
+fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 async fn healthz() -> impl IntoResponse {
     ([("content-type", "application/json")], r#"{"status":"ok"}"#)
 }
@@ -203,9 +223,11 @@ fn bus(config: &Config) -> io::Result<Bus> {
 /// once all are gone or `shutdown_deadline` has passed, whichever is first.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    // What decides the default host policy is where the relay really listens.
+    config.addr = listener.local_addr()?;
     config
         .validate()
         .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;
@@ -218,6 +240,17 @@ pub async fn serve(
         );
     }
     let state = AppState::new(config.clone(), bus(&config)?, shutdown.clone());
+    if let Some(addr) = config.metrics_addr {
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let server = axum::serve(listener, metrics_router(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tokio::spawn(async move {
+            if let Err(err) = server.await {
+                tracing::error!(%err, "the metrics listener failed");
+            }
+        });
+    }
     let sessions = state.sessions.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server =

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use protocol::Transport;
+use protocol::{ErrorCode, Transport};
 
 use crate::clock::unix_millis;
 
@@ -53,7 +53,16 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Default)]
+/// Refusal reasons that are not error codes: why a WebSocket was closed.
+pub mod reason {
+    pub const BINARY_FRAME: &str = "binary_frame";
+    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+    pub const SLOW_CONSUMER: &str = "slow_consumer";
+    pub const PING_TIMEOUT: &str = "ping_timeout";
+    pub const ALL: [&str; 4] = [BINARY_FRAME, FRAME_TOO_LARGE, SLOW_CONSUMER, PING_TIMEOUT];
+}
+
+#[derive(Debug)]
 pub struct Metrics {
     connections: [AtomicI64; TRANSPORTS],
     published: [AtomicU64; 2],
@@ -61,6 +70,26 @@ pub struct Metrics {
     lag: [Histogram; TRANSPORTS],
     /// Keyed by static reason names; refusals are rare enough for a mutex.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for Metrics {
+    /// Every refusal reason starts at zero: a series that appears only with the first
+    /// refusal makes `rate()` and alerts in Prometheus miss that first one.
+    fn default() -> Metrics {
+        let reasons = ErrorCode::ALL
+            .map(ErrorCode::as_str)
+            .into_iter()
+            .chain(reason::ALL)
+            .map(|reason| (reason, 0))
+            .collect();
+        Metrics {
+            connections: Default::default(),
+            published: Default::default(),
+            delivered: Default::default(),
+            lag: Default::default(),
+            rejected: Mutex::new(reasons),
+        }
+    }
 }
 
 /// One slot per transport, so that a new transport needs no change here.
@@ -211,6 +240,8 @@ mod tests {
         );
         assert!(text.contains("relay_delivery_lag_seconds_count{transport=\"ws\"} 2\n"));
         assert!(text.contains("relay_rejected_total{reason=\"rate_limited\"} 1\n"));
+        assert!(text.contains("relay_rejected_total{reason=\"invalid_host\"} 0\n"));
+        assert!(text.contains("relay_rejected_total{reason=\"slow_consumer\"} 0\n"));
         assert!(text.contains("relay_rooms 3\n"));
         assert!(text.contains("relay_bus_connected 1\n"));
         // Every sample line is `name{labels} value` or `name value`.

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::host::HostPolicy;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::rate::AddressLimiter;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub limits: TextLimits,
     pub origins: Arc<OriginPolicy>,
+    pub hosts: Arc<HostPolicy>,
     pub metrics: Arc<Metrics>,
     /// `POST` publishing, per client address.
     pub post_limiter: Arc<AddressLimiter>,
@@ -43,6 +45,7 @@ impl AppState {
             bus,
             limits: config.text_limits(),
             origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
+            hosts: Arc::new(HostPolicy::new(&config.allowed_hosts, config.addr)),
             metrics: Arc::new(Metrics::default()),
             post_limiter: Arc::new(AddressLimiter::new(config.rate_limit())),
             connections: Arc::new(Semaphore::new(config.max_connections)),

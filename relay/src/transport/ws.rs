@@ -31,7 +31,7 @@ use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::Delivery;
 use crate::error::ApiError;
 use crate::event;
-use crate::metrics::Via;
+use crate::metrics::{Via, reason};
 use crate::rate::TokenBucket;
 use crate::state::AppState;
 use crate::validate::RoomName;
@@ -48,6 +48,8 @@ const READ_BUFFER: usize = 2 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 
 pub mod close {
+    use crate::metrics::reason;
+
     pub const GOING_AWAY: u16 = 1001;
     pub const UNSUPPORTED: u16 = 1003;
     pub const TOO_BIG: u16 = 1009;
@@ -57,9 +59,9 @@ pub mod close {
     /// The `relay_rejected_total` reason for closing with `code`, if it is a refusal.
     pub fn refusal(code: u16) -> Option<&'static str> {
         match code {
-            UNSUPPORTED => Some("binary_frame"),
-            TOO_BIG => Some("frame_too_large"),
-            TOO_SLOW => Some("slow_consumer"),
+            UNSUPPORTED => Some(reason::BINARY_FRAME),
+            TOO_BIG => Some(reason::FRAME_TOO_LARGE),
+            TOO_SLOW => Some(reason::SLOW_CONSUMER),
             _ => None,
         }
     }
@@ -178,7 +180,7 @@ impl Session {
                 _ = ping.tick() => {
                     if awaiting_pong {
                         tracing::debug!(peer = %self.stream.conn.peer, "no pong; closing");
-                        self.stream.conn.metrics.rejected("ping_timeout");
+                        self.stream.conn.metrics.rejected(reason::PING_TIMEOUT);
                         Err(End::Close(close::GOING_AWAY, "ping timeout"))
                     } else {
                         awaiting_pong = true;

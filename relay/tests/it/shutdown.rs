@@ -1,106 +1,16 @@
 //! SIGTERM: the real binary stops within its deadline, and every client sees a clean end.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
+use crate::support::process::Process;
 use crate::support::*;
 
-struct Process {
-    child: Child,
-    /// The relay's log, line by line.
-    log: mpsc::UnboundedReceiver<String>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Waits for a log line containing `needle`; returns it.
-    async fn logged(&mut self, needle: &str) -> String {
-        within(&format!("the relay to log {needle:?}"), async {
-            loop {
-                let line = self.log.recv().await.expect("the relay's log is open");
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        })
-        .await
-    }
-
-    /// Every log line not read yet, once the process has exited (its stderr is closed).
-    async fn rest_of_log(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Some(line) = within("the rest of the log", self.log.recv()).await {
-            lines.push(line);
-        }
-        lines
-    }
-
-    /// Waits (bounded) for the process to exit; returns its status.
-    async fn exited(&mut self) -> std::process::ExitStatus {
-        eventually("the process to exit", || {
-            let status = self.child.try_wait().expect("wait");
-            async move { status }
-        })
-        .await
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-}
-
-/// Starts the relay binary on port 0 and reads the address it logs.
+/// Starts the relay binary on port 0 with a shutdown deadline.
 async fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
-    // The relay under test has the documented defaults, whatever the developer's shell
-    // exports (an exported RELAY_REDIS_URL would make it a Redis relay).
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RELAY_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .args(["--addr", "127.0.0.1:0", "--shutdown-deadline", deadline])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("relay binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, log) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut process = Process { child, log };
-    let line = process.logged("listening").await;
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the listening line names the address")
-        .parse()
-        .expect("a socket address");
-    (process, addr)
+    Process::spawn(&["--shutdown-deadline", deadline], &[]).await
 }
 
 #[tokio::test]
@@ -167,7 +77,7 @@ async fn unfinished_post(addr: std::net::SocketAddr) -> TcpStream {
     let mut stuck = TcpStream::connect(addr).await.expect("connect");
     stuck
         .write_all(
-            b"POST /api/rooms/x/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\
+            b"POST /api/rooms/x/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\
               Expect: 100-continue\r\n\r\n",
         )
         .await

@@ -81,7 +81,7 @@ async fn stalled_reader_does_not_delay_others() {
         relay
             .metric("relay_rejected_total{reason=\"slow_consumer\"}")
             .await,
-        None,
+        Some(0.0),
         "a minute's send timeout was not reached"
     );
     // The stalled client was held back, not dropped: reading now, it catches up.

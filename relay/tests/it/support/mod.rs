@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod process;
 pub mod redis;
 pub mod relay;
 
