@@ -27,7 +27,7 @@ for path in sorted(root.rglob("*.rs")):
     modules.setdefault(name, set()).update(uses)
 for name, uses in modules.items():
     uses.discard(name)
-    uses &= modules.keys()
+    uses.intersection_update(modules.keys())
 
 order, state = [], {}
 

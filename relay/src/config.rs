@@ -10,6 +10,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use protocol::limits;
 
 use crate::rate::RateLimit;
+use crate::server::SocketLimits;
+use crate::server::io::IoLimits;
 use crate::validate::TextLimits;
 
 /// `RELAY_LONGPOLL_MAX`'s default, written from the one number the page also uses.
@@ -120,6 +122,23 @@ pub struct Config {
     #[arg(long, env = "RELAY_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Longest a client may take to send a complete request head, from accept (or from the
+    /// first byte of a later request on a keep-alive connection); also bounds request bodies.
+    #[arg(long, env = "RELAY_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A connection on which no byte has moved either way for this long is closed (idle
+    /// keep-alive connections, silent sockets). Must exceed RELAY_LONGPOLL_MAX,
+    /// RELAY_SSE_HEARTBEAT and RELAY_WS_PING.
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most open TCP connections; at the limit, the one that has waited longest for its first
+    /// request head is closed to make room. Also capped by the process's file-descriptor
+    /// limit, which the relay raises to its hard limit at startup.
+    #[arg(long, env = "RELAY_MAX_SOCKETS", default_value_t = 16_384)]
+    pub max_sockets: usize,
+
     /// Redis server shared by several relays (`redis://host:6379/0`); without it, rooms live
     /// in this process only.
     #[arg(long, env = "RELAY_REDIS_URL")]
@@ -135,6 +154,17 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn socket_limits(&self, max_sockets: usize) -> SocketLimits {
+        SocketLimits {
+            io: IoLimits {
+                header: self.header_timeout,
+                idle: self.idle_timeout,
+                send: self.send_timeout,
+            },
+            max_sockets,
+        }
+    }
+
     pub fn text_limits(&self) -> TextLimits {
         TextLimits {
             max_text_bytes: self.max_text_bytes,
@@ -161,6 +191,12 @@ impl Config {
             ("RELAY_SSE_RETRY", "--sse-retry", self.sse_retry),
             ("RELAY_WS_PING", "--ws-ping", self.ws_ping),
             ("RELAY_SEND_TIMEOUT", "--send-timeout", self.send_timeout),
+            (
+                "RELAY_HEADER_TIMEOUT",
+                "--header-timeout",
+                self.header_timeout,
+            ),
+            ("RELAY_IDLE_TIMEOUT", "--idle-timeout", self.idle_timeout),
             ("RELAY_REDIS_TIMEOUT", "--redis-timeout", self.redis_timeout),
             (
                 "RELAY_SHUTDOWN_DEADLINE",
@@ -207,6 +243,20 @@ impl Config {
                     variable,
                     flag,
                     format!("must be at least {least}"),
+                ));
+            }
+        }
+        // A connection waiting legitimately must move a byte before it counts as idle.
+        for (other, value) in [
+            ("RELAY_LONGPOLL_MAX", self.longpoll_max),
+            ("RELAY_SSE_HEARTBEAT", self.sse_heartbeat),
+            ("RELAY_WS_PING", self.ws_ping),
+        ] {
+            if self.idle_timeout <= value {
+                return Err(InvalidSetting::new(
+                    "RELAY_IDLE_TIMEOUT",
+                    "--idle-timeout",
+                    format!("must be longer than {other} ({value:?})"),
                 ));
             }
         }

@@ -50,12 +50,13 @@ mod host;
 mod metrics;
 mod origin;
 mod rate;
+mod server;
 mod state;
+mod sync;
 mod transport;
 mod validate;
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use axum::Router;
@@ -218,6 +219,31 @@ fn bus(config: &Config) -> io::Result<Bus> {
         })
 }
 
+/// Descriptors kept for what is not a client socket: Redis connections, the metrics
+/// listener, files served.
+const RESERVED_FDS: u64 = 64;
+
+/// `RELAY_MAX_SOCKETS`, lowered if the process may not open that many files. The soft limit
+/// is raised to the hard one first: it is often 1024 by default, which a relay reaches fast.
+fn max_sockets(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the file-descriptor limit");
+            return configured;
+        }
+    };
+    let fit = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if fit < configured {
+        tracing::warn!(
+            max_sockets = fit,
+            configured,
+            "RELAY_MAX_SOCKETS lowered to fit the file-descriptor limit"
+        );
+    }
+    configured.min(fit).max(1)
+}
+
 /// Serves on an already-bound listener until `shutdown` is cancelled, then stops accepting,
 /// lets every stream end (WebSockets get 1001, SSE bodies end, long polls answer) and returns
 /// once all are gone or `shutdown_deadline` has passed, whichever is first.
@@ -252,11 +278,11 @@ pub async fn serve(
         });
     }
     let sessions = state.sessions.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let metrics = state.metrics.clone();
+    let limits = config.socket_limits(max_sockets(config.max_sockets));
+    let server = server::run(listener, router(state), limits, metrics, shutdown.clone());
     let drained = async {
-        server.await?;
+        server.await;
         sessions.close();
         sessions.wait().await;
         Ok(())

@@ -2,6 +2,7 @@
 //!
 //! A handful of atomic counters and one histogram do not justify a metrics library: recording
 //! is a relaxed atomic add on the delivery path, and rendering walks fixed arrays. Series:
+//! - `relay_sockets`: open TCP connections on the public port, whatever they carry;
 //! - `relay_connections{transport}`: open WebSockets, SSE streams and pending long polls;
 //! - `relay_messages_published_total{via}`: accepted messages, by `ws` or `http` (POST);
 //! - `relay_messages_delivered_total{transport}`: messages written to clients;
@@ -59,11 +60,22 @@ pub mod reason {
     pub const FRAME_TOO_LARGE: &str = "frame_too_large";
     pub const SLOW_CONSUMER: &str = "slow_consumer";
     pub const PING_TIMEOUT: &str = "ping_timeout";
-    pub const ALL: [&str; 4] = [BINARY_FRAME, FRAME_TOO_LARGE, SLOW_CONSUMER, PING_TIMEOUT];
+    /// A socket arrived at `RELAY_MAX_SOCKETS`: the oldest one still waiting for its first
+    /// request head (or, if none, the new one) was closed.
+    pub const SOCKETS_FULL: &str = "sockets_full";
+    pub const ALL: [&str; 5] = [
+        BINARY_FRAME,
+        FRAME_TOO_LARGE,
+        SLOW_CONSUMER,
+        PING_TIMEOUT,
+        SOCKETS_FULL,
+    ];
 }
 
 #[derive(Debug)]
 pub struct Metrics {
+    /// Open TCP connections on the public port, whatever they carry.
+    sockets: AtomicI64,
     connections: [AtomicI64; TRANSPORTS],
     published: [AtomicU64; 2],
     delivered: [AtomicU64; TRANSPORTS],
@@ -83,6 +95,7 @@ impl Default for Metrics {
             .map(|reason| (reason, 0))
             .collect();
         Metrics {
+            sockets: AtomicI64::new(0),
             connections: Default::default(),
             published: Default::default(),
             delivered: Default::default(),
@@ -100,6 +113,14 @@ fn slot(transport: Transport) -> usize {
 }
 
 impl Metrics {
+    pub fn socket_opened(&self) {
+        self.sockets.fetch_add(1, Relaxed);
+    }
+
+    pub fn socket_closed(&self) {
+        self.sockets.fetch_sub(1, Relaxed);
+    }
+
     pub fn connection_opened(&self, transport: Transport) {
         self.connections[slot(transport)].fetch_add(1, Relaxed);
     }
@@ -130,6 +151,10 @@ impl Metrics {
     pub fn render(&self, rooms: usize, bus_connected: bool) -> String {
         let mut out = String::with_capacity(4096);
         let transports = Transport::ALL.map(|t| (t, slot(t)));
+
+        out.push_str("# HELP relay_sockets Open TCP connections on the public port.\n");
+        out.push_str("# TYPE relay_sockets gauge\n");
+        let _ = writeln!(out, "relay_sockets {}", self.sockets.load(Relaxed));
 
         out.push_str(
             "# HELP relay_connections Open WebSockets, SSE streams and pending long polls.\n",

@@ -21,9 +21,9 @@ use protocol::{Message, ResetReason};
 use tokio::sync::broadcast;
 
 use super::cursor::snapshot;
-use super::util::lock;
 use super::{Bus, BusError, Cursor, Envelope, LIVE_QUEUE, Snapshot, Subscription};
 use crate::clock::unix_millis;
+use crate::sync::lock;
 use crate::validate::RoomName;
 
 #[derive(Clone, Debug)]

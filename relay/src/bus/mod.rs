@@ -19,7 +19,6 @@
 //!   with the seam, lag and catch-up handled once for both buses; [`LIVE_QUEUE`].
 //! - [`memory`]: the in-process bus, with each room's history in a `VecDeque`.
 //! - [`redis`]: the bus several relays share through one Redis server.
-//! - `util.rs`: the poison-tolerant `lock` both buses use.
 //!
 //! The two implementations never call each other: each builds [`Snapshot`]s with the shared
 //! continue-or-reset function and opens [`Subscription`]s over its own live queue, so what a
@@ -31,9 +30,6 @@ pub mod redis;
 mod cursor;
 mod envelope;
 mod subscription;
-// `lock` lives in its own file rather than here: both buses use it, and
-// this file is the interface only.
-mod util;
 
 pub use cursor::{Cursor, Snapshot};
 pub use envelope::Envelope;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::ServerEvent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::raw::RawSse;
 use crate::support::*;
 
 /// Enough 4 KiB messages to overflow the socket buffers between relay and client many times
@@ -238,71 +238,4 @@ async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_
     let next = relay.post("behind", "a", "live again").await;
     assert_eq!(ws.message().await.id, next);
     assert_eq!(sse.message().await.id, next);
-}
-
-/// An SSE reader on a raw socket with a small receive buffer (set explicitly), so that it can
-/// stop reading with only a few kilobytes in flight. It asks in HTTP/1.0, so the body comes as
-/// plain SSE text until the connection closes, with no chunked encoding to undo.
-struct RawSse {
-    socket: tokio::net::TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl RawSse {
-    async fn connect(addr: std::net::SocketAddr, path: &str) -> RawSse {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .set_recv_buffer_size(SMALL_BUFFER)
-            .expect("SO_RCVBUF");
-        let mut socket = within("TCP connect", socket.connect(addr))
-            .await
-            .expect("connects");
-        let request = format!("GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n");
-        socket
-            .write_all(request.as_bytes())
-            .await
-            .expect("request sent");
-        let mut sse = RawSse {
-            socket,
-            buffer: Vec::new(),
-        };
-        let head = sse.until(b"\r\n\r\n").await;
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.contains(" 200 "), "SSE response: {head}");
-        assert!(head.contains("text/event-stream"), "SSE response: {head}");
-        sse
-    }
-
-    /// The bytes up to and including `end`, reading more as needed.
-    async fn until(&mut self, end: &[u8]) -> Vec<u8> {
-        loop {
-            if let Some(at) = self.buffer.windows(end.len()).position(|w| w == end) {
-                return self.buffer.drain(..at + end.len()).collect();
-            }
-            let mut chunk = [0u8; 4096];
-            let n = within("SSE bytes", self.socket.read(&mut chunk))
-                .await
-                .expect("reads");
-            assert!(n > 0, "the SSE stream ended");
-            self.buffer.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// The next event's data, skipping comments (keep-alives).
-    async fn event(&mut self) -> ServerEvent {
-        loop {
-            let block = self.until(b"\n\n").await;
-            let block = String::from_utf8(block).expect("SSE is UTF-8");
-            if let Some(data) = block.lines().find_map(|line| line.strip_prefix("data: ")) {
-                return serde_json::from_str(data).expect("data is a ServerEvent");
-            }
-        }
-    }
-
-    async fn message(&mut self) -> protocol::Message {
-        match self.event().await {
-            ServerEvent::Message(message) => message,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use crate::bus::cursor::snapshot;
-use crate::bus::util::lock;
 use crate::bus::{Cursor, Envelope, LIVE_QUEUE, Snapshot};
+use crate::sync::lock;
 use crate::validate::RoomName;
 
 /// How long a followed room nobody listens to stays followed: longer than a long poller takes

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::follow::Follow;
 use super::wire::{Announcement, redis_version};
 use super::{CHANNEL, Inner, RedisBus};
-use crate::bus::util::lock;
 use crate::bus::{BusError, Cursor, Envelope};
+use crate::sync::lock;
 use crate::validate::RoomName;
 
 /// How often the listener pings Redis over its subscription: a silent channel cannot tell a

@@ -50,9 +50,9 @@ use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
 use super::cursor::snapshot;
-use super::util::lock;
 use super::{Bus, BusError, Cursor, Envelope, Snapshot, Subscription};
 use crate::clock::unix_millis;
+use crate::sync::lock;
 use crate::validate::RoomName;
 
 const EPOCH_KEY: &str = "chat:epoch";

@@ -7,3 +7,5 @@ mod hosts_7;
 mod metrics_8;
 mod names_11;
 mod settings_10;
+mod slow_readers_2;
+mod slowloris_3;

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod cluster;
 pub mod process;
+pub mod raw;
 pub mod redis;
 pub mod relay;
 

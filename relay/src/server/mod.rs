@@ -1,0 +1,266 @@
+//! Accepting and serving connections: HTTP/1.1 through hyper's connection builder, so that
+//! every limit on a socket is the relay's to set (axum's `serve` exposes none of them).
+//!
+//! - Each accepted socket is wrapped in [`io::Guarded`], which enforces the head, idle and
+//!   send time limits on every transport, upgraded WebSockets included.
+//! - Request heads are capped at [`MAX_HEAD_BYTES`] (hyper answers 431 beyond it).
+//! - At most `RELAY_MAX_SOCKETS` sockets are open at once. When a new one arrives at the cap,
+//!   the socket that has waited longest for its first request head is closed to make room
+//!   (those are the trickling ones of a slowloris attack; a real client sends its head within
+//!   milliseconds); if none is waiting, the new socket is closed. So sockets that never send a
+//!   request cannot exhaust file descriptors, and `/healthz` keeps answering.
+//! - Only HTTP/1.1: browsers speak it to the relay (TLS, and with it HTTP/2, ends at a proxy),
+//!   and it keeps one code path with no protocol detection stage that could be stalled.
+
+mod body;
+pub mod io;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use self::body::TrackedBody;
+use self::io::{ConnPhase, Guarded, IoLimits};
+use crate::metrics::{Metrics, reason};
+use crate::sync::lock;
+
+/// Largest request head. Browsers send well under 4 KiB; 16 KiB leaves room for long cookies
+/// set by other applications on the same host, and bounds what a client can make the relay
+/// buffer before any handler runs.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// How long the accept loop pauses after an error such as running out of file descriptors,
+/// so that it does not spin; connections closing meanwhile make room.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The socket limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketLimits {
+    pub io: IoLimits,
+    pub max_sockets: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets open connections finish (streams
+/// end on the same token) and returns once every connection is closed.
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: SocketLimits,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let sockets = Arc::new(Sockets::default());
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Per-connection errors (a client that reset before accept) need nothing;
+                // running out of descriptors needs a pause, not a spin.
+                tracing::debug!(%err, "accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        if sockets.open.load(Ordering::Relaxed) >= limits.max_sockets {
+            metrics.rejected(reason::SOCKETS_FULL);
+            if !sockets.evict_oldest_waiting() {
+                drop(tcp);
+                continue;
+            }
+        }
+        let slot = sockets.clone().open();
+        metrics.socket_opened();
+        connections.spawn(serve_connection(
+            tcp,
+            peer,
+            app.clone(),
+            limits.io,
+            slot,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // New connections are refused from here on (a load balancer moves on at once).
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: IoLimits,
+    slot: SocketSlot,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    // Chat frames are small and latency is the point: never hold one back to coalesce.
+    let _ = tcp.set_nodelay(true);
+    let phase = ConnPhase::new(limits.header);
+    let io = TokioIo::new(Guarded::new(tcp, limits, phase.clone()));
+    let evicted = slot.evicted.clone();
+    let service = {
+        let slot = slot.clone_handle();
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            slot.head_arrived();
+            phase.request_started();
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // A `Router` is always ready (`poll_ready` returns at once), so it is called
+            // directly; the clone is a reference count.
+            let mut app = app.clone();
+            let phase = phase.clone();
+            async move {
+                let response = app.call(request).await?;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    phase.upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase)))
+            }
+        })
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        // The head limit is enforced by `Guarded`, from accept, for every request.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Answers in progress finish (streams end on the same token); idle keep-alive
+            // connections close now.
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                _ = evicted.cancelled() => Ok(()),
+            }
+        }
+        _ = evicted.cancelled() => {
+            tracing::debug!(%peer, "closed a socket still waiting for its first request, to make room");
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "connection ended with an error");
+    }
+    metrics.socket_closed();
+    drop(slot);
+}
+
+/// The open sockets, and those still waiting for their first request head, oldest first.
+#[derive(Debug, Default)]
+struct Sockets {
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    waiting: std::sync::Mutex<BTreeMap<u64, CancellationToken>>,
+}
+
+impl Sockets {
+    fn open(self: Arc<Sockets>) -> SocketSlot {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        lock(&self.waiting).insert(id, evicted.clone());
+        self.open.fetch_add(1, Ordering::Relaxed);
+        SocketSlot {
+            sockets: self,
+            id,
+            evicted,
+        }
+    }
+
+    /// Closes the socket that has waited longest for its first request head, if any.
+    fn evict_oldest_waiting(&self) -> bool {
+        match lock(&self.waiting).pop_first() {
+            Some((_, evicted)) => {
+                evicted.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One open socket's place among [`Sockets`]; dropping it frees the place.
+struct SocketSlot {
+    sockets: Arc<Sockets>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+/// What the request handling of a connection needs of its slot.
+struct SlotHandle {
+    sockets: Arc<Sockets>,
+    id: u64,
+}
+
+impl SocketSlot {
+    fn clone_handle(&self) -> SlotHandle {
+        SlotHandle {
+            sockets: self.sockets.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl SlotHandle {
+    /// The connection has sent a complete request head: it is no longer a candidate for
+    /// eviction.
+    fn head_arrived(&self) {
+        lock(&self.sockets.waiting).remove(&self.id);
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        lock(&self.sockets.waiting).remove(&self.id);
+        self.sockets.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_socket_still_waiting_for_a_head_is_evicted_first() {
+        let sockets = Arc::new(Sockets::default());
+        let first = sockets.clone().open();
+        let second = sockets.clone().open();
+        let third = sockets.clone().open();
+        first.clone_handle().head_arrived();
+        assert_eq!(sockets.open.load(Ordering::Relaxed), 3);
+        assert!(sockets.evict_oldest_waiting());
+        assert!(!first.evicted.is_cancelled(), "it sent a request");
+        assert!(second.evicted.is_cancelled(), "the oldest still waiting");
+        assert!(!third.evicted.is_cancelled());
+        drop(second);
+        assert!(sockets.evict_oldest_waiting());
+        assert!(third.evicted.is_cancelled());
+        assert!(!sockets.evict_oldest_waiting(), "nobody else waits");
+        drop((first, third));
+        assert_eq!(sockets.open.load(Ordering::Relaxed), 0);
+    }
+}

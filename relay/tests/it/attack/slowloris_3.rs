@@ -1,0 +1,145 @@
+//! Item 3: slowloris. Sockets that trickle a request head, or never send one, are closed by
+//! `RELAY_HEADER_TIMEOUT`; at `RELAY_MAX_SOCKETS` the oldest of them makes way for a new
+//! socket; and through it all `/healthz` answers.
+//!
+//! Failed on the main of issue 10: nothing closed a socket that never completed its head.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// The attack: sockets that send a request head one byte at a time, one byte a second.
+const TRICKLING: usize = 5000;
+
+/// Opens a socket that trickles a never-ending head; reports on `closed` once the relay has
+/// closed it (its read side ends).
+async fn trickle(
+    addr: SocketAddr,
+    closed: mpsc::UnboundedSender<()>,
+) -> tokio::task::JoinHandle<()> {
+    let socket = within("a trickling socket to connect", TcpStream::connect(addr))
+        .await
+        .expect("connects");
+    tokio::spawn(async move {
+        let (mut read, mut write) = socket.into_split();
+        let writer = async move {
+            let _ = write
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+                .await;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if write.write_all(b"X").await.is_err() {
+                    // Closed by the relay: the reader below notices too.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let reader = async move {
+            let mut buf = [0u8; 256];
+            // The relay may answer (408) before closing; either way the read side ends.
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = writer => {}
+            _ = reader => {}
+        }
+        let _ = closed.send(());
+    })
+}
+
+async fn healthz_answers_within_a_second(relay: &Relay) {
+    // A fresh client each time: a new socket has to be accepted, as a health checker's is.
+    let started = Instant::now();
+    let answer = reqwest::Client::new()
+        .get(relay.url("/healthz"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    let status = answer.map(|a| a.status());
+    assert_eq!(
+        status.ok(),
+        Some(reqwest::StatusCode::OK),
+        "/healthz under attack took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn trickling_request_heads_are_cut_off_and_health_checks_still_answer() {
+    let relay = Relay::start_with(|c| c.header_timeout = Duration::from_secs(4)).await;
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let mut tasks = Vec::with_capacity(TRICKLING);
+    for _ in 0..TRICKLING {
+        tasks.push(trickle(relay.addr, closed_tx.clone()).await);
+    }
+    // All are open at once (none can have been cut off yet: each was accepted after the
+    // previous connected, and the head limit is seconds away for the newest).
+    for _ in 0..5 {
+        healthz_answers_within_a_second(&relay).await;
+    }
+    // Every one of them is closed by the relay, not by the test.
+    within_long("every trickling socket to be closed by the relay", async {
+        for _ in 0..TRICKLING {
+            closed.recv().await.expect("a closed socket");
+        }
+    })
+    .await;
+    healthz_answers_within_a_second(&relay).await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn at_the_socket_limit_the_oldest_silent_sockets_make_room() {
+    const MAX: usize = 64;
+    let relay = Relay::start_with(|c| c.max_sockets = MAX).await;
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let mut silent = Vec::new();
+    // Twice as many sockets as the relay may hold, none of which ever says anything. They
+    // are accepted in the order they connect.
+    for index in 0..2 * MAX {
+        let socket = TcpStream::connect(relay.addr).await.expect("connects");
+        let tx = closed_tx.clone();
+        silent.push(tokio::spawn(async move {
+            let mut socket = socket;
+            let mut buf = [0u8; 16];
+            let _ = socket.read(&mut buf).await;
+            let _ = tx.send(index);
+        }));
+    }
+    // The first half made way for the second, oldest first.
+    let mut evicted = Vec::new();
+    within("the oldest silent sockets to be closed", async {
+        while evicted.len() < MAX {
+            evicted.push(closed.recv().await.expect("closed"));
+        }
+    })
+    .await;
+    evicted.sort_unstable();
+    assert_eq!(evicted, (0..MAX).collect::<Vec<_>>(), "the oldest made way");
+    // A health check still gets through, and the next oldest makes way for it.
+    healthz_answers_within_a_second(&relay).await;
+    assert_eq!(
+        within("one more eviction", closed.recv()).await,
+        Some(MAX),
+        "the oldest remaining silent socket"
+    );
+    let refused = relay
+        .metric("relay_rejected_total{reason=\"sockets_full\"}")
+        .await
+        .expect("counted");
+    assert!(refused >= (MAX + 1) as f64, "{refused}");
+    for task in silent {
+        task.abort();
+    }
+}
