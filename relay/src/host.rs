@@ -13,18 +13,10 @@
 //!   relay is not. Deployers who know their names should list them.
 //!
 //! A request without `Host` (HTTP/1.0 tools) is not a browser and is let through. Any other
-//! `Host` gets 421 `invalid_host`, on every path including the page.
+//! `Host` gets 421 `invalid_host`, on every path including the page (the router's
+//! `check_host` layer applies this policy).
 
 use std::net::SocketAddr;
-
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use protocol::ErrorCode;
-
-use crate::error::ApiError;
-use crate::state::AppState;
 
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
@@ -91,22 +83,6 @@ fn split(authority: &str) -> Option<(&str, Option<u16>)> {
         None => None,
     };
     (!host.is_empty()).then_some((host, port))
-}
-
-/// Middleware: refuses requests whose `Host` the policy does not allow.
-pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|value| value.to_str().unwrap_or_default());
-    match host {
-        Some(host) if !state.hosts.allows(host) => ApiError::new(
-            ErrorCode::InvalidHost,
-            "this relay does not serve that host name; see RELAY_ALLOWED_HOSTS",
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! Private, in dependency order (each depends only on those above it, and on `protocol`,
 //! which holds every rule the page shares: limits, paths, event shapes):
 //! - `clock`: the wall clock in Unix milliseconds (message timestamps, delivery lag).
+//! - `sync`: the poison-tolerant lock every short critical section uses.
 //! - `validate`: room names, sender names and text, checked once at the boundary; a leaf
 //!   with its own error type.
 //! - `event`: the one encoder of server events (JSON, SSE frames).
@@ -20,8 +21,12 @@
 //!   on the interface only.
 //! - `error`: the single error type at the HTTP boundary (`ApiError`), converting validation
 //!   and bus errors.
-//! - `origin` and `rate`: the cross-site check and send-rate limits.
+//! - `origin`, `host` and `rate`: the cross-site check, the `Host` allow-list (DNS
+//!   rebinding) and send-rate limits.
+//! - `headers`: the security headers of every answer (the page's Content-Security-Policy).
 //! - `metrics`: counters for `GET /metrics`.
+//! - `server`: accepting sockets and serving HTTP/1.1 on them with the time limits every
+//!   connection obeys (request head, idle, send) and the socket cap.
 //! - `state`: the handle every handler gets, and admission of long-lived connections.
 //! - `transport`: one module per way of following a room (`ws`, `sse`, `poll`, which also
 //!   holds `POST` publishing), sharing one stream handshake (`transport::open_stream`).
@@ -60,9 +65,10 @@ use std::io;
 use std::path::Path;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use protocol::ErrorCode;
@@ -105,7 +111,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics", public_metrics)
         .fallback_service(page(&state.config.static_dir))
         // Around every route, so that it covers the page and unknown paths too.
-        .layer(middleware::from_fn_with_state(state.clone(), host::check))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::map_response_with_state(
             state.clone(),
             count_rejections,
@@ -150,6 +156,22 @@ async fn api_method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
     )
+}
+
+/// Refuses requests whose `Host` the policy does not allow (see `host`).
+async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|value| value.to_str().unwrap_or_default());
+    match host {
+        Some(host) if !state.hosts.allows(host) => ApiError::new(
+            ErrorCode::InvalidHost,
+            "this relay does not serve that host name; see RELAY_ALLOWED_HOSTS",
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// Counts every refused request by its error code (`ApiError` marks its responses).
