@@ -19,7 +19,8 @@ export const PATIENCE = 20_000;
 
 /**
  * Starts the relay on 127.0.0.1 (port 0 = any free port) serving the built page.
- * The send-rate limits are raised: these tests send quickly on purpose.
+ * The send-rate limits and per-client budgets are raised: these tests send quickly on
+ * purpose, all from one address.
  */
 export async function startRelay({ port = 0, env = {} } = {}) {
   const child = spawn(RELAY_BIN, ['--addr', `127.0.0.1:${port}`], {
@@ -28,6 +29,11 @@ export async function startRelay({ port = 0, env = {} } = {}) {
       RELAY_STATIC_DIR: DIST,
       RELAY_RATE: '1000',
       RELAY_BURST: '1000',
+      // Every page here is 127.0.0.1: one client, as far as per-client budgets go.
+      RELAY_CLIENT_RATE: '100000',
+      RELAY_CLIENT_BURST: '100000',
+      RELAY_REQUEST_RATE: '100000',
+      RELAY_REQUEST_BURST: '100000',
       RUST_LOG: 'info',
       NO_COLOR: '1',
       ...env,

@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+export_load_test_budgets
 
 ./scripts/setup.sh --redis >&2
 cargo build --release --locked -q -p relay -p relay-bench
@@ -33,7 +34,7 @@ start_redis() {
 start_relay() {
     local port
     port=$(free_port)
-    RELAY_ADDR="127.0.0.1:$port" RELAY_RATE=1000000 RELAY_BURST=1000000 \
+    RELAY_ADDR="127.0.0.1:$port" \
     RELAY_MAX_CONNECTIONS=30000 RELAY_REDIS_URL="${1:-}" RUST_LOG=warn \
         target/release/relay & relay_pid=$!
     pids+=("$relay_pid")

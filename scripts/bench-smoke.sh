@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+export_load_test_budgets
 
 cargo build --locked -q -p relay -p relay-bench
 bench=target/debug/relay-bench
@@ -13,7 +14,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 
 relay_port=$(free_port)
-RELAY_ADDR="127.0.0.1:$relay_port" RELAY_RATE=100000 RELAY_BURST=100000 RUST_LOG=warn \
+RELAY_ADDR="127.0.0.1:$relay_port" RUST_LOG=warn \
     target/debug/relay & pids+=($!)
 relay_pid=$!
 peer_port=$(free_port)
@@ -65,7 +66,7 @@ redis_pid=$!
 relay_urls=()
 for _ in 1 2; do
     port=$(free_port)
-    RELAY_ADDR="127.0.0.1:$port" RELAY_RATE=100000 RELAY_BURST=100000 RUST_LOG=warn \
+    RELAY_ADDR="127.0.0.1:$port" RUST_LOG=warn \
     RELAY_REDIS_URL="redis://127.0.0.1:$redis_port/" target/debug/relay & pids+=($!)
     relay_urls+=("http://127.0.0.1:$port")
 done

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+export_load_test_budgets
 
 ./scripts/setup.sh
 cargo build --release --locked -q -p relay -p relay-bench
@@ -29,7 +30,7 @@ fi
 # A fresh server for each measurement, so that no run inherits another's rooms or memory.
 start_relay() {
     relay_port=$(free_port)
-    RELAY_ADDR="127.0.0.1:$relay_port" RELAY_RATE=1000000 RELAY_BURST=1000000 \
+    RELAY_ADDR="127.0.0.1:$relay_port" \
     RELAY_MAX_CONNECTIONS=30000 RUST_LOG=warn target/release/relay & relay_pid=$!
     pids+=("$relay_pid")
     wait_for "http://127.0.0.1:$relay_port/healthz"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use protocol::limits;
 
+use crate::client::TrustedProxies;
 use crate::rate::RateLimit;
 use crate::server::SocketLimits;
 use crate::server::io::IoLimits;
@@ -52,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the client, as CIDRs or
+    /// addresses, comma-separated. Unset: the socket's peer is the client.
+    #[arg(long, env = "RELAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     /// Host names (`host[:port]`, `*` for any) the relay answers, against DNS rebinding.
     /// Unset: loopback names only when listening on a loopback address, else any host.
     #[arg(long, env = "RELAY_ALLOWED_HOSTS", value_delimiter = ',')]
@@ -73,6 +79,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Most open WebSockets, SSE streams and pending long polls of one client address (an
+    /// IPv6 client counts per /64).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 100)]
+    pub max_connections_per_client: usize,
+
     /// Longest message text, in bytes of UTF-8.
     #[arg(long, env = "RELAY_MAX_TEXT_BYTES", default_value_t = limits::DEFAULT_MAX_TEXT_BYTES)]
     pub max_text_bytes: usize,
@@ -93,6 +104,28 @@ pub struct Config {
     /// Messages one sender may publish in a burst above the sustained rate.
     #[arg(long, env = "RELAY_BURST", default_value_t = 40.0)]
     pub burst: f64,
+
+    /// Sustained messages per second one client address may publish, over all its
+    /// WebSockets and `POST`s together.
+    #[arg(long, env = "RELAY_CLIENT_RATE", default_value_t = 50.0)]
+    pub client_rate: f64,
+
+    /// Messages one client address may publish in a burst above its sustained rate.
+    #[arg(long, env = "RELAY_CLIENT_BURST", default_value_t = 100.0)]
+    pub client_burst: f64,
+
+    /// Sustained API requests per second one client address may make (short polls, publishes,
+    /// stream openings, …).
+    #[arg(long, env = "RELAY_REQUEST_RATE", default_value_t = 20.0)]
+    pub request_rate: f64,
+
+    /// API requests one client address may make in a burst above its sustained rate.
+    #[arg(long, env = "RELAY_REQUEST_BURST", default_value_t = 60.0)]
+    pub request_burst: f64,
+
+    /// Rooms one client address may bring into being per minute.
+    #[arg(long, env = "RELAY_NEW_ROOMS_PER_CLIENT", default_value_t = 30)]
+    pub new_rooms_per_client: u32,
 
     /// Longest a long poll is held (`wait` is capped to this); below common 60 s proxy
     /// idle timeouts.
@@ -263,6 +296,30 @@ impl Config {
         let rates = [
             ("RELAY_RATE", "--rate", self.rate, f64::MIN_POSITIVE),
             ("RELAY_BURST", "--burst", self.burst, 1.0),
+            (
+                "RELAY_CLIENT_RATE",
+                "--client-rate",
+                self.client_rate,
+                f64::MIN_POSITIVE,
+            ),
+            (
+                "RELAY_CLIENT_BURST",
+                "--client-burst",
+                self.client_burst,
+                1.0,
+            ),
+            (
+                "RELAY_REQUEST_RATE",
+                "--request-rate",
+                self.request_rate,
+                f64::MIN_POSITIVE,
+            ),
+            (
+                "RELAY_REQUEST_BURST",
+                "--request-burst",
+                self.request_burst,
+                1.0,
+            ),
         ];
         for (variable, flag, value, least) in rates {
             if !value.is_finite() || value < least {
@@ -273,6 +330,9 @@ impl Config {
                 ));
             }
         }
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|why| {
+            InvalidSetting::new("RELAY_TRUSTED_PROXIES", "--trusted-proxies", why)
+        })?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use crate::validate::Invalid;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// Set for `rate_limited`: becomes `Retry-After` and `retry_after_ms`.
+    /// When to try again, for refusals that pass: becomes `Retry-After` and `retry_after_ms`.
     pub retry_after: Option<Duration>,
 }
 
@@ -32,6 +32,12 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, `retry_after_ms`).
+    pub fn retry_after(mut self, wait: Duration) -> ApiError {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn rate_limited(retry_after: Duration) -> ApiError {

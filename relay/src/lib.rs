@@ -46,7 +46,9 @@ pub mod config;
 pub mod healthcheck;
 pub mod shutdown;
 
+mod budget;
 mod bus;
+mod client;
 mod clock;
 mod error;
 mod event;
@@ -62,11 +64,13 @@ mod transport;
 mod validate;
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -97,7 +101,11 @@ fn router(state: AppState) -> Router {
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_frame_bytes));
+        .layer(DefaultBodyLimit::max(state.config.max_frame_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            identify_client,
+        ));
     // With a metrics address of its own, `/metrics` is not on the public port at all.
     let public_metrics = if state.config.metrics_addr.is_some() {
         get(metrics_elsewhere)
@@ -156,6 +164,27 @@ async fn api_method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
     )
+}
+
+/// Names the client of every API request (a [`client::ClientKey`] extension the handlers
+/// read) and charges the request to its budget.
+async fn identify_client(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = state.proxies.client(peer, request.headers());
+    request.extensions_mut().insert(client);
+    if let Err(wait) = state.budgets.requests.take(client, Instant::now()) {
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            "too many requests from this address; slow down",
+        )
+        .retry_after(wait)
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Refuses requests whose `Host` the policy does not allow (see `host`).

@@ -1,10 +1,14 @@
-//! Send-rate limits: a token bucket per WebSocket connection, and per client address for
-//! `POST` (plain HTTP has no lasting connection to hang a bucket on).
+//! Rate limits: the token bucket, and a table of buckets per client for the budgets that
+//! are per client (publishing, requests, new rooms; see `budget`).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::Hash;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::sync::lock;
 
 /// Sustained rate and burst, from configuration.
 #[derive(Clone, Copy, Debug)]
@@ -32,14 +36,9 @@ impl TokenBucket {
 
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - self.tokens;
-            Err(Duration::from_secs_f64(missing / self.limit.per_second))
-        }
+        self.check(now)?;
+        self.tokens -= 1.0;
+        Ok(())
     }
 
     fn refill(&mut self, now: Instant) {
@@ -48,47 +47,60 @@ impl TokenBucket {
         self.updated = now;
     }
 
-    fn is_full(&mut self, now: Instant) -> bool {
+    /// Like [`TokenBucket::take`], without taking.
+    pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);
-        self.tokens >= self.limit.burst
+        if self.tokens >= 1.0 {
+            Ok(())
+        } else {
+            let missing = 1.0 - self.tokens;
+            Err(Duration::from_secs_f64(missing / self.limit.per_second))
+        }
     }
 }
 
-/// Most client addresses tracked at once. A full bucket carries no information, so when the
-/// table reaches this size the full ones are swept; if every entry is still busy, the table is
-/// cleared rather than grown, trading a brief leniency for a hard memory bound (about 64 bytes
-/// an entry).
-pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+/// Most clients tracked by one limiter. When the table is full, the least recently seen
+/// client's bucket is dropped: that client starts again with a full bucket, a brief leniency
+/// for someone idle, in exchange for a hard memory bound (about 100 bytes an entry) that an
+/// attacker rotating addresses cannot grow — and cannot use to reset anyone active, who is
+/// recently seen by definition.
+pub const MAX_TRACKED_CLIENTS: usize = 65_536;
 
-/// One bucket per client IP address, for `POST` publishing.
+/// One token bucket per key (a client), least recently used evicted at capacity.
 #[derive(Debug)]
-pub struct AddressLimiter {
+pub struct KeyedLimiter<K: Hash + Eq> {
     limit: RateLimit,
-    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    buckets: Mutex<LruCache<K, TokenBucket>>,
 }
 
-impl AddressLimiter {
-    pub fn new(limit: RateLimit) -> AddressLimiter {
-        AddressLimiter {
+impl<K: Hash + Eq + Copy> KeyedLimiter<K> {
+    pub fn new(limit: RateLimit) -> KeyedLimiter<K> {
+        KeyedLimiter::with_capacity(limit, MAX_TRACKED_CLIENTS)
+    }
+
+    pub fn with_capacity(limit: RateLimit, capacity: usize) -> KeyedLimiter<K> {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        KeyedLimiter {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(LruCache::new(capacity)),
         }
     }
 
-    pub fn take(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
-        // A poisoned lock only means another request panicked mid-update of a counter; the
-        // table is still usable.
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&addr) {
-            buckets.retain(|_, bucket| !bucket.is_full(now));
-            if buckets.len() >= MAX_TRACKED_ADDRESSES {
-                buckets.clear();
-            }
-        }
-        buckets
-            .entry(addr)
-            .or_insert_with(|| TokenBucket::new(self.limit, now))
+    /// Takes one token from `key`'s bucket, or says how long until one is available.
+    pub fn take(&self, key: K, now: Instant) -> Result<(), Duration> {
+        lock(&self.buckets)
+            .get_or_insert_mut(key, || TokenBucket::new(self.limit, now))
             .take(now)
+    }
+
+    /// Whether `key` has a token, without taking it.
+    #[allow(dead_code)] // Used for new rooms in the next commit.
+    pub fn check(&self, key: K, now: Instant) -> Result<(), Duration> {
+        let mut buckets = lock(&self.buckets);
+        match buckets.get_mut(&key) {
+            Some(bucket) => bucket.check(now),
+            None => Ok(()),
+        }
     }
 }
 
@@ -126,15 +138,40 @@ mod tests {
     }
 
     #[test]
-    fn addresses_have_separate_buckets() {
-        let limiter = AddressLimiter::new(LIMIT);
+    fn keys_have_separate_buckets() {
+        let limiter = KeyedLimiter::new(LIMIT);
         let now = Instant::now();
-        let a: IpAddr = [127, 0, 0, 1].into();
-        let b: IpAddr = [127, 0, 0, 2].into();
+        let (a, b) = (1, 2);
         for _ in 0..3 {
             assert!(limiter.take(a, now).is_ok());
         }
         assert!(limiter.take(a, now).is_err());
         assert!(limiter.take(b, now).is_ok());
+        assert!(limiter.check(a, now).is_err(), "checking does not refill");
+        assert!(limiter.check(b, now).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_least_recently_seen_client_only() {
+        let limiter = KeyedLimiter::with_capacity(LIMIT, 2);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.take(1, now).is_ok());
+        }
+        assert!(limiter.take(1, now).is_err(), "client 1 is out of tokens");
+        // A stream of new clients pushes out whoever was seen least recently...
+        assert!(limiter.take(2, now).is_ok());
+        assert!(
+            limiter.take(1, now).is_err(),
+            "client 1 was seen last: still limited"
+        );
+        assert!(
+            limiter.take(3, now).is_ok(),
+            "evicts client 2, not client 1"
+        );
+        assert!(
+            limiter.take(1, now).is_err(),
+            "the active client is never reset"
+        );
     }
 }

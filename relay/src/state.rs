@@ -2,21 +2,26 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, Transport};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{Budgets, ClientConnection};
 use crate::bus::Bus;
+use crate::client::{ClientKey, TrustedProxies};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::host::HostPolicy;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
-use crate::rate::AddressLimiter;
 use crate::validate::{RoomName, TextLimits};
+
+/// What a client refused a connection is told to wait (`Retry-After`): long enough for a
+/// page's other tab or an earlier stream to have closed.
+const CONNECTION_RETRY: Duration = Duration::from_secs(5);
 
 /// Cheap to clone: every field is a handle or `Arc`, so each request gets its own copy without
 /// any lock on the state itself.
@@ -28,8 +33,10 @@ pub struct AppState {
     pub origins: Arc<OriginPolicy>,
     pub hosts: Arc<HostPolicy>,
     pub metrics: Arc<Metrics>,
-    /// `POST` publishing, per client address.
-    pub post_limiter: Arc<AddressLimiter>,
+    /// Who a request comes from (behind trusted proxies, from their headers).
+    pub proxies: Arc<TrustedProxies>,
+    /// What each client may spend: connections, publishing, requests, new rooms.
+    pub budgets: Arc<Budgets>,
     /// One permit per open WebSocket, SSE stream or pending long poll.
     connections: Arc<Semaphore>,
     /// Cancelled on SIGINT/SIGTERM; every long-lived stream watches it.
@@ -47,7 +54,9 @@ impl AppState {
             origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
             hosts: Arc::new(HostPolicy::new(&config.allowed_hosts, config.addr)),
             metrics: Arc::new(Metrics::default()),
-            post_limiter: Arc::new(AddressLimiter::new(config.rate_limit())),
+            // Checked by `Config::validate` before any state is built.
+            proxies: Arc::new(TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default()),
+            budgets: Budgets::new(&config),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config: Arc::new(config),
             shutdown,
@@ -55,12 +64,14 @@ impl AppState {
         }
     }
 
-    /// Admits one long-lived connection, or refuses it when the relay is full or stopping.
+    /// Admits one long-lived connection, or refuses it when the relay or the client's share
+    /// of it is full, or the relay is stopping.
     pub fn admit(
         &self,
         transport: Transport,
         room: &RoomName,
         peer: SocketAddr,
+        client: ClientKey,
     ) -> Result<Connection, ApiError> {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::new(
@@ -68,15 +79,25 @@ impl AppState {
                 "the relay is shutting down",
             ));
         }
+        let per_client = self.budgets.open_connection(client).ok_or_else(|| {
+            tracing::debug!(transport = %transport.as_str(), %client, "connection refused: client at its limit");
+            ApiError::new(
+                ErrorCode::TooManyConnections,
+                "this client address has as many connections open as it may; close one",
+            )
+            .retry_after(CONNECTION_RETRY)
+        })?;
         let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
-            tracing::warn!(transport = %transport.as_str(), %room, "connection refused: relay full");
+            tracing::debug!(transport = %transport.as_str(), %room, "connection refused: relay full");
             ApiError::new(
                 ErrorCode::TooManyConnections,
                 "the relay has reached its connection limit; try again later",
             )
+            .retry_after(CONNECTION_RETRY)
         })?;
         Ok(Connection {
             _permit: permit,
+            _client: per_client,
             metrics: self.metrics.clone(),
             transport,
             room: room.clone(),
@@ -93,6 +114,7 @@ impl AppState {
 #[derive(Debug)]
 pub struct Connection {
     _permit: OwnedSemaphorePermit,
+    _client: ClientConnection,
     pub metrics: Arc<Metrics>,
     pub transport: Transport,
     pub room: RoomName,

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use tokio::time::{Interval, MissedTickBehavior, interval_at};
 
 use crate::bus::{Cursor, Subscription};
+use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::state::{AppState, Connection};
 use crate::validate::RoomName;
@@ -125,6 +126,7 @@ impl StreamRequest {
         state: &AppState,
         transport: Transport,
         peer: SocketAddr,
+        client: ClientKey,
         last_event_id: Option<&HeaderMap>,
     ) -> Result<OpenStream, ApiError> {
         let StreamRequest { room, query } = self;
@@ -137,7 +139,7 @@ impl StreamRequest {
             (None, Some(headers)) => parse_last_event_id(headers)?,
             (None, None) => None,
         };
-        let mut conn = state.admit(transport, &room, peer)?;
+        let mut conn = state.admit(transport, &room, peer, client)?;
         let sub = state
             .bus
             .subscribe(

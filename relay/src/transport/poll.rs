@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{cursor, join_limit};
 use crate::bus::Snapshot;
+use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
 use crate::state::AppState;
@@ -39,6 +41,7 @@ pub async fn read(
     State(state): State<AppState>,
     Path(room): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<ClientKey>,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&room)?;
@@ -66,7 +69,7 @@ pub async fn read(
     // Long poll: wait on a live subscription from the same cursor, so a message published
     // between the read above and the subscription is not missed; then read again. It counts
     // as an open connection once subscribed: from then on, a publish is certain to wake it.
-    let mut conn = state.admit(Transport::Longpoll, &room, peer)?;
+    let mut conn = state.admit(Transport::Longpoll, &room, peer, client)?;
     let mut sub = state.bus.subscribe(&room, &cursor, limit).await?;
     conn.established();
     tokio::select! {
@@ -127,16 +130,17 @@ fn answer(snapshot: &Snapshot, transport: Transport, metrics: &Metrics) -> Respo
 pub async fn publish(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     state.origins.check(&headers)?;
     let room = RoomName::parse(&room)?;
-    state
-        .post_limiter
-        .take(peer.ip(), Instant::now())
-        .map_err(ApiError::rate_limited)?;
+    // The sender's own budget (`POST` has no connection: per client), then the client's.
+    let now = Instant::now();
+    for limiter in [&state.budgets.post, &state.budgets.publish] {
+        limiter.take(client, now).map_err(ApiError::rate_limited)?;
+    }
     // Any content type is accepted: `curl -d '{...}'` sends a form type by default.
     let request: PublishRequest = serde_json::from_slice(&body?)?;
     let from = state.limits.name(&request.from)?;

@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::Delivery;
+use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::event;
 use crate::state::AppState;
@@ -33,11 +35,12 @@ pub async fn stream(
     State(state): State<AppState>,
     Path(room): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let stream = check_stream(&state, &room, &headers, query)?
-        .open(&state, Transport::Sse, peer, Some(&headers))
+        .open(&state, Transport::Sse, peer, client, Some(&headers))
         .await?;
     let opening = format!(
         "retry: {}\n{}",

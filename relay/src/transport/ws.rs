@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -29,6 +30,7 @@ use tracing::Instrument;
 
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::Delivery;
+use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::event;
 use crate::metrics::{Via, reason};
@@ -71,6 +73,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Path(room): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -84,7 +87,9 @@ pub async fn upgrade(
         )
     })?;
     // Browsers' WebSockets send no `Last-Event-ID`: the cursor is `after`, in the URL.
-    let stream = request.open(&state, Transport::Ws, peer, None).await?;
+    let stream = request
+        .open(&state, Transport::Ws, peer, client, None)
+        .await?;
     let max = state.config.max_frame_bytes;
     let tracker = state.sessions.clone();
     let span = tracing::info_span!("ws", room = %stream.room, %peer);
@@ -94,7 +99,7 @@ pub async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            let session = Session::new(state, stream).run(socket);
+            let session = Session::new(state, stream, client).run(socket);
             tracker.track_future(session.instrument(span))
         }))
 }
@@ -110,18 +115,22 @@ enum End {
 struct Session {
     state: AppState,
     stream: OpenStream,
+    /// This socket's own send budget (`RELAY_RATE`).
     bucket: TokenBucket,
+    /// Whose publish budget (`RELAY_CLIENT_RATE`) this socket's messages also spend.
+    client: ClientKey,
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 
 impl Session {
-    fn new(state: AppState, stream: OpenStream) -> Session {
+    fn new(state: AppState, stream: OpenStream, client: ClientKey) -> Session {
         let bucket = TokenBucket::new(state.config.rate_limit(), Instant::now());
         Session {
             state,
             stream,
             bucket,
+            client,
         }
     }
 
@@ -208,8 +217,12 @@ impl Session {
     }
 
     async fn publish(&mut self, frame: &str) -> Result<(), ApiError> {
-        self.bucket
-            .take(Instant::now())
+        let now = Instant::now();
+        self.bucket.take(now).map_err(ApiError::rate_limited)?;
+        self.state
+            .budgets
+            .publish
+            .take(self.client, now)
             .map_err(ApiError::rate_limited)?;
         // A frame that looks like JSON must be a valid client frame; anything else is the
         // message text itself, as the tutorial's `webSocket.send('hello')` sends it.

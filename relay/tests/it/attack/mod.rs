@@ -2,10 +2,12 @@
 //! typo) could take the relay down or lock other people out, against the real relay over real
 //! sockets. The numbers in the module names are the items of issue 11, whose test each is.
 
+mod budgets_2;
 mod headers_12;
 mod hosts_7;
 mod metrics_8;
 mod names_11;
+mod rate_limits_6;
 mod settings_10;
 mod slow_readers_2;
 mod slowloris_3;

@@ -1,7 +1,7 @@
 //! Plain clients of a relay: HTTP requests ([`Client`]), a WebSocket ([`Ws`]) and a
 //! Server-Sent Events reader ([`Sse`]) that parses the stream as a browser would.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, protocol::CloseFrame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{http, within};
+use super::{http, http_from, within};
 
 /// Where a relay listens, and the requests tests make of it. Cheap to clone into tasks; it
 /// does not own the relay (a [`super::Relay`] or a spawned process does).
@@ -177,6 +177,26 @@ impl Ws {
         }
     }
 
+    /// Connects from a given local address (`127.0.0.2`, …): another client, as the relay
+    /// counts them. The HTTP status of a refused handshake is the error.
+    pub async fn connect_from(url: &str, addr: SocketAddr, local: IpAddr) -> Result<Ws, u16> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind a local address");
+        let stream = socket.connect(addr).await.expect("TCP connect");
+        match within(
+            "the WebSocket handshake",
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        {
+            Ok((socket, _)) => Ok(Ws { socket }),
+            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(other) => panic!("WebSocket handshake failed: {other}"),
+        }
+    }
+
     /// Connects with a tiny receive buffer, so that a client that stops reading fills the
     /// pipe quickly instead of after megabytes of kernel buffering.
     pub async fn connect_small_buffer(url: &str, addr: SocketAddr) -> Ws {
@@ -251,7 +271,21 @@ pub struct Sse {
 
 impl Sse {
     pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Sse, (StatusCode, String)> {
-        let mut request = http().get(url).header("accept", "text/event-stream");
+        Sse::connect_via(http(), url, headers).await
+    }
+
+    /// Connects from a given local address (`127.0.0.2`, …): another client, as the relay
+    /// counts them.
+    pub async fn connect_from(local: IpAddr, url: &str) -> Result<Sse, (StatusCode, String)> {
+        Sse::connect_via(http_from(local), url, &[]).await
+    }
+
+    async fn connect_via(
+        client: reqwest::Client,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Sse, (StatusCode, String)> {
+        let mut request = client.get(url).header("accept", "text/event-stream");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

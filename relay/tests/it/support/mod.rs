@@ -70,6 +70,16 @@ pub fn http() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// An HTTP client whose connections come from `local` (any 127.x.y.z works on Linux):
+/// another client address, as the relay counts them.
+pub fn http_from(local: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .local_address(local)
+        .build()
+        .expect("HTTP client")
+}
+
 pub fn texts(messages: &[Message]) -> Vec<&str> {
     messages.iter().map(|m| m.text.as_str()).collect()
 }

@@ -22,8 +22,9 @@ impl Relay {
         Relay::start_with(|_| {}).await
     }
 
-    /// Starts a relay with the defaults, adjusted by `adjust`. The send rate limit is lifted
-    /// unless a test sets it, since most tests publish quickly on purpose.
+    /// Starts a relay with the defaults, adjusted by `adjust`. The send rate limits and the
+    /// per-client budgets are lifted unless a test sets them, since most tests publish quickly
+    /// on purpose, all from one address.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         Relay::start_on(listener, adjust).await
@@ -48,6 +49,13 @@ impl Relay {
         let mut config = Config::defaults();
         config.rate = 1_000_000.0;
         config.burst = 1_000_000.0;
+        // Every test client is 127.0.0.1: per-client budgets are lifted too, unless a test
+        // (the attack suite) sets them.
+        config.client_rate = 1_000_000.0;
+        config.client_burst = 1_000_000.0;
+        config.request_rate = 1_000_000.0;
+        config.request_burst = 1_000_000.0;
+        config.max_connections_per_client = 100_000;
         config.static_dir = std::env::temp_dir().join("relay-tests-no-static-dir");
         adjust(&mut config);
         let addr = listener.local_addr().expect("local addr");
