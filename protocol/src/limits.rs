@@ -20,6 +20,15 @@ pub const DEFAULT_MAX_NAME_CHARS: usize = 32;
 /// `RELAY_LONGPOLL_MAX`, whose default this is.
 pub const DEFAULT_LONGPOLL_MAX_SECS: u64 = 25;
 
+/// Most messages one poll answer (or one read of history) carries; a larger `limit` is capped,
+/// not refused, and the answer says `more`. Bounds the copy each answer makes and, with Redis,
+/// how long one read holds the server that every relay shares.
+pub const MAX_READ_MESSAGES: usize = 256;
+
+/// Most bytes of messages one poll answer (or one read of history) carries, whatever the
+/// texts: at least one message, then as many as fit.
+pub const MAX_READ_BYTES: usize = 1024 * 1024;
+
 /// Whether `name` is a valid room name: 1 to [`MAX_ROOM_LEN`] bytes of `A-Z a-z 0-9 _ -`.
 pub fn is_valid_room(name: &str) -> bool {
     !name.is_empty()

@@ -30,7 +30,6 @@ pub struct Budgets {
     /// Every API request per client (`RELAY_REQUEST_RATE`).
     pub requests: KeyedLimiter<ClientKey>,
     /// Rooms a client may bring into being (`RELAY_NEW_ROOMS_PER_CLIENT` a minute).
-    #[allow(dead_code)] // Wired into the buses in the next commit.
     pub new_rooms: KeyedLimiter<ClientKey>,
     connections: Mutex<HashMap<ClientKey, usize>>,
     max_connections: usize,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use protocol::limits;
 
+use crate::bus::RoomLimits;
 use crate::client::TrustedProxies;
 use crate::rate::RateLimit;
 use crate::server::SocketLimits;
@@ -67,11 +68,21 @@ pub struct Config {
     #[arg(long, env = "RELAY_HISTORY", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub history: u64,
 
+    /// Bytes of messages retained per room, besides the count; the newest message always
+    /// stays.
+    #[arg(long, env = "RELAY_HISTORY_BYTES", default_value_t = 256 * 1024)]
+    pub history_bytes: usize,
+
+    /// A room without a message or a listener for this long expires, history and all.
+    #[arg(long, env = "RELAY_ROOM_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub room_ttl: Duration,
+
     /// Messages a newcomer is shown on joining (when it gives no `limit`).
     #[arg(long, env = "RELAY_JOIN_HISTORY", default_value_t = 50)]
     pub join_history: usize,
 
-    /// Most rooms at once.
+    /// Most rooms at once; at the limit, the least recently active room nobody listens to
+    /// makes way for a new one.
     #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
 
@@ -198,6 +209,15 @@ impl Config {
         }
     }
 
+    pub fn room_limits(&self) -> RoomLimits {
+        RoomLimits {
+            retention: self.history as usize,
+            history_bytes: self.history_bytes,
+            max_rooms: self.max_rooms,
+            ttl: self.room_ttl,
+        }
+    }
+
     pub fn text_limits(&self) -> TextLimits {
         TextLimits {
             max_text_bytes: self.max_text_bytes,
@@ -230,6 +250,7 @@ impl Config {
                 self.header_timeout,
             ),
             ("RELAY_IDLE_TIMEOUT", "--idle-timeout", self.idle_timeout),
+            ("RELAY_ROOM_TTL", "--room-ttl", self.room_ttl),
             ("RELAY_REDIS_TIMEOUT", "--redis-timeout", self.redis_timeout),
             (
                 "RELAY_SHUTDOWN_DEADLINE",
@@ -384,7 +405,7 @@ fn parse_ignoring_env<const N: usize>(args: [&str; N]) -> Cli {
     }
 }
 
-/// Parses `250ms`, `15s`, `2m` or a bare number of seconds.
+/// Parses `250ms`, `15s`, `2m`, `24h` or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw
@@ -393,12 +414,13 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let (number, unit) = raw.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 250ms, 15s or 2m"))?;
+        .map_err(|_| format!("{raw:?} is not a duration like 250ms, 15s, 2m or 1h"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
-        other => return Err(format!("unknown unit {other:?}; use ms, s or m")),
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
@@ -414,7 +436,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("5d").is_err());
     }
 
     /// The README's settings table, as (flag, variable, default) rows; `None` for "none".

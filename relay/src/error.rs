@@ -129,6 +129,11 @@ impl From<BytesRejection> for ApiError {
 impl From<BusError> for ApiError {
     fn from(err: BusError) -> ApiError {
         match err {
+            // Only asked for when the client's budget was spent (see `AppState::publish`).
+            BusError::NewRoomRefused => ApiError::new(
+                ErrorCode::RateLimited,
+                "this address has opened too many new rooms lately; try again later",
+            ),
             BusError::TooManyRooms => ApiError::new(
                 ErrorCode::TooManyRooms,
                 "the relay has no room for another room",

@@ -19,11 +19,21 @@ pub fn sse(id: Option<u64>, event: &ServerEvent) -> String {
 
 /// An SSE frame around already-encoded JSON.
 pub fn sse_frame(id: Option<u64>, name: &str, json: &str) -> String {
+    format!("{}{json}{SSE_TAIL}", sse_head(id, name))
+}
+
+/// What an SSE frame holds before its JSON: `id:`, `event:` and `data: `. Written in front of
+/// a message's shared JSON bytes, with [`SSE_TAIL`] after them, so that a message is stored
+/// once (as JSON) and framed as it is written.
+pub fn sse_head(id: Option<u64>, name: &str) -> String {
     match id {
-        Some(id) => format!("id: {id}\nevent: {name}\ndata: {json}\n\n"),
-        None => format!("event: {name}\ndata: {json}\n\n"),
+        Some(id) => format!("id: {id}\nevent: {name}\ndata: "),
+        None => format!("event: {name}\ndata: "),
     }
 }
+
+/// What ends an SSE frame after its JSON.
+pub const SSE_TAIL: &str = "\n\n";
 
 #[cfg(test)]
 mod tests {

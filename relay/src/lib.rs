@@ -254,12 +254,12 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 /// Builds the bus the configuration asks for: Redis when `redis_url` is set, else in memory.
 /// Must run within a Tokio runtime (the Redis bus starts its listener).
 fn bus(config: &Config) -> io::Result<Bus> {
-    let history = config.history as usize;
+    let limits = config.room_limits();
     // An empty RELAY_REDIS_URL (as compose files often leave it) means "not set".
     let Some(url) = config.redis_url.as_deref().filter(|url| !url.is_empty()) else {
-        return Ok(Bus::Memory(MemoryBus::new(history, config.max_rooms)));
+        return Ok(Bus::Memory(MemoryBus::new(limits)));
     };
-    RedisBus::new(url, history, config.max_rooms, config.redis_timeout)
+    RedisBus::new(url, limits, config.redis_timeout)
         .map(Bus::Redis)
         .map_err(|err| {
             // Not the URL itself: it may hold a password.

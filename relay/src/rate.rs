@@ -94,7 +94,6 @@ impl<K: Hash + Eq + Copy> KeyedLimiter<K> {
     }
 
     /// Whether `key` has a token, without taking it.
-    #[allow(dead_code)] // Used for new rooms in the next commit.
     pub fn check(&self, key: K, now: Instant) -> Result<(), Duration> {
         let mut buckets = lock(&self.buckets);
         match buckets.get_mut(&key) {

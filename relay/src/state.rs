@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budgets, ClientConnection};
-use crate::bus::Bus;
+use crate::bus::{Bus, BusError, Cursor, Subscription};
 use crate::client::{ClientKey, TrustedProxies};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -61,6 +61,70 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
+        }
+    }
+
+    /// Publishes to a room for `client`, creating the room if the client's new-room budget
+    /// allows (and then charging it).
+    pub async fn publish(
+        &self,
+        room: &RoomName,
+        from: String,
+        text: String,
+        client: ClientKey,
+    ) -> Result<u64, ApiError> {
+        let may_create = self.may_create(client);
+        let published = self
+            .bus
+            .publish(room, from, text, may_create.is_ok())
+            .await
+            .map_err(|err| self.refused(err, may_create))?;
+        if published.created {
+            self.created(client);
+        }
+        Ok(published.id)
+    }
+
+    /// Subscribes to a room for `client`, creating the room as [`AppState::publish`] does.
+    pub async fn subscribe(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+        client: ClientKey,
+    ) -> Result<Subscription, ApiError> {
+        let may_create = self.may_create(client);
+        let (sub, created) = self
+            .bus
+            .subscribe(room, cursor, limit, may_create.is_ok())
+            .await
+            .map_err(|err| self.refused(err, may_create))?;
+        if created {
+            self.created(client);
+        }
+        Ok(sub)
+    }
+
+    /// Whether `client` may bring a room into being now, or how long until it may. (Checked
+    /// before and charged after, so that joining an existing room costs nothing; clients
+    /// racing themselves may create a few rooms over their budget, never more than they have
+    /// requests in flight.)
+    fn may_create(&self, client: ClientKey) -> Result<(), Duration> {
+        self.budgets.new_rooms.check(client, Instant::now())
+    }
+
+    fn created(&self, client: ClientKey) {
+        let _ = self.budgets.new_rooms.take(client, Instant::now());
+    }
+
+    fn refused(&self, err: BusError, may_create: Result<(), Duration>) -> ApiError {
+        match (err, may_create) {
+            (BusError::NewRoomRefused, Err(wait)) => ApiError::new(
+                ErrorCode::RateLimited,
+                "this address has opened too many new rooms lately; try again later",
+            )
+            .retry_after(wait),
+            (err, _) => err.into(),
         }
     }
 

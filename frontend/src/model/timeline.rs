@@ -88,6 +88,12 @@ impl Timeline {
                     Vec::new()
                 }
                 Some(current) if *current == welcome.epoch => Vec::new(),
+                // The room did not exist when this page first asked (no epoch, no messages):
+                // its first incarnation is not a reset.
+                Some(current) if current.is_empty() => {
+                    self.epoch = Some(welcome.epoch);
+                    Vec::new()
+                }
                 Some(_) => {
                     self.epoch = Some(welcome.epoch);
                     self.last_id = None;
@@ -234,6 +240,16 @@ mod tests {
                 epoch: Some("e2".into())
             }
         );
+    }
+
+    #[test]
+    fn a_room_that_did_not_exist_yet_begins_without_a_notice() {
+        let mut t = Timeline::default();
+        // A poll of a room nobody has used: no epoch, no messages.
+        assert!(t.apply("", welcome("")).is_empty());
+        // Someone posts: the room's first incarnation.
+        assert!(t.apply("e1", welcome("e1")).is_empty(), "no reset notice");
+        assert_eq!(shown(&t.apply("e1", Inbound::Message(msg(1)))), [1]);
     }
 
     #[test]

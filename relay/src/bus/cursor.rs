@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use protocol::limits::{MAX_READ_BYTES, MAX_READ_MESSAGES};
 use protocol::{Reset, ResetReason};
 
 use super::Envelope;
@@ -78,7 +79,7 @@ pub(super) fn snapshot(
         (None | Some(ResetReason::HistoryGap), Some(after)) => {
             let skip = window.partition_point(|m| m.id <= after);
             let newer = window.len() - skip;
-            let take = newer.min(limit);
+            let take = fitting(window.range(skip..), newer.min(limit));
             let messages = window.range(skip..skip + take).cloned().collect();
             let stop = window
                 .get(skip)
@@ -88,7 +89,8 @@ pub(super) fn snapshot(
         }
         // A newcomer, or a cursor from another history: the most recent `limit`.
         _ => {
-            let skip = window.len().saturating_sub(limit);
+            let take = fitting(window.iter().rev(), limit.min(window.len()));
+            let skip = window.len() - take;
             (window.range(skip..).cloned().collect(), false, last_id)
         }
     };
@@ -100,6 +102,23 @@ pub(super) fn snapshot(
         more,
         cursor_if_empty,
     }
+}
+
+/// How many of `messages` (at most `limit`) fit in [`MAX_READ_MESSAGES`] and
+/// [`MAX_READ_BYTES`]; at least one if `limit` allows any, so that no message is too large
+/// to be read at all.
+fn fitting<'a>(messages: impl Iterator<Item = &'a Arc<Envelope>>, limit: usize) -> usize {
+    let limit = limit.min(MAX_READ_MESSAGES);
+    let mut bytes = 0;
+    let mut count = 0;
+    for message in messages.take(limit) {
+        bytes += message.json.len();
+        if count > 0 && bytes > MAX_READ_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]
@@ -224,5 +243,36 @@ mod tests {
         assert!(snap.messages.is_empty());
         assert_eq!(snap.reset, None);
         assert_eq!(snap.next_after(), 0);
+    }
+
+    #[test]
+    fn a_read_is_capped_in_messages_and_bytes_and_says_more() {
+        let snap = snapshot(&window(1..=1000), 1000, 1, &epoch(), &after(0), 5000);
+        assert_eq!(snap.messages.len(), MAX_READ_MESSAGES);
+        assert!(snap.more);
+        assert_eq!(snap.next_after(), MAX_READ_MESSAGES as u64);
+
+        let big: VecDeque<Arc<Envelope>> = (1..=20)
+            .map(|id| {
+                Arc::new(Envelope::new(protocol::Message {
+                    id,
+                    room: "r".into(),
+                    from: "a".into(),
+                    text: "\"".repeat(60_000),
+                    ts: 0,
+                }))
+            })
+            .collect();
+        let size = big[0].json.len();
+        assert!(size > 120_000, "quotes are escaped: {size} bytes");
+        let snap = snapshot(&big, 20, 1, &epoch(), &after(0), 50);
+        let bytes: usize = snap.messages.iter().map(|m| m.json.len()).sum();
+        assert!(bytes <= MAX_READ_BYTES, "{bytes}");
+        assert_eq!(snap.messages.len(), MAX_READ_BYTES / size);
+        assert!(snap.more);
+        // A newcomer gets the newest that fit.
+        let snap = snapshot(&big, 20, 1, &epoch(), &Cursor::default(), 50);
+        assert_eq!(snap.messages.last().map(|m| m.id), Some(20));
+        assert_eq!(snap.messages.len(), MAX_READ_BYTES / size);
     }
 }

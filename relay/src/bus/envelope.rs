@@ -17,10 +17,12 @@ pub struct Envelope {
     pub id: u64,
     /// When the relay accepted it (Unix ms), for the delivery-lag metric.
     pub ts: u64,
-    /// The `message` event as JSON: a WebSocket text frame and an element of a poll answer.
+    /// The `message` event as JSON: a WebSocket text frame, an element of a poll answer, and
+    /// the data of an SSE frame. The one stored copy of the message.
     pub json: Utf8Bytes,
-    /// The complete SSE event (`id:`, `event: message`, `data:`), ready to write.
-    pub sse: Bytes,
+    /// What an SSE frame holds before the JSON (`id:`, `event: message`, `data: `); the frame
+    /// is this, the JSON and `event::SSE_TAIL`, written as they are, without a copy.
+    pub sse_head: Bytes,
 }
 
 impl Envelope {
@@ -29,13 +31,28 @@ impl Envelope {
         let ts = message.ts;
         let event = ServerEvent::Message(message);
         let json = event::json(&event);
-        let sse = Bytes::from(event::sse_frame(Some(id), event.name(), &json));
+        let sse_head = Bytes::from(event::sse_head(Some(id), event.name()));
         Envelope {
             id,
             ts,
             json: Utf8Bytes::from(json),
-            sse,
+            sse_head,
         }
+    }
+
+    /// What keeping this message costs, for the history's byte budget: its bytes and the
+    /// bookkeeping around them.
+    pub fn stored_bytes(&self) -> usize {
+        self.json.len() + self.sse_head.len() + std::mem::size_of::<Envelope>() + 64
+    }
+
+    /// The complete SSE frame, as the pieces a writer sends one after another.
+    pub fn sse_frame(&self) -> [Bytes; 3] {
+        [
+            self.sse_head.clone(),
+            Bytes::from(self.json.clone()),
+            Bytes::from_static(event::SSE_TAIL.as_bytes()),
+        ]
     }
 }
 
@@ -64,7 +81,8 @@ mod tests {
             text: "two\nlines".into(),
             ts: 5,
         });
-        let sse = std::str::from_utf8(&env.sse).expect("utf-8");
+        let frame: Vec<u8> = env.sse_frame().concat();
+        let sse = std::str::from_utf8(&frame).expect("utf-8");
         assert!(sse.starts_with("id: 9\nevent: message\ndata: {"));
         assert!(sse.ends_with("}\n\n"));
         assert_eq!(sse.matches('\n').count(), 4, "{sse:?}");

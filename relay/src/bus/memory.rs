@@ -8,20 +8,29 @@
 //! microseconds of non-async work, never across an `.await`, which is cheaper than an async
 //! mutex and cannot deadlock a task.
 //!
-//! Each room's history is a `History` here: the retained messages and the newest id, which is
-//! all the shared continue-or-reset rule (`snapshot` in `cursor.rs`) needs to answer any
-//! cursor. Only this bus keeps whole histories in the process; the Redis bus reads them from
-//! Redis.
+//! Rooms come and go: each incarnation of a room has an epoch of its own, so a cursor from an
+//! earlier one is told `epoch_changed`. A room with nobody listening makes way (history and
+//! all) when a new room needs its place at `RELAY_MAX_ROOMS`, least recently active first, and
+//! expires after `RELAY_ROOM_TTL` without a message or a listener; a room with listeners is
+//! never removed.
+//!
+//! Each room's history is a `History` here: the retained messages, their size, and the
+//! newest id, which is all the shared continue-or-reset rule (`snapshot` in `cursor.rs`) needs
+//! to answer any cursor.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{Message, ResetReason};
 use tokio::sync::broadcast;
 
 use super::cursor::snapshot;
-use super::{Bus, BusError, Cursor, Envelope, LIVE_QUEUE, Snapshot, Subscription};
+use super::{
+    Bus, BusError, Cursor, Envelope, LIVE_QUEUE, NO_EPOCH, Published, RoomLimits, Snapshot,
+    Subscription,
+};
 use crate::clock::unix_millis;
 use crate::sync::lock;
 use crate::validate::RoomName;
@@ -33,24 +42,27 @@ pub struct MemoryBus {
 
 #[derive(Debug)]
 struct Inner {
-    /// One epoch per process: in-memory history lives exactly as long as the process.
-    epoch: Arc<str>,
-    retention: usize,
-    max_rooms: usize,
+    /// Unique to this process; each room incarnation's epoch extends it with a counter.
+    epoch_base: String,
+    incarnations: AtomicU64,
+    limits: RoomLimits,
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
 }
 
 #[derive(Debug)]
 struct Room {
+    epoch: Arc<str>,
     log: Mutex<RoomLog>,
     live: broadcast::Sender<Arc<Envelope>>,
 }
 
-/// A room's retained messages, oldest first, and the newest id ever assigned.
+/// A room's retained messages, oldest first, their size, and the newest id ever assigned.
 #[derive(Debug, Default)]
 struct History {
     last_id: u64,
     retained: VecDeque<Arc<Envelope>>,
+    /// Bytes of the retained messages, as stored.
+    bytes: usize,
 }
 
 impl History {
@@ -70,64 +82,117 @@ impl History {
             limit,
         )
     }
+
+    /// Appends a message, then lets the oldest go until both budgets hold (the newest
+    /// message always stays, whatever its size).
+    fn push(&mut self, envelope: Arc<Envelope>, limits: &RoomLimits) {
+        self.last_id = envelope.id;
+        self.bytes += envelope.stored_bytes();
+        self.retained.push_back(envelope);
+        while self.retained.len() > 1
+            && (self.retained.len() > limits.retention || self.bytes > limits.history_bytes)
+        {
+            if let Some(oldest) = self.retained.pop_front() {
+                self.bytes -= oldest.stored_bytes();
+            }
+        }
+    }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomLog {
     history: History,
-    /// Set when an idle, never-used room was removed to make space while another task still
-    /// held a pointer to it; that task looks the room up again.
+    /// The last message, or the last time someone started or stopped listening.
+    active: Instant,
+    /// Set when the room was removed (evicted or expired) while another task still held a
+    /// pointer to it; that task looks the room up again.
     removed: bool,
 }
 
-impl MemoryBus {
-    /// `retention`: messages kept per room (at least 1). `max_rooms`: rooms at once.
-    pub fn new(retention: usize, max_rooms: usize) -> MemoryBus {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        MemoryBus {
-            inner: Arc::new(Inner {
-                epoch: format!("m{nanos:x}").into(),
-                retention: retention.max(1),
-                max_rooms,
-                rooms: Mutex::new(HashMap::new()),
+impl Room {
+    fn new(epoch: Arc<str>) -> Room {
+        Room {
+            epoch,
+            log: Mutex::new(RoomLog {
+                history: History::default(),
+                active: Instant::now(),
+                removed: false,
             }),
+            live: broadcast::channel(LIVE_QUEUE).0,
         }
     }
 
+    fn listened(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+}
+
+/// The empty, epoch-less answer about a room that does not exist: a client told this has
+/// nothing, so whatever incarnation comes next continues its cursor without a gap.
+fn no_room(cursor: &Cursor, limit: usize) -> Snapshot {
+    History::default().snapshot(&Arc::from(NO_EPOCH), cursor, limit)
+}
+
+impl MemoryBus {
+    /// Must be called within a Tokio runtime: a task expires unused rooms.
+    pub fn new(limits: RoomLimits) -> MemoryBus {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let bus = MemoryBus {
+            inner: Arc::new(Inner {
+                epoch_base: format!("m{nanos:x}"),
+                incarnations: AtomicU64::new(0),
+                limits: RoomLimits {
+                    retention: limits.retention.max(1),
+                    ..limits
+                },
+                rooms: Mutex::new(HashMap::new()),
+            }),
+        };
+        tokio::spawn(expire_rooms(Arc::downgrade(&bus.inner)));
+        bus
+    }
+
     pub fn retention(&self) -> usize {
-        self.inner.retention
+        self.inner.limits.retention
     }
 
     pub fn rooms(&self) -> usize {
         lock(&self.inner.rooms).len()
     }
 
-    fn room(&self, name: &RoomName) -> Result<Arc<Room>, BusError> {
+    /// The room, created if it does not exist and `may_create` allows; `true` if created.
+    fn room(&self, name: &RoomName, may_create: bool) -> Result<(Arc<Room>, bool), BusError> {
         let mut rooms = lock(&self.inner.rooms);
         if let Some(room) = rooms.get(name) {
-            return Ok(room.clone());
+            return Ok((room.clone(), false));
         }
-        if rooms.len() >= self.inner.max_rooms {
-            // Rooms that never had a message and have nobody listening carry no state: drop
-            // them rather than refuse a room that someone actually wants.
-            rooms.retain(|_, room| {
-                let mut log = lock(&room.log);
-                let idle = log.history.last_id == 0 && room.live.receiver_count() == 0;
-                log.removed |= idle;
-                !idle
-            });
-            if rooms.len() >= self.inner.max_rooms {
+        if !may_create {
+            return Err(BusError::NewRoomRefused);
+        }
+        if rooms.len() >= self.inner.limits.max_rooms {
+            remove_expired(&mut rooms, self.inner.limits.ttl);
+        }
+        if rooms.len() >= self.inner.limits.max_rooms {
+            // The least recently active room nobody listens to makes way, history and all.
+            let victim = rooms
+                .iter()
+                .filter(|(_, room)| !room.listened())
+                .min_by_key(|(_, room)| lock(&room.log).active)
+                .map(|(name, _)| name.clone());
+            let Some(victim) = victim else {
                 return Err(BusError::TooManyRooms);
+            };
+            if let Some(room) = rooms.remove(&victim) {
+                lock(&room.log).removed = true;
+                tracing::debug!(room = %victim, "room evicted to make way for a new one");
             }
         }
-        let room = Arc::new(Room {
-            log: Mutex::new(RoomLog::default()),
-            live: broadcast::channel(LIVE_QUEUE).0,
-        });
+        let n = self.inner.incarnations.fetch_add(1, Ordering::Relaxed);
+        let room = Arc::new(Room::new(format!("{}.{n:x}", self.inner.epoch_base).into()));
         rooms.insert(name.clone(), room.clone());
-        Ok(room)
+        Ok((room, true))
     }
 
     pub fn publish(
@@ -135,9 +200,10 @@ impl MemoryBus {
         name: &RoomName,
         from: String,
         text: String,
-    ) -> Result<Arc<Envelope>, BusError> {
+        may_create: bool,
+    ) -> Result<(Arc<Envelope>, Published), BusError> {
         loop {
-            let room = self.room(name)?;
+            let (room, created) = self.room(name, may_create)?;
             let mut log = lock(&room.log);
             if log.removed {
                 continue;
@@ -150,26 +216,21 @@ impl MemoryBus {
                 text,
                 ts: unix_millis(),
             }));
-            log.history.last_id = id;
-            log.history.retained.push_back(envelope.clone());
-            if log.history.retained.len() > self.inner.retention {
-                log.history.retained.pop_front();
-            }
+            log.history.push(envelope.clone(), &self.inner.limits);
+            log.active = Instant::now();
             // Sending under the room lock keeps the live queue in id order. It fails only
             // when nobody is subscribed, which is fine: the message is in history.
             let _ = room.live.send(envelope.clone());
-            return Ok(envelope);
+            return Ok((envelope, Published { id, created }));
         }
     }
 
     pub fn read(&self, name: &RoomName, cursor: &Cursor, limit: usize) -> Snapshot {
         let room = lock(&self.inner.rooms).get(name).cloned();
         match room {
-            Some(room) => lock(&room.log)
-                .history
-                .snapshot(&self.inner.epoch, cursor, limit),
+            Some(room) => lock(&room.log).history.snapshot(&room.epoch, cursor, limit),
             // Reading does not create a room: a stray GET must not use up the room budget.
-            None => History::default().snapshot(&self.inner.epoch, cursor, limit),
+            None => no_room(cursor, limit),
         }
     }
 
@@ -178,17 +239,19 @@ impl MemoryBus {
         name: &RoomName,
         cursor: &Cursor,
         limit: usize,
-    ) -> Result<Subscription, BusError> {
+        may_create: bool,
+    ) -> Result<(Subscription, bool), BusError> {
         loop {
-            let room = self.room(name)?;
-            let log = lock(&room.log);
+            let (room, created) = self.room(name, may_create)?;
+            let mut log = lock(&room.log);
             if log.removed {
                 continue;
             }
             let live = room.live.subscribe();
+            log.active = Instant::now();
             let mut snapshot =
                 log.history
-                    .snapshot(&self.inner.epoch, cursor, self.inner.retention);
+                    .snapshot(&room.epoch, cursor, self.inner.limits.retention);
             drop(log);
             // A resuming client is owed everything it missed; a newcomer (or a client whose
             // ids belong to a lost epoch) gets the newest `limit`, like a first poll.
@@ -200,13 +263,46 @@ impl MemoryBus {
             if newcomer {
                 snapshot.keep_latest(limit);
             }
-            return Ok(Subscription::new(
-                Bus::Memory(self.clone()),
-                name.clone(),
-                snapshot,
-                live,
-            ));
+            let sub = Subscription::new(Bus::Memory(self.clone()), name.clone(), snapshot, live);
+            return Ok((sub, created));
         }
+    }
+
+    /// A subscriber left: the room's idle time counts from now.
+    pub fn left(&self, name: &RoomName) {
+        let room = lock(&self.inner.rooms).get(name).cloned();
+        if let Some(room) = room {
+            lock(&room.log).active = Instant::now();
+        }
+    }
+}
+
+/// Removes the rooms nobody listens to that have been inactive for `ttl`.
+fn remove_expired(rooms: &mut HashMap<RoomName, Arc<Room>>, ttl: Duration) {
+    rooms.retain(|name, room| {
+        let mut log = lock(&room.log);
+        let expired = !room.listened() && log.active.elapsed() >= ttl;
+        if expired {
+            log.removed = true;
+            tracing::debug!(room = %name, "room expired");
+        }
+        !expired
+    });
+}
+
+/// Expires unused rooms every quarter of the TTL (within 1 s and 1 min), for as long as the
+/// bus exists.
+async fn expire_rooms(inner: Weak<Inner>) {
+    let Some(ttl) = inner.upgrade().map(|inner| inner.limits.ttl) else {
+        return;
+    };
+    let period = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        remove_expired(&mut lock(&inner.rooms), ttl);
     }
 }
 
@@ -214,7 +310,19 @@ impl MemoryBus {
 mod tests {
     use super::super::Delivery;
     use super::*;
-    use std::time::Duration;
+
+    fn limits(retention: usize, max_rooms: usize) -> RoomLimits {
+        RoomLimits {
+            retention,
+            history_bytes: usize::MAX,
+            max_rooms,
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    fn bus_with(retention: usize, max_rooms: usize) -> MemoryBus {
+        MemoryBus::new(limits(retention, max_rooms))
+    }
 
     fn room(name: &str) -> RoomName {
         RoomName::parse(name).expect("valid room")
@@ -232,25 +340,34 @@ mod tests {
 
     #[tokio::test]
     async fn ids_increase_per_room_independently() {
-        let bus = MemoryBus::new(10, 10);
+        let bus = bus_with(10, 10);
         let a = room("a");
         let b = room("b");
         let ids: Vec<u64> = (0..3)
-            .map(|_| bus.publish(&a, "x".into(), "t".into()).expect("publish").id)
+            .map(|_| {
+                bus.publish(&a, "x".into(), "t".into(), true)
+                    .expect("publish")
+                    .0
+                    .id
+            })
             .collect();
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(
-            bus.publish(&b, "x".into(), "t".into()).expect("publish").id,
+            bus.publish(&b, "x".into(), "t".into(), true)
+                .expect("publish")
+                .0
+                .id,
             1
         );
     }
 
     #[tokio::test]
     async fn history_is_bounded_and_reads_report_the_gap() {
-        let bus = MemoryBus::new(3, 10);
+        let bus = bus_with(3, 10);
         let r = room("r");
         for _ in 0..5 {
-            bus.publish(&r, "x".into(), "t".into()).expect("publish");
+            bus.publish(&r, "x".into(), "t".into(), true)
+                .expect("publish");
         }
         let cursor = Cursor {
             after: Some(1),
@@ -267,18 +384,20 @@ mod tests {
 
     #[tokio::test]
     async fn subscriber_gets_history_then_live_without_overlap() {
-        let bus = MemoryBus::new(100, 10);
+        let bus = bus_with(100, 10);
         let r = room("r");
         for _ in 0..3 {
-            bus.publish(&r, "x".into(), "t".into()).expect("publish");
+            bus.publish(&r, "x".into(), "t".into(), true)
+                .expect("publish");
         }
         let cursor = Cursor {
             after: Some(1),
             epoch: None,
         };
-        let mut sub = bus.subscribe(&r, &cursor, 50).expect("subscribe");
+        let mut sub = bus.subscribe(&r, &cursor, 50, true).expect("subscribe").0;
         assert_eq!(sub.head(), 3);
-        bus.publish(&r, "x".into(), "t".into()).expect("publish");
+        bus.publish(&r, "x".into(), "t".into(), true)
+            .expect("publish");
         for expected in 2..=4 {
             assert_eq!(next_id(&mut sub).await, expected);
         }
@@ -286,14 +405,16 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_subscriber_catches_up_from_history() {
-        let bus = MemoryBus::new(10 * LIVE_QUEUE, 10);
+        let bus = bus_with(10 * LIVE_QUEUE, 10);
         let r = room("r");
         let mut sub = bus
-            .subscribe(&r, &Cursor::default(), 50)
-            .expect("subscribe");
+            .subscribe(&r, &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
         let total = 3 * LIVE_QUEUE as u64;
         for _ in 0..total {
-            bus.publish(&r, "x".into(), "t".into()).expect("publish");
+            bus.publish(&r, "x".into(), "t".into(), true)
+                .expect("publish");
         }
         for expected in 1..=total {
             assert_eq!(next_id(&mut sub).await, expected);
@@ -302,15 +423,17 @@ mod tests {
 
     #[tokio::test]
     async fn try_next_drains_what_is_ready_and_then_waits_for_next() {
-        let bus = MemoryBus::new(10 * LIVE_QUEUE, 10);
+        let bus = bus_with(10 * LIVE_QUEUE, 10);
         let r = room("r");
         let mut sub = bus
-            .subscribe(&r, &Cursor::default(), 50)
-            .expect("subscribe");
+            .subscribe(&r, &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
         assert!(sub.try_next().is_none(), "nothing ready");
         let total = 2 * LIVE_QUEUE as u64;
         for _ in 0..total {
-            bus.publish(&r, "x".into(), "t".into()).expect("publish");
+            bus.publish(&r, "x".into(), "t".into(), true)
+                .expect("publish");
         }
         // The live queue overflowed: try_next stops at the lag, next catches up.
         let mut got = Vec::new();
@@ -326,14 +449,16 @@ mod tests {
 
     #[tokio::test]
     async fn subscriber_lagging_beyond_history_is_told_of_the_gap() {
-        let bus = MemoryBus::new(LIVE_QUEUE, 10);
+        let bus = bus_with(LIVE_QUEUE, 10);
         let r = room("r");
         let mut sub = bus
-            .subscribe(&r, &Cursor::default(), 50)
-            .expect("subscribe");
+            .subscribe(&r, &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
         let total = 3 * LIVE_QUEUE as u64;
         for _ in 0..total {
-            bus.publish(&r, "x".into(), "t".into()).expect("publish");
+            bus.publish(&r, "x".into(), "t".into(), true)
+                .expect("publish");
         }
         match sub.next().await {
             Some(Delivery::Reset(reset)) => {
@@ -346,28 +471,139 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn room_cap_counts_rooms_but_recycles_unused_ones() {
-        let bus = MemoryBus::new(10, 2);
-        bus.publish(&room("a"), "x".into(), "t".into())
+    async fn at_the_room_cap_the_least_recently_active_unlistened_room_makes_way() {
+        let bus = bus_with(10, 2);
+        bus.publish(&room("a"), "x".into(), "t".into(), true)
             .expect("publish");
         let listener = bus
-            .subscribe(&room("b"), &Cursor::default(), 50)
-            .expect("subscribe");
+            .subscribe(&room("b"), &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
+        // "a" has history but nobody listens: it goes; "b" is listened to and stays.
+        let (_, published) = bus
+            .publish(&room("c"), "x".into(), "t".into(), true)
+            .expect("a place is made");
+        assert!(published.created);
+        assert_eq!(bus.rooms(), 2);
         assert_eq!(
-            bus.publish(&room("c"), "x".into(), "t".into())
-                .expect_err("full"),
+            bus.read(&room("a"), &Cursor::default(), 50).head,
+            0,
+            "a is gone"
+        );
+        // Now "b" (listened) and "c" (not): "c" makes way, "b" never does.
+        bus.publish(&room("d"), "x".into(), "t".into(), true)
+            .expect("c makes way");
+        let listener_d = bus
+            .subscribe(&room("d"), &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
+        assert_eq!(
+            bus.publish(&room("e"), "x".into(), "t".into(), true)
+                .expect_err("every room is listened to"),
             BusError::TooManyRooms
         );
-        drop(listener);
-        // "b" never had a message and nobody listens any more: it makes way for "c".
-        bus.publish(&room("c"), "x".into(), "t".into())
-            .expect("recycled");
-        assert_eq!(bus.rooms(), 2);
+        drop((listener, listener_d));
+    }
+
+    #[tokio::test]
+    async fn each_incarnation_of_a_room_has_its_own_epoch() {
+        let bus = bus_with(10, 1);
+        bus.publish(&room("a"), "x".into(), "t".into(), true)
+            .expect("publish");
+        let first = bus.read(&room("a"), &Cursor::default(), 50).epoch;
+        bus.publish(&room("b"), "x".into(), "t".into(), true)
+            .expect("a makes way");
+        bus.publish(&room("a"), "x".into(), "t".into(), true)
+            .expect("b makes way");
+        let cursor = Cursor {
+            after: Some(1),
+            epoch: Some(first.to_string()),
+        };
+        let snap = bus.read(&room("a"), &cursor, 50);
+        assert_ne!(snap.epoch, first);
+        assert_eq!(
+            snap.reset.map(|r| r.reason),
+            Some(ResetReason::EpochChanged),
+            "a cursor of the evicted incarnation is told, not skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn rooms_unused_for_the_ttl_expire_unless_listened_to() {
+        let bus = MemoryBus::new(RoomLimits {
+            ttl: Duration::ZERO,
+            ..limits(10, 10)
+        });
+        bus.publish(&room("quiet"), "x".into(), "t".into(), true)
+            .expect("publish");
+        let _listener = bus
+            .subscribe(&room("busy"), &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
+        remove_expired(&mut lock(&bus.inner.rooms), Duration::ZERO);
+        assert_eq!(bus.rooms(), 1, "only the listened room stays");
+        assert!(
+            !bus.read(&room("busy"), &Cursor::default(), 50)
+                .epoch
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn history_is_capped_in_bytes_as_well_as_messages() {
+        let bus = MemoryBus::new(RoomLimits {
+            history_bytes: 10_000,
+            ..limits(1000, 10)
+        });
+        let r = room("r");
+        for _ in 0..10 {
+            bus.publish(&r, "x".into(), "y".repeat(3000), true)
+                .expect("publish");
+        }
+        let snap = bus.read(
+            &r,
+            &Cursor {
+                after: Some(0),
+                epoch: None,
+            },
+            1000,
+        );
+        let bytes: usize = snap.messages.iter().map(|m| m.stored_bytes()).sum();
+        assert!(bytes <= 10_000, "{bytes}");
+        assert_eq!(snap.messages.len(), 3);
+        assert_eq!(snap.messages.last().map(|m| m.id), Some(10));
+        // A message larger than the budget is still kept, alone.
+        bus.publish(&r, "x".into(), "z".repeat(20_000), true)
+            .expect("publish");
+        assert_eq!(
+            bus.read(
+                &r,
+                &Cursor {
+                    after: Some(0),
+                    epoch: None
+                },
+                1000
+            )
+            .messages
+            .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_creation_creates_nothing() {
+        let bus = bus_with(10, 10);
+        assert_eq!(
+            bus.publish(&room("new"), "x".into(), "t".into(), false)
+                .expect_err("no budget for a new room"),
+            BusError::NewRoomRefused
+        );
+        assert_eq!(bus.rooms(), 0);
     }
 
     #[tokio::test]
     async fn reading_a_missing_room_does_not_create_it() {
-        let bus = MemoryBus::new(10, 1);
+        let bus = bus_with(10, 1);
         let snap = bus.read(&room("ghost"), &Cursor::default(), 50);
         assert_eq!(snap.head, 0);
         assert_eq!(bus.rooms(), 0);

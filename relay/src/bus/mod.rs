@@ -35,14 +35,45 @@ pub use cursor::{Cursor, Snapshot};
 pub use envelope::Envelope;
 pub use subscription::{Delivery, LIVE_QUEUE, Subscription};
 
+/// The epoch reported for a room that does not exist: it has no history, so a client told
+/// this continues into whatever incarnation comes next without a gap (see `Cursor`).
+pub const NO_EPOCH: &str = "";
+
 use crate::validate::RoomName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusError {
-    /// Creating the room would exceed the configured number of rooms.
+    /// Creating the room would exceed the configured number of rooms, and every room has
+    /// listeners (the only rooms that never make way).
     TooManyRooms,
+    /// The room does not exist and the caller may not create one (its client's new-room
+    /// budget is spent).
+    NewRoomRefused,
     /// The backing store cannot be reached.
     Unavailable(String),
+}
+
+/// What rooms may hold and how long they live unused, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// Messages retained per room (`RELAY_HISTORY`).
+    pub retention: usize,
+    /// Bytes retained per room (`RELAY_HISTORY_BYTES`); the newest message always stays.
+    pub history_bytes: usize,
+    /// Rooms at once (`RELAY_MAX_ROOMS`); at the limit, the least recently active room
+    /// nobody listens to makes way for a new one.
+    pub max_rooms: usize,
+    /// A room without a message or a listener for this long expires (`RELAY_ROOM_TTL`).
+    pub ttl: std::time::Duration,
+}
+
+/// A message accepted into a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub id: u64,
+    /// Whether the publish brought the room into being (it counts against the client's
+    /// new-room budget).
+    pub created: bool,
 }
 
 /// Handle on the message bus. Cheap to clone.
@@ -53,16 +84,20 @@ pub enum Bus {
 }
 
 impl Bus {
-    /// Appends a message to the room and delivers it to every subscriber; returns its id.
+    /// Appends a message to the room and delivers it to every subscriber. The room is
+    /// created if it does not exist and `may_create` allows.
     pub async fn publish(
         &self,
         room: &RoomName,
         from: String,
         text: String,
-    ) -> Result<u64, BusError> {
+        may_create: bool,
+    ) -> Result<Published, BusError> {
         match self {
-            Bus::Memory(bus) => bus.publish(room, from, text).map(|envelope| envelope.id),
-            Bus::Redis(bus) => bus.publish(room, &from, &text).await,
+            Bus::Memory(bus) => bus
+                .publish(room, from, text, may_create)
+                .map(|(_, published)| published),
+            Bus::Redis(bus) => bus.publish(room, &from, &text, may_create).await,
         }
     }
 
@@ -80,16 +115,28 @@ impl Bus {
     }
 
     /// History after `cursor` (at most `limit` for a newcomer; everything retained for a
-    /// resuming client), then live messages, with no gap or repeat at the seam.
+    /// resuming client), then live messages, with no gap or repeat at the seam. A room is
+    /// something people listen to, so subscribing creates it (if `may_create` allows); `true`
+    /// when it did.
     pub async fn subscribe(
         &self,
         room: &RoomName,
         cursor: &Cursor,
         limit: usize,
-    ) -> Result<Subscription, BusError> {
+        may_create: bool,
+    ) -> Result<(Subscription, bool), BusError> {
         match self {
-            Bus::Memory(bus) => bus.subscribe(room, cursor, limit),
-            Bus::Redis(bus) => bus.subscribe(room, cursor, limit).await,
+            Bus::Memory(bus) => bus.subscribe(room, cursor, limit, may_create),
+            Bus::Redis(bus) => bus.subscribe(room, cursor, limit, may_create).await,
+        }
+    }
+
+    /// A subscription ended: the room's idle time counts from now.
+    pub fn left(&self, room: &RoomName) {
+        match self {
+            Bus::Memory(bus) => bus.left(room),
+            // A followed room's activity is refreshed in Redis while it has listeners.
+            Bus::Redis(_) => {}
         }
     }
 

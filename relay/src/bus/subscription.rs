@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use protocol::Reset;
+use protocol::limits::MAX_READ_MESSAGES;
 use tokio::sync::broadcast;
 
 use super::{Bus, Cursor, Envelope, Snapshot};
@@ -51,6 +52,12 @@ pub struct Subscription {
     lagged: bool,
 }
 
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.bus.left(&self.room);
+    }
+}
+
 impl Subscription {
     pub(super) fn new(
         bus: Bus,
@@ -65,7 +72,7 @@ impl Subscription {
             head: snapshot.head,
             live,
             pending: VecDeque::new(),
-            position: snapshot.head,
+            position: 0,
             lagged: false,
         };
         sub.queue(snapshot);
@@ -81,13 +88,21 @@ impl Subscription {
         self.head
     }
 
+    /// Queues what a snapshot holds. A snapshot cut short by the read limits (`more`) is
+    /// continued from history, like a lag, once its messages are handed out.
     fn queue(&mut self, snapshot: Snapshot) {
+        let (more, head, next) = (snapshot.more, snapshot.head, snapshot.next_after());
         if let Some(reset) = snapshot.reset {
             self.pending.push_back(Delivery::Reset(reset));
         }
         for message in snapshot.messages {
-            self.position = self.position.max(message.id);
             self.pending.push_back(Delivery::Message(message));
+        }
+        if more {
+            self.position = self.position.max(next);
+            self.lagged = true;
+        } else {
+            self.position = self.position.max(head).max(next);
         }
     }
 
@@ -126,8 +141,7 @@ impl Subscription {
                     after: Some(self.position),
                     epoch: Some(self.epoch.to_string()),
                 };
-                let retention = self.bus.retention();
-                let snapshot = match self.bus.read(&self.room, &cursor, retention).await {
+                let snapshot = match self.bus.read(&self.room, &cursor, MAX_READ_MESSAGES).await {
                     Ok(snapshot) if snapshot.epoch == self.epoch => snapshot,
                     // The bus cannot fill the hole, or the room's history is gone: end the
                     // stream, so that the client reconnects with `after` (and learns of a new

@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::HeaderMap;
+use protocol::limits::MAX_READ_MESSAGES;
 use protocol::{ErrorCode, ServerEvent, Transport, Welcome};
 use serde::Deserialize;
 use tokio::time::{Interval, MissedTickBehavior, interval_at};
@@ -57,11 +58,14 @@ pub fn cursor(after: Option<u64>, epoch: Option<String>) -> Cursor {
     }
 }
 
-/// How many messages a newcomer is shown: `limit` if given, capped by what is retained.
+/// How many messages a newcomer (or a poll) is shown: `limit` if given, capped by what is
+/// retained and by what one read carries (`MAX_READ_MESSAGES`: a larger `limit` is capped,
+/// not refused).
 pub fn join_limit(state: &AppState, limit: Option<usize>) -> usize {
     limit
         .unwrap_or(state.config.join_history)
         .min(state.bus.retention())
+        .min(MAX_READ_MESSAGES)
 }
 
 /// A stream that passed every check and holds its subscription and its slot.
@@ -141,11 +145,11 @@ impl StreamRequest {
         };
         let mut conn = state.admit(transport, &room, peer, client)?;
         let sub = state
-            .bus
             .subscribe(
                 &room,
                 &cursor(after, query.epoch),
                 join_limit(state, query.limit),
+                client,
             )
             .await?;
         conn.established();

@@ -70,7 +70,7 @@ pub async fn read(
     // between the read above and the subscription is not missed; then read again. It counts
     // as an open connection once subscribed: from then on, a publish is certain to wake it.
     let mut conn = state.admit(Transport::Longpoll, &room, peer, client)?;
-    let mut sub = state.bus.subscribe(&room, &cursor, limit).await?;
+    let mut sub = state.subscribe(&room, &cursor, limit, client).await?;
     conn.established();
     tokio::select! {
         _ = sub.next() => {}
@@ -145,7 +145,7 @@ pub async fn publish(
     let request: PublishRequest = serde_json::from_slice(&body?)?;
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
-    let id = state.bus.publish(&room, from, text).await?;
+    let id = state.publish(&room, from, text, client).await?;
     state.metrics.published(Via::Http);
     Ok((StatusCode::CREATED, Json(PublishResponse { id })))
 }

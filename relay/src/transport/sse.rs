@@ -7,6 +7,7 @@
 //! `RELAY_SSE_HEARTBEAT` so that proxies and the browser see the connection alive. It ends
 //! cleanly when the relay shuts down; EventSource then reconnects with `Last-Event-ID`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -48,7 +49,7 @@ pub async fn stream(
         event::sse(None, &stream.welcome())
     );
     let body = Stream {
-        opening: Some(Bytes::from(opening)),
+        ready: VecDeque::from([Bytes::from(opening)]),
         heartbeat: heartbeat(state.config.sse_heartbeat),
         shutdown: state.shutdown.clone(),
         stream,
@@ -68,7 +69,8 @@ pub async fn stream(
 /// Everything one SSE response needs; dropping it (client gone, or stream ended) releases the
 /// subscription and the connection slot.
 struct Stream {
-    opening: Option<Bytes>,
+    /// Chunks decided but not yet handed to the body (the opening, a message's pieces).
+    ready: VecDeque<Bytes>,
     heartbeat: Interval,
     shutdown: CancellationToken,
     /// The subscription, and the connection slot held until the body is dropped.
@@ -84,47 +86,65 @@ impl Stream {
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        if let Some(opening) = self.opening.take() {
-            return Some(opening);
+        if let Some(chunk) = self.ready.pop_front() {
+            return Some(chunk);
         }
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => None,
-            delivery = self.stream.sub.next() => delivery.map(|first| self.batch(first)),
+            delivery = self.stream.sub.next() => {
+                let first = delivery?;
+                self.batch(first);
+                self.ready.pop_front()
+            }
             _ = self.heartbeat.tick() => Some(Bytes::from_static(KEEP_ALIVE)),
         }
     }
 }
 
 impl Stream {
-    /// `first` and whatever else is ready (up to `WRITE_BATCH`) as one chunk: one write for
-    /// a burst. A lone message goes out as its shared bytes, uncopied.
-    fn batch(&mut self, first: Delivery) -> Bytes {
+    /// Readies `first` and whatever else is ready (up to `WRITE_BATCH`): a lone message as
+    /// its frame's pieces around the shared JSON (written together, uncopied), a burst copied
+    /// into one chunk, so that it goes out in one write.
+    fn batch(&mut self, first: Delivery) {
         let first = self.frame(first);
         let Some(second) = self.stream.sub.try_next() else {
-            return first;
+            // Empty pieces (a reset has one piece) are not chunks: in a chunked body, an empty
+            // chunk would read as the end.
+            self.ready
+                .extend(first.into_iter().filter(|piece| !piece.is_empty()));
+            return;
         };
-        let mut chunk = BytesMut::from(&first[..]);
-        chunk.extend_from_slice(&self.frame(second));
+        let mut chunk = BytesMut::new();
+        for piece in first.iter().chain(&self.frame(second)) {
+            chunk.extend_from_slice(piece);
+        }
         for _ in 2..WRITE_BATCH {
             let Some(delivery) = self.stream.sub.try_next() else {
                 break;
             };
-            chunk.extend_from_slice(&self.frame(delivery));
+            for piece in self.frame(delivery) {
+                chunk.extend_from_slice(&piece);
+            }
         }
-        chunk.freeze()
+        self.ready.push_back(chunk.freeze());
     }
 
-    fn frame(&self, delivery: Delivery) -> Bytes {
+    /// The frame of one delivery, in pieces (some of them empty).
+    fn frame(&self, delivery: Delivery) -> [Bytes; 3] {
         match delivery {
             Delivery::Message(envelope) => {
                 self.stream
                     .conn
                     .metrics
                     .delivered(Transport::Sse, envelope.ts);
-                envelope.sse.clone()
+                envelope.sse_frame()
             }
-            Delivery::Reset(reset) => Bytes::from(event::sse(None, &ServerEvent::Reset(reset))),
+            Delivery::Reset(reset) => [
+                Bytes::from(event::sse(None, &ServerEvent::Reset(reset))),
+                Bytes::new(),
+                Bytes::new(),
+            ],
         }
     }
 }

@@ -234,8 +234,12 @@ impl Session {
         };
         let text = self.state.limits.text(&text)?;
         self.state
-            .bus
-            .publish(&self.stream.room, self.stream.name.clone(), text)
+            .publish(
+                &self.stream.room,
+                self.stream.name.clone(),
+                text,
+                self.client,
+            )
             .await?;
         self.stream.conn.metrics.published(Via::Ws);
         Ok(())

@@ -428,10 +428,22 @@ async fn a_relay_that_lost_its_subscription_catches_up_what_it_missed() {
 #[tokio::test]
 async fn the_room_budget_is_shared_by_all_relays() {
     let redis = RedisServer::start().await;
-    let a = relay_on_with(&redis, |config| config.max_rooms = 2).await;
-    let b = relay_on_with(&redis, |config| config.max_rooms = 2).await;
+    // Short heartbeats and listen marks, so that a listener that leaves is noticed soon.
+    let small = |config: &mut ::relay::config::Config| {
+        config.max_rooms = 2;
+        config.sse_heartbeat = Duration::from_millis(200);
+        config.room_ttl = Duration::from_secs(4);
+    };
+    let a = relay_on_with(&redis, small).await;
+    let b = relay_on_with(&redis, small).await;
     a.post("one", "a", "hi").await;
     b.post("two", "b", "hi").await;
+    // Each room has a listener, on a different relay: no room may make way for a third,
+    // whichever relay is asked.
+    let mut on_a = Sse::connect(&a.sse_url("one", ""), &[]).await.expect("SSE");
+    on_a.welcome().await;
+    let mut on_b = Sse::connect(&b.sse_url("two", ""), &[]).await.expect("SSE");
+    on_b.welcome().await;
     for relay in [&a, &b] {
         let (status, body) = relay
             .post_raw("three", json!({"from": "c", "text": "hi"}))
@@ -442,6 +454,16 @@ async fn the_room_budget_is_shared_by_all_relays() {
     // Rooms that exist keep working on either relay.
     assert_eq!(b.post("one", "b", "again").await, 2);
     assert_eq!(a.post("two", "a", "again").await, 2);
+    // Once nobody listens to a room, it makes way (on any relay).
+    drop(on_a);
+    eventually("room one to make way for room three", || async {
+        let (status, _) = b
+            .post_raw("three", json!({"from": "c", "text": "hi"}))
+            .await;
+        (status == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    drop(on_b);
 }
 
 #[tokio::test]

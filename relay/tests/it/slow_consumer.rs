@@ -60,6 +60,8 @@ async fn stalled_reader_does_not_delay_others() {
         // The flood outpaces a debug-build reader; enough history lets it catch up rather
         // than be told of a gap, which is not what this test is about.
         c.history = COUNT as u64;
+        // Counted in messages here, not bytes.
+        c.history_bytes = 1 << 30;
     })
     .await;
     let mut stalled = Ws::connect_small_buffer(&relay.ws_url("slow", ""), relay.addr).await;
@@ -101,6 +103,8 @@ async fn stalled_reader_is_closed_so_that_it_resumes() {
         c.send_timeout = Duration::from_millis(300);
         // Everything published stays in history, so the closed client can resume exactly.
         c.history = 100_000;
+        // Counted in messages here, not bytes.
+        c.history_bytes = 1 << 30;
     })
     .await;
     let mut stalled = Ws::connect_small_buffer(&relay.ws_url("slow2", ""), relay.addr).await;
@@ -209,6 +213,8 @@ async fn live_client_further_behind_than_history_is_told_of_the_gap_and_carries_
     let relay = Relay::start_with_small_send_buffer(|c| {
         c.send_timeout = Duration::from_secs(120);
         c.history = HISTORY;
+        // Counted in messages here, not bytes.
+        c.history_bytes = 1 << 30;
     })
     .await;
     let mut ws = Ws::connect_small_buffer(&relay.ws_url("behind", ""), relay.addr).await;

@@ -219,7 +219,7 @@ impl RedisBus {
                     epoch: Some(epoch.to_string()),
                 };
                 let snapshot = self
-                    .read_stored(&room, &cursor, self.inner.retention)
+                    .read_stored(&room, &cursor, self.inner.limits.retention)
                     .await?;
                 if snapshot.epoch != epoch {
                     tracing::warn!(%room, "room history lost in Redis (new epoch); its clients reconnect");
@@ -231,7 +231,7 @@ impl RedisBus {
                     // lagging replica promoted): ids up to `last` would be given out again to
                     // different messages. Only a new epoch keeps ids unambiguous.
                     tracing::warn!(%room, head = snapshot.head, delivered = last, "Redis lost its latest writes; starting a new epoch");
-                    self.replace_epoch(&epoch).await?;
+                    self.replace_epoch(&room, &epoch).await?;
                     self.unfollow(&room, &follow);
                     break;
                 }

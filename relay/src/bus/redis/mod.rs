@@ -37,7 +37,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -50,19 +50,40 @@ use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
 use super::cursor::snapshot;
-use super::{Bus, BusError, Cursor, Envelope, Snapshot, Subscription};
+use super::{Bus, BusError, Cursor, Envelope, Published, RoomLimits, Snapshot, Subscription};
 use crate::clock::unix_millis;
 use crate::sync::lock;
 use crate::validate::RoomName;
+use protocol::limits::MAX_READ_MESSAGES;
 
-const EPOCH_KEY: &str = "chat:epoch";
-const ROOMS_KEY: &str = "chat:rooms";
+/// The sorted set of rooms, scored by last activity. (Not `chat:rooms`, the plain set that
+/// earlier versions kept, so that one Redis can be shared during an upgrade.)
+const ROOMS_KEY: &str = "chat:rooms:active";
+/// The sorted set of rooms someone listens to, scored by when that stops being known.
+const LISTENED_KEY: &str = "chat:rooms:listened";
 const CHANNEL: &str = "chat:messages";
 
-/// The stream key of a room. The braces (a hash tag) would keep a room's keys on one node of a
+/// A room's epoch key. The braces (a hash tag) would keep a room's keys on one node of a
 /// Redis Cluster; the scripts also touch global keys, so Cluster itself is not supported.
-fn log_key(room: &str) -> String {
-    format!("chat:{{{room}}}:log")
+/// The Lua prelude (`lua/room.lua`) names the same keys.
+fn epoch_key(room: &str) -> String {
+    format!("chat:{{{room}}}:epoch")
+}
+
+/// A script with the room prelude (`lua/room.lua`) in front of it.
+fn room_script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("lua/room.lua")))
+}
+
+/// How often this relay marks the rooms its clients listen to in Redis. A mark lasts three
+/// periods, so that one late refresh does not cost a room its listeners. Scaled to the TTL (a
+/// quarter of it) so that a listened room never expires, within these bounds.
+fn touch_period(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+fn listen_mark(ttl: Duration) -> Duration {
+    3 * touch_period(ttl)
 }
 
 #[derive(Clone, Debug)]
@@ -74,9 +95,10 @@ struct Inner {
     conn: ConnectionManager,
     publish: Script,
     read: Script,
+    open: Script,
+    touch: Script,
     replace_epoch: Script,
-    retention: usize,
-    max_rooms: usize,
+    limits: RoomLimits,
     timeout: Duration,
     /// Rooms this relay's subscribers follow.
     follows: Mutex<HashMap<RoomName, Arc<Follow>>>,
@@ -89,7 +111,7 @@ struct Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBus")
-            .field("retention", &self.retention)
+            .field("limits", &self.limits)
             .field("listening", &self.listening)
             .finish_non_exhaustive()
     }
@@ -112,12 +134,7 @@ fn unavailable(err: &RedisError) -> BusError {
 impl RedisBus {
     /// Connects lazily: the relay starts (unready) even while Redis is down. Must be called
     /// within a Tokio runtime, which runs the listener task.
-    pub fn new(
-        url: &str,
-        retention: usize,
-        max_rooms: usize,
-        timeout: Duration,
-    ) -> Result<RedisBus, RedisError> {
+    pub fn new(url: &str, limits: RoomLimits, timeout: Duration) -> Result<RedisBus, RedisError> {
         let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -128,23 +145,47 @@ impl RedisBus {
         let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
             conn,
-            publish: Script::new(include_str!("lua/publish.lua")),
-            read: Script::new(include_str!("lua/read.lua")),
+            publish: room_script(include_str!("lua/publish.lua")),
+            read: room_script(include_str!("lua/read.lua")),
+            open: room_script(include_str!("lua/open.lua")),
+            touch: room_script(include_str!("lua/touch.lua")),
             // Compare-and-set, so that relays noticing the same loss agree on one new epoch.
             replace_epoch: Script::new(include_str!("lua/replace_epoch.lua")),
-            retention: retention.max(1),
-            max_rooms,
+            limits: RoomLimits {
+                retention: limits.retention.max(1),
+                ..limits
+            },
             timeout,
             follows: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             _stop: stop.clone().drop_guard(),
         });
-        tokio::spawn(listen(Arc::downgrade(&inner), client, stop, timeout));
+        tokio::spawn(listen(
+            Arc::downgrade(&inner),
+            client,
+            stop.clone(),
+            timeout,
+        ));
+        tokio::spawn(touch_listened_rooms(Arc::downgrade(&inner), stop));
         Ok(RedisBus { inner })
     }
 
     pub fn retention(&self) -> usize {
-        self.inner.retention
+        self.inner.limits.retention
+    }
+
+    /// The arguments every script that may create a room takes, after the cursor or message
+    /// ones: a fresh epoch, now, the TTL, the room cap, how long a listen mark lasts,
+    /// may-create.
+    fn creation_args(&self, invocation: &mut ::redis::ScriptInvocation<'_>, may_create: bool) {
+        let limits = &self.inner.limits;
+        invocation
+            .arg(fresh_epoch())
+            .arg(unix_millis())
+            .arg(limits.ttl.as_millis() as u64)
+            .arg(limits.max_rooms)
+            .arg(listen_mark(limits.ttl).as_millis() as u64)
+            .arg(if may_create { "1" } else { "0" });
     }
 
     /// Rooms followed for subscribers on this relay (not all rooms in Redis): idle follows
@@ -184,6 +225,7 @@ impl RedisBus {
         match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) if err.code() == Some("TOO_MANY_ROOMS") => Err(BusError::TooManyRooms),
+            Ok(Err(err)) if err.code() == Some("NEW_ROOM_REFUSED") => Err(BusError::NewRoomRefused),
             Ok(Err(err)) => {
                 // An outage is reported once by the listener; a refusal from a server that is
                 // up (a read-only replica, a missing permission) is a misconfiguration that
@@ -202,24 +244,35 @@ impl RedisBus {
 
     /// Returns the id only: this relay builds the message's envelope once, like every other
     /// relay, when its announcement arrives.
-    pub async fn publish(&self, room: &RoomName, from: &str, text: &str) -> Result<u64, BusError> {
+    pub async fn publish(
+        &self,
+        room: &RoomName,
+        from: &str,
+        text: &str,
+        may_create: bool,
+    ) -> Result<Published, BusError> {
         let ts = unix_millis();
         let mut conn = self.inner.conn.clone();
         let mut invocation = self.inner.publish.prepare_invoke();
         invocation
-            .key(EPOCH_KEY)
-            .key(log_key(room.as_str()))
             .key(ROOMS_KEY)
-            .arg(fresh_epoch())
-            .arg(self.inner.retention)
-            .arg(self.inner.max_rooms)
+            .key(LISTENED_KEY)
             .arg(room.as_str())
             .arg(from)
             .arg(text)
             .arg(ts)
             .arg(CHANNEL);
-        let (_epoch, id): (String, String) = self.call(invocation.invoke_async(&mut conn)).await?;
-        parse_id(&id).ok_or_else(|| unexpected("stream id", &id))
+        self.creation_args(&mut invocation, may_create);
+        invocation
+            .arg(self.inner.limits.retention)
+            .arg(self.inner.limits.history_bytes);
+        let (_epoch, id, created): (String, String, i64) =
+            self.call(invocation.invoke_async(&mut conn)).await?;
+        let id = parse_id(&id).ok_or_else(|| unexpected("stream id", &id))?;
+        Ok(Published {
+            id,
+            created: created == 1,
+        })
     }
 
     /// What `cursor` is owed: from the room's recent messages on this relay when they can
@@ -247,19 +300,39 @@ impl RedisBus {
         follow.serve(cursor, limit)
     }
 
-    /// What `cursor` is owed, read from Redis.
+    /// What `cursor` is owed, read from Redis (never more than one read's worth).
     async fn read_stored(
         &self,
         room: &RoomName,
         cursor: &Cursor,
         limit: usize,
     ) -> Result<Snapshot, BusError> {
+        self.read_or_open(room, cursor, limit, None)
+            .await
+            .map(|(snapshot, _)| snapshot)
+    }
+
+    /// Reads what `cursor` is owed; with `create` set (`Some(may_create)`), opens the room
+    /// first, creating it if allowed. `true` if the room was created.
+    async fn read_or_open(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+        create: Option<bool>,
+    ) -> Result<(Snapshot, bool), BusError> {
+        let limit = limit.min(MAX_READ_MESSAGES);
         let mut conn = self.inner.conn.clone();
-        let mut invocation = self.inner.read.prepare_invoke();
+        let script = if create.is_some() {
+            &self.inner.open
+        } else {
+            &self.inner.read
+        };
+        let mut invocation = script.prepare_invoke();
         invocation
-            .key(EPOCH_KEY)
-            .key(log_key(room.as_str()))
-            .arg(fresh_epoch())
+            .key(ROOMS_KEY)
+            .key(LISTENED_KEY)
+            .arg(room.as_str())
             .arg(
                 cursor
                     .after
@@ -268,18 +341,15 @@ impl RedisBus {
             )
             .arg(cursor.epoch.as_deref().unwrap_or_default())
             .arg(limit);
+        if let Some(may_create) = create {
+            self.creation_args(&mut invocation, may_create);
+        }
         let reply: Value = self.call(invocation.invoke_async(&mut conn)).await?;
         let view = View::parse(room, reply)?;
         let epoch: Arc<str> = view.epoch.into();
         let oldest_id = if view.head == 0 { 1 } else { view.oldest };
-        Ok(snapshot(
-            &view.window,
-            view.head,
-            oldest_id,
-            &epoch,
-            cursor,
-            limit,
-        ))
+        let snapshot = snapshot(&view.window, view.head, oldest_id, &epoch, cursor, limit);
+        Ok((snapshot, view.created))
     }
 
     pub async fn subscribe(
@@ -287,10 +357,12 @@ impl RedisBus {
         room: &RoomName,
         cursor: &Cursor,
         limit: usize,
-    ) -> Result<Subscription, BusError> {
-        // A resuming client is owed everything it missed; a newcomer the newest `limit`.
+        may_create: bool,
+    ) -> Result<(Subscription, bool), BusError> {
+        // A resuming client is owed everything it missed (the subscription reads on past one
+        // read's worth); a newcomer the newest `limit`.
         let wanted = if cursor.after.is_some() {
-            self.inner.retention
+            self.inner.limits.retention
         } else {
             limit
         };
@@ -299,14 +371,12 @@ impl RedisBus {
             // reaches this subscriber live; the overlap is skipped by id.
             let (follow, live) = self.follow(room)?;
             if let Some(snapshot) = self.serve_locally(&follow, cursor, wanted) {
-                return Ok(Subscription::new(
-                    Bus::Redis(self.clone()),
-                    room.clone(),
-                    snapshot,
-                    live,
-                ));
+                let sub = Subscription::new(Bus::Redis(self.clone()), room.clone(), snapshot, live);
+                return Ok((sub, false));
             }
-            let mut snapshot = self.read_stored(room, cursor, wanted).await?;
+            let (mut snapshot, created) = self
+                .read_or_open(room, cursor, wanted, Some(may_create))
+                .await?;
             if snapshot
                 .reset
                 .as_ref()
@@ -319,12 +389,8 @@ impl RedisBus {
                 self.unfollow(room, &follow);
                 continue;
             }
-            return Ok(Subscription::new(
-                Bus::Redis(self.clone()),
-                room.clone(),
-                snapshot,
-                live,
-            ));
+            let sub = Subscription::new(Bus::Redis(self.clone()), room.clone(), snapshot, live);
+            return Ok((sub, created));
         }
     }
 
@@ -341,9 +407,9 @@ impl RedisBus {
             return Ok((follow.clone(), follow.live.subscribe()));
         }
         prune_idle_follows(&mut follows);
-        if follows.len() >= self.inner.max_rooms {
+        if follows.len() >= self.inner.limits.max_rooms {
             follows.retain(|_, follow| follow.live.receiver_count() > 0);
-            if follows.len() >= self.inner.max_rooms {
+            if follows.len() >= self.inner.limits.max_rooms {
                 return Err(BusError::TooManyRooms);
             }
         }
@@ -362,12 +428,58 @@ impl RedisBus {
         }
     }
 
-    /// Replaces the dataset's epoch, unless another relay already did.
-    async fn replace_epoch(&self, lost: &str) -> Result<(), BusError> {
+    /// Replaces a room's epoch, unless another relay already did.
+    async fn replace_epoch(&self, room: &RoomName, lost: &str) -> Result<(), BusError> {
         let mut conn = self.inner.conn.clone();
         let mut invocation = self.inner.replace_epoch.prepare_invoke();
-        invocation.key(EPOCH_KEY).arg(lost).arg(fresh_epoch());
+        invocation
+            .key(epoch_key(room.as_str()))
+            .arg(lost)
+            .arg(fresh_epoch());
         self.call(invocation.invoke_async::<()>(&mut conn)).await
+    }
+}
+
+/// Marks the rooms this relay's clients listen to as active in Redis, every
+/// [`touch_period`], for as long as the bus exists.
+async fn touch_listened_rooms(inner: Weak<Inner>, stop: CancellationToken) {
+    let Some(period) = inner.upgrade().map(|inner| touch_period(inner.limits.ttl)) else {
+        return;
+    };
+    let mut timer = tokio::time::interval(period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let bus = RedisBus { inner };
+        let listened: Vec<RoomName> = lock(&bus.inner.follows)
+            .iter()
+            .filter(|(_, follow)| follow.live.receiver_count() > 0)
+            .map(|(room, _)| room.clone())
+            .collect();
+        if listened.is_empty() {
+            continue;
+        }
+        let mut conn = bus.inner.conn.clone();
+        let mut invocation = bus.inner.touch.prepare_invoke();
+        invocation
+            .key(ROOMS_KEY)
+            .key(LISTENED_KEY)
+            .arg(unix_millis())
+            .arg(bus.inner.limits.ttl.as_millis() as u64)
+            .arg(listen_mark(bus.inner.limits.ttl).as_millis() as u64);
+        for room in &listened {
+            invocation.arg(room.as_str());
+        }
+        if let Err(err) = bus.call(invocation.invoke_async::<()>(&mut conn)).await {
+            // An outage is reported by the listener; the next tick tries again.
+            tracing::debug!(?err, "could not mark listened rooms as active");
+        }
     }
 }
 

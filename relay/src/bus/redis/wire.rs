@@ -58,19 +58,23 @@ pub(super) fn unexpected(what: &str, got: impl std::fmt::Debug) -> BusError {
     BusError::Unavailable(format!("unexpected reply from Redis for {what}: {got:?}"))
 }
 
-/// The read script's reply: `{epoch, newest id, oldest id, entries}`.
+/// The read and open scripts' reply: `{epoch, newest id, oldest id, entries[, created]}`.
 pub(super) struct View {
+    /// Empty for a room that does not exist.
     pub(super) epoch: String,
     pub(super) head: u64,
     pub(super) oldest: u64,
     pub(super) window: VecDeque<Arc<Envelope>>,
+    /// Whether the open script brought the room into being.
+    pub(super) created: bool,
 }
 
 impl View {
     pub(super) fn parse(room: &RoomName, reply: Value) -> Result<View, BusError> {
-        let Value::Array(parts) = reply else {
+        let Value::Array(mut parts) = reply else {
             return Err(unexpected("read", reply));
         };
+        let created = parts.len() == 5 && matches!(parts.pop(), Some(Value::Int(1)));
         let [epoch, head, oldest, Value::Array(entries)] =
             <[Value; 4]>::try_from(parts).map_err(|parts| unexpected("read", parts))?
         else {
@@ -86,6 +90,7 @@ impl View {
             head: id_of(head)?,
             oldest: id_of(oldest)?,
             window,
+            created,
         })
     }
 }

@@ -95,6 +95,25 @@ impl Client {
         .await
     }
 
+    /// Publishes over `POST` as the client `forwarded_for` names (for a relay that trusts
+    /// 127.0.0.1 as a proxy); returns the status and body.
+    pub async fn post_as(
+        &self,
+        forwarded_for: &str,
+        room: &str,
+        text: &str,
+    ) -> (StatusCode, String) {
+        let response = http()
+            .post(self.url(&Endpoint::Messages.path(room)))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"from": "a", "text": text}))
+            .send()
+            .await
+            .expect("POST reaches the relay");
+        let status = response.status();
+        (status, response.text().await.expect("POST body"))
+    }
+
     /// `GET …/messages?{query}`, expecting success.
     pub async fn poll(&self, room: &str, query: &str) -> PollResponse {
         let response = http()

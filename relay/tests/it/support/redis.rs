@@ -184,6 +184,7 @@ pub async fn relay_on_with(redis: &RedisServer, adjust: impl FnOnce(&mut Config)
     let relay = Relay::start_with(move |config| {
         config.redis_url = Some(url);
         config.history = 20_000;
+        config.history_bytes = 1 << 30;
         config.redis_timeout = Duration::from_secs(1);
         adjust(config);
     })

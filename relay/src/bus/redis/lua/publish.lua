@@ -1,25 +1,43 @@
--- Appends one message to a room and announces it, as one atomic step. The id is the room
--- stream's next sequence number (XADD 0-*), so ids increase strictly per room whichever relay
--- publishes, and announcements leave Redis in id order.
+-- Appends one message to a room (creating the room if allowed) and announces it, as one
+-- atomic step. The id is the room stream's next sequence number (XADD 0-*), so ids increase
+-- strictly per room whichever relay publishes, and announcements leave Redis in id order.
+-- The oldest entries then go until the room holds at most `retention` messages and
+-- `max_bytes` bytes (the newest always stays).
 --
--- KEYS: 1 dataset epoch, 2 room stream, 3 set of rooms
--- ARGV: 1 epoch to create if none, 2 retention, 3 most rooms, 4 room, 5 from, 6 text, 7 ts,
---       8 announcement channel
--- Returns {epoch, stream id}.
-local epoch = redis.call('GET', KEYS[1])
+-- KEYS: 1 the sorted set of rooms, 2 the sorted set of listened rooms
+-- ARGV: 1 room, 2 from, 3 text, 4 ts, 5 announcement channel, 6 fresh epoch, 7 now (ms),
+--       8 TTL (ms), 9 most rooms, 10 how long a listen mark lasts (ms, unused here),
+--       11 may create ('1'/'0'), 12 retention, 13 max bytes
+-- Returns {epoch, stream id, created}.
+local room = ARGV[1]
+local epoch, created = ensure_room(KEYS[1], KEYS[2], room, ARGV[6], tonumber(ARGV[7]),
+  tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[11])
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
+  return redis.error_reply(created)
 end
-if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 0 then
-  if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[3]) then
-    return redis.error_reply('TOO_MANY_ROOMS the relays hold as many rooms as they may')
+local log_key = room_key(room, 'log')
+local bytes_key = room_key(room, 'bytes')
+-- What the entry costs Redis, near enough: its fields and some bookkeeping.
+local size = #ARGV[2] + #ARGV[3] + 64
+local id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size)
+local total = redis.call('INCRBY', bytes_key, size)
+local retention = tonumber(ARGV[12])
+local max_bytes = tonumber(ARGV[13])
+while redis.call('XLEN', log_key) > 1
+  and (redis.call('XLEN', log_key) > retention or total > max_bytes) do
+  local oldest = redis.call('XRANGE', log_key, '-', '+', 'COUNT', 1)[1]
+  local fields = oldest[2]
+  local freed = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then freed = tonumber(fields[i + 1]) end
   end
-  redis.call('SADD', KEYS[3], ARGV[4])
+  redis.call('XDEL', log_key, oldest[1])
+  total = redis.call('DECRBY', bytes_key, freed)
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-*',
-  'f', ARGV[5], 't', ARGV[6], 'ts', ARGV[7])
+local ttl = tonumber(ARGV[8])
+redis.call('PEXPIRE', log_key, ttl)
+redis.call('PEXPIRE', bytes_key, ttl)
 -- room, epoch, id, ts and sender never contain a line break; the text goes last and may.
-redis.call('PUBLISH', ARGV[8],
-  ARGV[4] .. '\n' .. epoch .. '\n' .. id .. '\n' .. ARGV[7] .. '\n' .. ARGV[5] .. '\n' .. ARGV[6])
-return {epoch, id}
+redis.call('PUBLISH', ARGV[5],
+  room .. '\n' .. epoch .. '\n' .. id .. '\n' .. ARGV[4] .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+return {epoch, id, created}

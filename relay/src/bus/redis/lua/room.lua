@@ -1,0 +1,87 @@
+-- Shared by the scripts that open, read and publish to a room (prepended to each of them).
+--
+-- A room's keys: chat:{ROOM}:epoch (its incarnation's epoch: the room exists while this does),
+-- chat:{ROOM}:log (its stream; entry ids are 0-<message id>), chat:{ROOM}:bytes (the retained
+-- entries' size). All three expire after the room TTL without activity. One sorted set
+-- scores every room by its last activity (ms); another scores the rooms someone listens to
+-- by when that stops being known (ms): relays renew it every few seconds for the rooms their
+-- clients listen to, and opening a room for a subscriber sets it at once.
+
+local function room_key(room, what)
+  return 'chat:{' .. room .. '}:' .. what
+end
+
+-- Makes sure the room exists, creating it (a new incarnation, with epoch `fresh`) if
+-- `may_create` is '1'. At `max_rooms`, rooms whose keys expired are forgotten, and then the
+-- least recently active room nobody listens to makes way, history and all (scanning the
+-- rooms oldest first: at most `max_rooms` of them, only when a new room needs a place).
+-- Returns epoch, created (0/1), or nil and an error.
+local function ensure_room(rooms_key, listened_key, room, fresh, now, ttl, max_rooms, may_create)
+  local epoch_key = room_key(room, 'epoch')
+  local epoch = redis.call('GET', epoch_key)
+  local created = 0
+  if not epoch then
+    if may_create ~= '1' then
+      return nil, 'NEW_ROOM_REFUSED the client may not create more rooms now'
+    end
+    redis.call('ZREMRANGEBYSCORE', rooms_key, '-inf', '(' .. (now - ttl))
+    redis.call('ZREMRANGEBYSCORE', listened_key, '-inf', now)
+    if redis.call('ZCARD', rooms_key) >= max_rooms then
+      local victim = nil
+      for _, name in ipairs(redis.call('ZRANGE', rooms_key, 0, -1)) do
+        if not redis.call('ZSCORE', listened_key, name) then
+          victim = name
+          break
+        end
+      end
+      if not victim then
+        return nil, 'TOO_MANY_ROOMS every room has listeners'
+      end
+      redis.call('DEL', room_key(victim, 'epoch'), room_key(victim, 'log'), room_key(victim, 'bytes'))
+      redis.call('ZREM', rooms_key, victim)
+    end
+    -- Leftovers of an earlier incarnation whose epoch expired first belong to nobody.
+    redis.call('DEL', room_key(room, 'log'), room_key(room, 'bytes'))
+    epoch = fresh
+    redis.call('SET', epoch_key, epoch)
+    created = 1
+  end
+  redis.call('ZADD', rooms_key, now, room)
+  for _, what in ipairs({'epoch', 'log', 'bytes'}) do
+    redis.call('PEXPIRE', room_key(room, what), ttl)
+  end
+  return epoch, created
+end
+
+-- One consistent view of a room for a cursor: its epoch ('' if the room does not exist),
+-- the newest and oldest retained stream ids, and the window the cursor is owed (at most
+-- `limit` + 1 entries, so that the relay can tell whether more are left).
+-- `after` is the cursor as the client wrote it ('' for a newcomer): compared as a number,
+-- and used as written in the stream id, so that no large id is rounded.
+local function read_view(room, after_raw, cursor_epoch, limit)
+  local after = tonumber(after_raw)
+  local epoch = redis.call('GET', room_key(room, 'epoch'))
+  if not epoch then
+    return {'', '0-0', '0-0', {}}
+  end
+  local log_key = room_key(room, 'log')
+  local newest = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
+  if #newest == 0 then
+    return {epoch, '0-0', '0-0', {}}
+  end
+  local head = newest[1][1]
+  local oldest = redis.call('XRANGE', log_key, '-', '+', 'COUNT', 1)[1][1]
+  local continues = after ~= nil
+    and (cursor_epoch == '' or cursor_epoch == epoch)
+    and after <= tonumber(string.sub(head, 3))
+  local entries = {}
+  if continues then
+    entries = redis.call('XRANGE', log_key, '(0-' .. after_raw, '+', 'COUNT', limit + 1)
+  elseif limit > 0 then
+    local newest_first = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', limit)
+    for i = #newest_first, 1, -1 do
+      entries[#entries + 1] = newest_first[i]
+    end
+  end
+  return {epoch, head, oldest, entries}
+end
