@@ -11,6 +11,7 @@ use protocol::limits;
 
 use crate::bus::RoomLimits;
 use crate::client::TrustedProxies;
+use crate::logging::LogFormat;
 use crate::rate::RateLimit;
 use crate::server::SocketLimits;
 use crate::server::io::IoLimits;
@@ -183,6 +184,15 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_SOCKETS", default_value_t = 16_384)]
     pub max_sockets: usize,
 
+    /// Log format: `text` or `json` (one object per line). Levels come from `RUST_LOG`.
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Interval of the info-level summary of refused requests (each refusal itself is
+    /// logged at debug).
+    #[arg(long, env = "RELAY_LOG_SUMMARY", default_value = "60s", value_parser = parse_duration)]
+    pub log_summary: Duration,
+
     /// Redis server shared by several relays (`redis://host:6379/0`); without it, rooms live
     /// in this process only.
     #[arg(long, env = "RELAY_REDIS_URL")]
@@ -251,6 +261,7 @@ impl Config {
             ),
             ("RELAY_IDLE_TIMEOUT", "--idle-timeout", self.idle_timeout),
             ("RELAY_ROOM_TTL", "--room-ttl", self.room_ttl),
+            ("RELAY_LOG_SUMMARY", "--log-summary", self.log_summary),
             ("RELAY_REDIS_TIMEOUT", "--redis-timeout", self.redis_timeout),
             (
                 "RELAY_SHUTDOWN_DEADLINE",

@@ -2,9 +2,9 @@
 //!
 //! Every refusal — bad input, limits, origin, bus trouble — is an [`ApiError`] carrying a stable
 //! [`ErrorCode`]. Over HTTP it becomes a status plus the JSON error event; on a WebSocket the
-//! same body travels as an `error` event and the socket stays open. Client mistakes are logged
-//! at `debug` (they are the client's problem and would let anyone flood the logs); relay faults
-//! at `error`.
+//! same body travels as an `error` event and the socket stays open. Refusals are logged at
+//! `debug` (anyone can cause them by the thousand, so they would let anyone flood the logs;
+//! they are counted instead); relay faults at `error`.
 
 use std::time::Duration;
 
@@ -86,7 +86,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && self.code != ErrorCode::ShuttingDown {
+        // A refusal — bad input, a limit, a full relay, Redis away — is logged at debug only:
+        // anyone can cause thousands a second, and an operator sees them counted in
+        // `/metrics` and in the periodic summary (`logging`). Only a fault of the relay's own
+        // is an error.
+        if self.code == ErrorCode::Internal {
             tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
         } else {
             tracing::debug!(code = self.code.as_str(), message = %self.message, "request refused");

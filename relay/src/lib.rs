@@ -6,6 +6,7 @@
 //! compiler reports what is unused):
 //! - [`config`]: flags and `RELAY_*` variables.
 //! - [`healthcheck`]: the `relay healthcheck` subcommand for container health checks.
+//! - [`logging`]: the non-blocking log writer, its formats, and the summary of refusals.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into the token every stream watches.
 //! - [`serve`]: runs the relay on an already-bound listener until that token is cancelled.
 //!
@@ -44,6 +45,7 @@
 // that the compiler reports anything unused.
 pub mod config;
 pub mod healthcheck;
+pub mod logging;
 pub mod shutdown;
 
 mod budget;
@@ -328,6 +330,11 @@ pub async fn serve(
             }
         });
     }
+    tokio::spawn(logging::summarize_refusals(
+        state.metrics.clone(),
+        config.log_summary,
+        shutdown.clone(),
+    ));
     let sessions = state.sessions.clone();
     let metrics = state.metrics.clone();
     let limits = config.socket_limits(max_sockets(config.max_sockets));

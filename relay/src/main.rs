@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -6,7 +5,6 @@ use clap::Parser;
 use relay::config::{Cli, Command};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -24,13 +22,8 @@ fn main() -> anyhow::Result<ExitCode> {
         eprintln!("error: {invalid}");
         return Ok(ExitCode::from(2));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Held until exit: dropping it flushes the log.
+    let _log = relay::logging::init(cli.config.log_format);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(cli.config))?;
     Ok(ExitCode::SUCCESS)

@@ -140,6 +140,14 @@ impl Metrics {
         self.lag[slot(transport)].observe(lag_ms as f64 / 1000.0);
     }
 
+    /// Refusals so far, by reason.
+    pub fn rejections(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn rejected(&self, reason: &'static str) {
         let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         *rejected.entry(reason).or_default() += 1;

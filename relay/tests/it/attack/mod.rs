@@ -6,6 +6,7 @@ mod budgets_2;
 mod bytes_4;
 mod headers_12;
 mod hosts_7;
+mod logs_9;
 mod metrics_8;
 mod names_11;
 mod polls_5;

@@ -65,6 +65,13 @@ impl Process {
     /// Starts the relay binary on port 0 with `args` and `env`, with none of the developer's
     /// `RELAY_*` variables, and reads the address it logs.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Process, SocketAddr) {
+        let mut process = Process::spawn_raw(args, env);
+        let addr = process.logged_addr("listening").await;
+        (process, addr)
+    }
+
+    /// The relay binary as [`Process::spawn`] starts it, before it logs anything.
+    pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
         // The relay under test has the documented defaults, whatever the developer's shell
         // exports (an exported RELAY_REDIS_URL would make it a Redis relay).
@@ -73,14 +80,20 @@ impl Process {
                 command.env_remove(name);
             }
         }
-        let mut child = command
+        command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        command
+    }
+
+    /// Starts the relay binary, its log read line by line as it comes.
+    pub fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut child = Process::command(args, env)
             .spawn()
             .expect("relay binary starts");
         let stderr = child.stderr.take().expect("stderr");
@@ -92,9 +105,7 @@ impl Process {
                 }
             }
         });
-        let mut process = Process { child, log };
-        let addr = process.logged_addr("listening").await;
-        (process, addr)
+        Process { child, log }
     }
 
     /// Waits for a log line containing `needle` and returns the `addr=` it names.
