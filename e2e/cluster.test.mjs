@@ -8,7 +8,12 @@ import {
   waitConnected, waitStatus,
 } from './support.mjs';
 
-const REDIS_ENV = (redis) => ({ RELAY_REDIS_URL: redis.url, RELAY_REDIS_TIMEOUT: '1s' });
+// nginx (in the test that uses it) connects from 127.0.0.1: the relays trust it as a proxy.
+const REDIS_ENV = (redis) => ({
+  RELAY_REDIS_URL: redis.url,
+  RELAY_REDIS_TIMEOUT: '1s',
+  RELAY_TRUSTED_PROXIES: '127.0.0.1',
+});
 let redis;
 const relays = [];
 let browser;

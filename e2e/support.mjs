@@ -232,7 +232,8 @@ export async function waitStatus(url, ok, timeout = PATIENCE) {
 /**
  * The load-balancer configuration of docs/SCALING.md: round robin with no affinity, WebSocket
  * upgrades passed through, SSE unbuffered, the browser's Host (with its port) kept so that the
- * relays' same-origin check holds.
+ * relays' same-origin check holds, the client's address appended to X-Forwarded-For (for
+ * relays with RELAY_TRUSTED_PROXIES), /metrics denied.
  */
 export function nginxConfig({ listen, upstreams, dir }) {
   return `
@@ -262,6 +263,7 @@ ${upstreams.map((u) => `    server ${u};`).join('\n')}
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
       proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_buffering off;
       proxy_read_timeout 60s;
     }

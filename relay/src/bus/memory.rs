@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 
 use super::cursor::snapshot;
 use super::{
-    Bus, BusError, Cursor, Envelope, LIVE_QUEUE, NO_EPOCH, Published, RoomLimits, Snapshot,
+    Bus, BusError, Cursor, Envelope, LIVE_QUEUE, Live, NO_EPOCH, Published, RoomLimits, Snapshot,
     Subscription,
 };
 use crate::clock::unix_millis;
@@ -53,7 +53,7 @@ struct Inner {
 struct Room {
     epoch: Arc<str>,
     log: Mutex<RoomLog>,
-    live: broadcast::Sender<Arc<Envelope>>,
+    live: broadcast::Sender<Live>,
 }
 
 /// A room's retained messages, oldest first, their size, and the newest id ever assigned.
@@ -220,7 +220,7 @@ impl MemoryBus {
             log.active = Instant::now();
             // Sending under the room lock keeps the live queue in id order. It fails only
             // when nobody is subscribed, which is fine: the message is in history.
-            let _ = room.live.send(envelope.clone());
+            let _ = room.live.send(Live::new(&envelope));
             return Ok((envelope, Published { id, created }));
         }
     }
@@ -588,6 +588,37 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn the_live_queue_does_not_keep_messages_history_let_go() {
+        let bus = MemoryBus::new(RoomLimits {
+            history_bytes: 20_000,
+            ..limits(1000, 10)
+        });
+        let r = room("r");
+        let mut sub = bus
+            .subscribe(&r, &Cursor::default(), 50, true)
+            .expect("subscribe")
+            .0;
+        let first = Arc::downgrade(
+            &bus.publish(&r, "x".into(), "y".repeat(9_000), true)
+                .expect("publish")
+                .0,
+        );
+        for _ in 0..9 {
+            bus.publish(&r, "x".into(), "y".repeat(9_000), true)
+                .expect("publish");
+        }
+        // The subscriber has not read anything: its live queue still names all ten, but
+        // only history keeps messages alive, and history let the first go.
+        assert!(first.upgrade().is_none(), "freed although still queued");
+        match sub.next().await {
+            Some(Delivery::Reset(reset)) => assert_eq!(reset.reason, ResetReason::HistoryGap),
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        assert_eq!(next_id(&mut sub).await, 9);
+        assert_eq!(next_id(&mut sub).await, 10);
     }
 
     #[tokio::test]

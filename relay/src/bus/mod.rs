@@ -33,7 +33,7 @@ mod subscription;
 
 pub use cursor::{Cursor, Snapshot};
 pub use envelope::Envelope;
-pub use subscription::{Delivery, LIVE_QUEUE, Subscription};
+pub use subscription::{Delivery, LIVE_QUEUE, Live, Subscription};
 
 /// The epoch reported for a room that does not exist: it has no history, so a client told
 /// this continues into whatever incarnation comes next without a gap (see `Cursor`).

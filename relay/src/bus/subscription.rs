@@ -7,7 +7,7 @@
 //! missed back through [`Bus::read`] instead of being dropped.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use protocol::Reset;
 use protocol::limits::MAX_READ_MESSAGES;
@@ -18,9 +18,29 @@ use crate::validate::RoomName;
 
 /// Messages a room's live queue holds for its slowest subscriber. A subscriber further behind
 /// than this is not dropped: it catches up from history (see `Subscription::next`). The queue
-/// holds pointers, so its cost is 256 × 8 bytes per room whatever the message sizes; larger
-/// values only postpone the (cheap) history catch-up.
+/// holds weak pointers ([`Live`]), so its cost is 256 × 24 bytes per room whatever the
+/// message sizes; larger values only postpone the (cheap) history catch-up.
 pub const LIVE_QUEUE: usize = 256;
+
+/// What a room's live queue carries: a message's id, and the message itself held weakly. The
+/// room's history (or, with Redis, its follow's recent messages) holds it, so that a live
+/// queue costs [`LIVE_QUEUE`] pointers, not that many messages, however large they are. A
+/// message that left history before its subscriber took it is read back from history — or
+/// reported as a gap — like a lag.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub id: u64,
+    envelope: Weak<Envelope>,
+}
+
+impl Live {
+    pub fn new(envelope: &Arc<Envelope>) -> Live {
+        Live {
+            id: envelope.id,
+            envelope: Arc::downgrade(envelope),
+        }
+    }
+}
 
 /// What a subscriber receives, in order.
 #[derive(Debug, Clone)]
@@ -41,7 +61,7 @@ pub struct Subscription {
     epoch: Arc<str>,
     /// The room's newest id when the subscription opened.
     head: u64,
-    live: broadcast::Receiver<Arc<Envelope>>,
+    live: broadcast::Receiver<Live>,
     /// Deliveries decided but not yet handed out.
     pending: VecDeque<Delivery>,
     /// The newest id handed to (or queued for) the subscriber; live messages at or below it
@@ -63,7 +83,7 @@ impl Subscription {
         bus: Bus,
         room: RoomName,
         snapshot: Snapshot,
-        live: broadcast::Receiver<Arc<Envelope>>,
+        live: broadcast::Receiver<Live>,
     ) -> Subscription {
         let mut sub = Subscription {
             bus,
@@ -118,10 +138,13 @@ impl Subscription {
                 return None;
             }
             match self.live.try_recv() {
-                Ok(message) if message.id == self.position + 1 => {
-                    self.position = message.id;
-                    return Some(Delivery::Message(message));
-                }
+                Ok(live) if live.id == self.position + 1 => match live.envelope.upgrade() {
+                    Some(message) => {
+                        self.position = message.id;
+                        return Some(Delivery::Message(message));
+                    }
+                    None => self.lagged = true,
+                },
                 Ok(message) if message.id > self.position => self.lagged = true,
                 Ok(_) => continue,
                 Err(broadcast::error::TryRecvError::Lagged(_)) => self.lagged = true,
@@ -153,10 +176,16 @@ impl Subscription {
                 continue;
             }
             match self.live.recv().await {
-                Ok(message) if message.id == self.position + 1 => {
-                    self.position = message.id;
-                    return Some(Delivery::Message(message));
-                }
+                Ok(live) if live.id == self.position + 1 => match live.envelope.upgrade() {
+                    Some(message) => {
+                        self.position = message.id;
+                        return Some(Delivery::Message(message));
+                    }
+                    None => {
+                        tracing::debug!(room = %self.room, id = live.id, "message left history before delivery; catching up");
+                        self.lagged = true;
+                    }
+                },
                 // Ids are consecutive, so a jump means the live path lost messages (a Redis
                 // subscription that dropped): fill the hole from history, like a lag.
                 Ok(message) if message.id > self.position => {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use crate::bus::cursor::snapshot;
-use crate::bus::{Cursor, Envelope, LIVE_QUEUE, Snapshot};
+use crate::bus::{Cursor, Envelope, LIVE_QUEUE, Live, Snapshot};
 use crate::sync::lock;
 use crate::validate::RoomName;
 
@@ -27,8 +27,10 @@ const FOLLOW_LINGER: Duration = Duration::from_secs(30);
 /// announcements have been forwarded into it.
 #[derive(Debug)]
 pub(super) struct Follow {
-    pub(super) live: broadcast::Sender<Arc<Envelope>>,
+    pub(super) live: broadcast::Sender<Live>,
     sync: Mutex<FollowSync>,
+    /// Most bytes of recent messages kept (`RELAY_HISTORY_BYTES`, as for a room's history).
+    max_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -40,15 +42,18 @@ struct FollowSync {
     /// The newest id forwarded (or known to the first subscriber); `None` until known.
     last: Option<u64>,
     /// The newest forwarded messages, consecutive ids ending at `last`, at most
-    /// [`LIVE_QUEUE`]: polls and subscriptions that are (nearly) caught up read them here
-    /// instead of asking Redis — otherwise every message would send every woken long poll
-    /// to Redis at once.
+    /// [`LIVE_QUEUE`] and `max_bytes`: polls and subscriptions that are (nearly) caught up
+    /// read them here instead of asking Redis — otherwise every message would send every
+    /// woken long poll to Redis at once. They also keep alive what the live queue holds
+    /// weakly.
     recent: VecDeque<Arc<Envelope>>,
+    /// Bytes of `recent`, as stored.
+    recent_bytes: usize,
 }
 
 impl Follow {
     /// A follow that knows nothing yet, and a first receiver on it.
-    pub(super) fn new() -> (Follow, broadcast::Receiver<Arc<Envelope>>) {
+    pub(super) fn new(max_bytes: usize) -> (Follow, broadcast::Receiver<Live>) {
         let (live, receiver) = broadcast::channel(LIVE_QUEUE);
         let follow = Follow {
             live,
@@ -57,7 +62,9 @@ impl Follow {
                 epoch: None,
                 last: None,
                 recent: VecDeque::new(),
+                recent_bytes: 0,
             }),
+            max_bytes,
         };
         (follow, receiver)
     }
@@ -83,14 +90,20 @@ impl Follow {
         if sync.last.is_none_or(|last| envelope.id != last + 1) {
             // Only an unbroken run can answer a cursor; start a new one.
             sync.recent.clear();
+            sync.recent_bytes = 0;
         }
-        if sync.recent.len() == LIVE_QUEUE {
-            sync.recent.pop_front();
-        }
+        sync.recent_bytes += envelope.stored_bytes();
         sync.recent.push_back(envelope.clone());
+        while sync.recent.len() > 1
+            && (sync.recent.len() > LIVE_QUEUE || sync.recent_bytes > self.max_bytes)
+        {
+            if let Some(oldest) = sync.recent.pop_front() {
+                sync.recent_bytes -= oldest.stored_bytes();
+            }
+        }
         sync.last = Some(envelope.id);
         // Fails only when nobody listens any more; the follow is then pruned.
-        let _ = self.live.send(envelope);
+        let _ = self.live.send(Live::new(&envelope));
         true
     }
 
@@ -149,8 +162,8 @@ mod tests {
     use super::*;
     use crate::bus::envelope::test_envelope as envelope;
 
-    fn follow() -> (Follow, broadcast::Receiver<Arc<Envelope>>) {
-        Follow::new()
+    fn follow() -> (Follow, broadcast::Receiver<Live>) {
+        Follow::new(usize::MAX)
     }
 
     #[test]

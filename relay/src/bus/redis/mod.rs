@@ -50,7 +50,7 @@ use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
 use super::cursor::snapshot;
-use super::{Bus, BusError, Cursor, Envelope, Published, RoomLimits, Snapshot, Subscription};
+use super::{Bus, BusError, Cursor, Live, Published, RoomLimits, Snapshot, Subscription};
 use crate::clock::unix_millis;
 use crate::sync::lock;
 use crate::validate::RoomName;
@@ -400,7 +400,7 @@ impl RedisBus {
     fn follow(
         &self,
         room: &RoomName,
-    ) -> Result<(Arc<Follow>, broadcast::Receiver<Arc<Envelope>>), BusError> {
+    ) -> Result<(Arc<Follow>, broadcast::Receiver<Live>), BusError> {
         let mut follows = lock(&self.inner.follows);
         if let Some(follow) = follows.get(room) {
             follow.touch();
@@ -413,7 +413,7 @@ impl RedisBus {
                 return Err(BusError::TooManyRooms);
             }
         }
-        let (follow, receiver) = Follow::new();
+        let (follow, receiver) = Follow::new(self.inner.limits.history_bytes);
         let follow = Arc::new(follow);
         follows.insert(room.clone(), follow.clone());
         Ok((follow, receiver))
