@@ -30,8 +30,10 @@
 //!   connection obeys (request head, idle, send) and the socket cap.
 //! - `state`: the handle every handler gets, and admission of long-lived connections.
 //! - `transport`: one module per way of following a room (`ws`, `sse`, `poll`, which also
-//!   holds `POST` publishing), sharing one stream handshake (`transport::open_stream`).
-//! - this file: the router, health endpoints, and [`serve`].
+//!   holds `POST` publishing), sharing one stream handshake (`transport::check_stream` and `StreamRequest::open`).
+//! - `app`: the router, the health endpoints, and the gate every request passes (host check,
+//!   client and request rate, refusal counts, security headers).
+//! - this file: building the bus and [`serve`].
 //!
 //! # The path of a message
 //! A client publishes (`POST …/messages`, or a text frame on its WebSocket). The handler
@@ -48,6 +50,7 @@ pub mod healthcheck;
 pub mod logging;
 pub mod shutdown;
 
+mod app;
 mod budget;
 mod bus;
 mod client;
@@ -66,192 +69,15 @@ mod transport;
 mod validate;
 
 use std::io;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Instant;
 
-use axum::Router;
-use axum::extract::Request;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use protocol::ErrorCode;
-use protocol::api::{self, Endpoint};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 
 use crate::bus::Bus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::state::AppState;
-use crate::transport::{poll, sse, ws};
-
-/// All routes: the API under `/api`, health checks, and the page's static files for the rest.
-fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route(Endpoint::Ws.route(), get(ws::upgrade))
-        .route(Endpoint::Events.route(), get(sse::stream))
-        .route(
-            Endpoint::Messages.route(),
-            get(poll::read).post(poll::publish),
-        )
-        .fallback(api_not_found)
-        .method_not_allowed_fallback(api_method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_frame_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            identify_client,
-        ));
-    // With a metrics address of its own, `/metrics` is not on the public port at all.
-    let public_metrics = if state.config.metrics_addr.is_some() {
-        get(metrics_elsewhere)
-    } else {
-        get(metrics)
-    };
-    let mut router = Router::new()
-        .nest(api::PREFIX, api)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", public_metrics)
-        .fallback_service(page(&state.config.static_dir))
-        // Around every route, so that it covers the page and unknown paths too.
-        .layer(middleware::from_fn_with_state(state.clone(), check_host))
-        .layer(middleware::map_response_with_state(
-            state.clone(),
-            count_rejections,
-        ))
-        // The page sets its own policy; every other answer gets the one that allows nothing.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(headers::API_POLICY),
-        ));
-    for (name, value) in headers::common() {
-        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
-    }
-    router.with_state(state)
-}
-
-/// The page's files, with the policy that lets exactly its own scripts run.
-fn page(dir: &Path) -> SetResponseHeader<ServeDir<ServeFile>, HeaderValue> {
-    // Read once: the policy hashes the inline loader of the index.html being served. A
-    // missing page (an API-only relay) allows no inline script at all.
-    let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
-    let policy = HeaderValue::from_str(&headers::page_policy(&index))
-        .unwrap_or_else(|_| HeaderValue::from_static(headers::API_POLICY));
-    SetResponseHeader::overriding(static_files(dir), header::CONTENT_SECURITY_POLICY, policy)
-}
-
-/// The page's build output; unknown paths get `index.html` so that client-side URLs load.
-fn static_files(dir: &Path) -> ServeDir<ServeFile> {
-    ServeDir::new(dir)
-        .precompressed_gzip()
-        .fallback(ServeFile::new(dir.join("index.html")))
-}
-
-async fn api_not_found() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotFound,
-        "no such API endpoint; see docs/PROTOCOL.md",
-    )
-}
-
-async fn api_method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this endpoint",
-    )
-}
-
-/// Names the client of every API request (a [`client::ClientKey`] extension the handlers
-/// read) and charges the request to its budget.
-async fn identify_client(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let client = state.proxies.client(peer, request.headers());
-    request.extensions_mut().insert(client);
-    if let Err(wait) = state.budgets.requests.take(client, Instant::now()) {
-        return ApiError::new(
-            ErrorCode::RateLimited,
-            "too many requests from this address; slow down",
-        )
-        .retry_after(wait)
-        .into_response();
-    }
-    next.run(request).await
-}
-
-/// Refuses requests whose `Host` the policy does not allow (see `host`).
-async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|value| value.to_str().unwrap_or_default());
-    match host {
-        Some(host) if !state.hosts.allows(host) => ApiError::new(
-            ErrorCode::InvalidHost,
-            "this relay does not serve that host name; see RELAY_ALLOWED_HOSTS",
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
-}
-
-/// Counts every refused request by its error code (`ApiError` marks its responses).
-async fn count_rejections(State(state): State<AppState>, response: Response) -> Response {
-    if let Some(code) = response.extensions().get::<ErrorCode>() {
-        state.metrics.rejected(code.as_str());
-    }
-    response
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let rooms = state.bus.rooms();
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(rooms, state.bus.connected()),
-    )
-}
-
-async fn metrics_elsewhere() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "not found")
-}
-
-/// The router of `RELAY_METRICS_ADDR`: `/metrics` only.
-fn metrics_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn healthz() -> impl IntoResponse {
-    ([("content-type", "application/json")], r#"{"status":"ok"}"#)
-}
-
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(ErrorCode::ShuttingDown, "shutting down"));
-    }
-    if !state.bus.ready().await {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "message bus unreachable",
-        ));
-    }
-    Ok((
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        r#"{"status":"ready"}"#,
-    ))
-}
 
 /// Builds the bus the configuration asks for: Redis when `redis_url` is set, else in memory.
 /// Must run within a Tokio runtime (the Redis bus starts its listener).
@@ -322,7 +148,7 @@ pub async fn serve(
     if let Some(addr) = config.metrics_addr {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-        let server = axum::serve(listener, metrics_router(state.clone()))
+        let server = axum::serve(listener, app::metrics_router(state.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tokio::spawn(async move {
             if let Err(err) = server.await {
@@ -338,7 +164,13 @@ pub async fn serve(
     let sessions = state.sessions.clone();
     let metrics = state.metrics.clone();
     let limits = config.socket_limits(max_sockets(config.max_sockets));
-    let server = server::run(listener, router(state), limits, metrics, shutdown.clone());
+    let server = server::run(
+        listener,
+        app::router(state),
+        limits,
+        metrics,
+        shutdown.clone(),
+    );
     let drained = async {
         server.await;
         sessions.close();
@@ -351,23 +183,5 @@ pub async fn serve(
             tracing::warn!(?deadline, "shutdown deadline passed with connections still open; exiting");
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn readyz_is_unready_once_shutdown_begins() {
-        let config = Config::defaults();
-        let shutdown = CancellationToken::new();
-        let bus = bus(&config).expect("the memory bus");
-        let state = AppState::new(config, bus, shutdown.clone());
-        assert!(readyz(State(state.clone())).await.is_ok(), "ready at first");
-        shutdown.cancel();
-        let refused = readyz(State(state)).await.err().expect("unready");
-        assert_eq!(refused.code, ErrorCode::ShuttingDown);
-        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -164,7 +164,10 @@ impl Subscription {
                     after: Some(self.position),
                     epoch: Some(self.epoch.to_string()),
                 };
-                let snapshot = match self.bus.read(&self.room, &cursor, MAX_READ_MESSAGES).await {
+                // Boxed: the read (a Redis round trip) is rare, and every subscriber's waiting
+                // future would otherwise carry its state.
+                let read = Box::pin(self.bus.read(&self.room, &cursor, MAX_READ_MESSAGES));
+                let snapshot = match read.await {
                     Ok(snapshot) if snapshot.epoch == self.epoch => snapshot,
                     // The bus cannot fill the hole, or the room's history is gone: end the
                     // stream, so that the client reconnects with `after` (and learns of a new

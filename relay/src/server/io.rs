@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep_until};
 
@@ -116,10 +117,21 @@ pub struct Guarded<T> {
     last_activity: Instant,
     /// When the current run of writes that could not proceed began.
     write_stalled_since: Option<Instant>,
+    /// Bytes already read from the socket that the next reader must see first (a request
+    /// head the lean path read, handed on to hyper).
+    replay: Bytes,
+    /// Held for as long as the socket is open (its place among the relay's sockets).
+    _held: Box<dyn Send + Sync>,
 }
 
 impl<T> Guarded<T> {
-    pub fn new(inner: T, limits: IoLimits, phase: Arc<ConnPhase>) -> Guarded<T> {
+    /// `held` is kept until the socket is dropped, whoever owns it by then.
+    pub fn new(
+        inner: T,
+        limits: IoLimits,
+        phase: Arc<ConnPhase>,
+        held: Box<dyn Send + Sync>,
+    ) -> Guarded<T> {
         let now = Instant::now();
         Guarded {
             inner,
@@ -128,7 +140,14 @@ impl<T> Guarded<T> {
             timer: Box::pin(sleep_until(now + limits.idle)),
             last_activity: now,
             write_stalled_since: None,
+            replay: Bytes::new(),
+            _held: held,
         }
+    }
+
+    /// Makes `bytes` the first thing read next, before anything from the socket.
+    pub fn replay(&mut self, bytes: Bytes) {
+        self.replay = bytes;
     }
 
     /// The earliest instant at which a limit is exceeded, and which.
@@ -170,6 +189,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -258,7 +282,7 @@ mod tests {
     async fn a_head_that_does_not_arrive_in_time_fails_the_read() {
         let (client, server) = duplex(64);
         let phase = ConnPhase::new(LIMITS.header);
-        let mut io = Guarded::new(server, LIMITS, phase.clone());
+        let mut io = Guarded::new(server, LIMITS, phase.clone(), Box::new(()));
         let mut client = client;
         client.write_all(b"GET / HT").await.expect("write");
         let mut buf = [0u8; 64];
@@ -276,7 +300,7 @@ mod tests {
         let (_client, server) = duplex(64);
         let phase = ConnPhase::new(LIMITS.header);
         phase.request_started();
-        let mut io = Guarded::new(server, LIMITS, phase.clone());
+        let mut io = Guarded::new(server, LIMITS, phase.clone(), Box::new(()));
         let started = Instant::now();
         let mut buf = [0u8; 8];
         let err = io.read(&mut buf).await.expect_err("idle");
@@ -290,7 +314,7 @@ mod tests {
         let phase = ConnPhase::new(LIMITS.header);
         phase.request_started();
         phase.request_ended();
-        let mut io = Guarded::new(server, LIMITS, phase.clone());
+        let mut io = Guarded::new(server, LIMITS, phase.clone(), Box::new(()));
         assert!(phase.head_deadline().is_none(), "idle between requests");
         tokio::time::advance(Duration::from_secs(30)).await;
         client.write_all(b"G").await.expect("write");
@@ -305,7 +329,7 @@ mod tests {
         let (_client, server) = duplex(16);
         let phase = ConnPhase::new(LIMITS.header);
         phase.upgraded();
-        let mut io = Guarded::new(server, LIMITS, phase);
+        let mut io = Guarded::new(server, LIMITS, phase, Box::new(()));
         let started = Instant::now();
         let err = io
             .write_all(&[0u8; 64])
@@ -324,7 +348,7 @@ mod tests {
         let (_client, server) = duplex(16);
         let phase = ConnPhase::new(LIMITS.header);
         phase.request_started();
-        let mut io = Guarded::new(server, LIMITS, phase);
+        let mut io = Guarded::new(server, LIMITS, phase, Box::new(()));
         let started = Instant::now();
         let err = io
             .write_all(&[0u8; 64])

@@ -11,9 +11,13 @@
 //!   request cannot exhaust file descriptors, and `/healthz` keeps answering.
 //! - Only HTTP/1.1: browsers speak it to the relay (TLS, and with it HTTP/2, ends at a proxy),
 //!   and it keeps one code path with no protocol detection stage that could be stalled.
+//! - Bodiless `GET`/`HEAD` requests (the page, polls, SSE streams) are read and answered by
+//!   `lean`, which keeps no buffers between requests; the first request that needs more (a
+//!   body, a WebSocket upgrade) hands the connection to hyper for the rest of its life.
 
 mod body;
 pub mod io;
+mod lean;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,6 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -89,15 +94,13 @@ pub async fn run(
                 continue;
             }
         }
-        let slot = sockets.clone().open();
-        metrics.socket_opened();
+        let slot = sockets.clone().open(metrics.clone());
         connections.spawn(serve_connection(
             tcp,
             peer,
             app.clone(),
             limits.io,
             slot,
-            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -113,16 +116,75 @@ async fn serve_connection(
     app: Router,
     limits: IoLimits,
     slot: SocketSlot,
-    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     // Chat frames are small and latency is the point: never hold one back to coalesce.
     let _ = tcp.set_nodelay(true);
     let phase = ConnPhase::new(limits.header);
-    let io = TokioIo::new(Guarded::new(tcp, limits, phase.clone()));
     let evicted = slot.evicted.clone();
+    let handle = slot.clone_handle();
+    // The socket's place is held by the socket itself: given back when it closes, whoever
+    // owns it then (a WebSocket session, after an upgrade).
+    let mut io = Guarded::new(tcp, limits, phase.clone(), Box::new(slot));
+    // The lean path, for as long as the client asks only what it answers.
+    let mut buffer = BytesMut::new();
+    loop {
+        let head = tokio::select! {
+            head = lean::read_head(&mut io, &mut buffer, peer) => head,
+            _ = shutdown.cancelled() => return,
+            _ = evicted.cancelled() => {
+                tracing::debug!(%peer, "closed a socket still waiting for its first request, to make room");
+                return;
+            }
+        };
+        match head {
+            Ok(lean::Head::Request(request)) => {
+                handle.head_arrived();
+                phase.request_started();
+                let kept = lean::answer(&mut io, &app, request, &mut buffer).await;
+                phase.request_ended();
+                match kept {
+                    Ok(true) if !shutdown.is_cancelled() => continue,
+                    Ok(_) => return,
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "connection ended with an error");
+                        return;
+                    }
+                }
+            }
+            Ok(lean::Head::Hyper(read)) => {
+                io.replay(read);
+                break;
+            }
+            Ok(lean::Head::Close) => return,
+            Err(err) => {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+                return;
+            }
+        }
+    }
+    drop(buffer);
+    // Boxed: a connection that never leaves the lean path does not carry hyper's state
+    // (about a kilobyte) in its task.
+    Box::pin(serve_with_hyper(
+        io, peer, app, phase, evicted, handle, shutdown,
+    ))
+    .await;
+}
+
+/// Serves the rest of a connection through hyper: requests with bodies, WebSocket upgrades,
+/// anything the lean path does not answer.
+async fn serve_with_hyper(
+    io: Guarded<TcpStream>,
+    peer: SocketAddr,
+    app: Router,
+    phase: Arc<ConnPhase>,
+    evicted: CancellationToken,
+    slot: SlotHandle,
+    shutdown: CancellationToken,
+) {
+    let io = TokioIo::new(io);
     let service = {
-        let slot = slot.clone_handle();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
             slot.head_arrived();
             phase.request_started();
@@ -166,8 +228,6 @@ async fn serve_connection(
     if let Err(err) = result {
         tracing::debug!(%peer, %err, "connection ended with an error");
     }
-    metrics.socket_closed();
-    drop(slot);
 }
 
 /// The open sockets, and those still waiting for their first request head, oldest first.
@@ -179,15 +239,17 @@ struct Sockets {
 }
 
 impl Sockets {
-    fn open(self: Arc<Sockets>) -> SocketSlot {
+    fn open(self: Arc<Sockets>, metrics: Arc<Metrics>) -> SocketSlot {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let evicted = CancellationToken::new();
         lock(&self.waiting).insert(id, evicted.clone());
         self.open.fetch_add(1, Ordering::Relaxed);
+        metrics.socket_opened();
         SocketSlot {
             sockets: self,
             id,
             evicted,
+            metrics,
         }
     }
 
@@ -203,11 +265,13 @@ impl Sockets {
     }
 }
 
-/// One open socket's place among [`Sockets`]; dropping it frees the place.
+/// One open socket's place among [`Sockets`] and in `relay_sockets`; dropping it (with the
+/// socket) frees the place.
 struct SocketSlot {
     sockets: Arc<Sockets>,
     id: u64,
     evicted: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 /// What the request handling of a connection needs of its slot.
@@ -237,6 +301,7 @@ impl Drop for SocketSlot {
     fn drop(&mut self) {
         lock(&self.sockets.waiting).remove(&self.id);
         self.sockets.open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.socket_closed();
     }
 }
 
@@ -247,9 +312,10 @@ mod tests {
     #[test]
     fn the_oldest_socket_still_waiting_for_a_head_is_evicted_first() {
         let sockets = Arc::new(Sockets::default());
-        let first = sockets.clone().open();
-        let second = sockets.clone().open();
-        let third = sockets.clone().open();
+        let metrics = Arc::new(Metrics::default());
+        let first = sockets.clone().open(metrics.clone());
+        let second = sockets.clone().open(metrics.clone());
+        let third = sockets.clone().open(metrics.clone());
         first.clone_handle().head_arrived();
         assert_eq!(sockets.open.load(Ordering::Relaxed), 3);
         assert!(sockets.evict_oldest_waiting());

@@ -143,3 +143,18 @@ async fn at_the_socket_limit_the_oldest_silent_sockets_make_room() {
         task.abort();
     }
 }
+
+#[tokio::test]
+async fn websockets_keep_their_socket_place_after_the_upgrade() {
+    let relay = Relay::start().await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let mut ws = Ws::connect(&relay.ws_url("r", "")).await;
+        ws.welcome().await;
+        sockets.push(ws);
+    }
+    // Five WebSockets, and the socket of the request that reads the gauge.
+    relay.wait_metric("relay_sockets", 6.0).await;
+    drop(sockets);
+    relay.wait_metric("relay_sockets", 1.0).await;
+}
