@@ -4,6 +4,7 @@
 
 mod clients;
 mod fanout;
+mod fill;
 mod idle;
 mod process;
 mod ramp;
@@ -88,6 +89,20 @@ enum Mode {
         /// Seconds to let the server settle before measuring.
         #[arg(long, default_value_t = 2.0)]
         settle: f64,
+    },
+    /// Every room filled past its history budget with the costliest texts: the server's
+    /// worst-case memory for retained messages (needs --pid).
+    Fill {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        /// Messages published to each room (enough to pass RELAY_HISTORY_BYTES).
+        #[arg(long, default_value_t = 40)]
+        messages: usize,
+        /// Text size in bytes (the relay's limit by default).
+        #[arg(long, default_value_t = protocol::limits::DEFAULT_MAX_TEXT_BYTES)]
+        text_bytes: usize,
     },
     /// Fan-out at rising rates until p99 passes a threshold: the highest sustained rate.
     Ramp {
@@ -192,6 +207,20 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             emit(&report, idle::summary(&report))
+        }
+        Mode::Fill {
+            target,
+            rooms,
+            messages,
+            text_bytes,
+        } => {
+            anyhow::ensure!(
+                !target.pid.is_empty(),
+                "fill mode measures the server: give --pid"
+            );
+            let pid = target.pid.clone();
+            let report = fill::run(&target.server()?, rooms, messages, text_bytes, pid).await?;
+            emit(&report, fill::summary(&report))
         }
         Mode::Ramp {
             target,

@@ -7,7 +7,11 @@ use protocol::ServerEvent;
 pub fn json(event: &ServerEvent) -> String {
     // The wire types are strings, integers and enums of them: serializing them cannot fail.
     // The fallback keeps this total rather than putting an `unwrap` in every request path.
-    serde_json::to_string(event).unwrap_or_else(|_| String::from("{}"))
+    let mut json = serde_json::to_string(event).unwrap_or_else(|_| String::from("{}"));
+    // The buffer grew by doubling; a message's JSON is kept in history, and should cost what
+    // it holds, not up to twice that.
+    json.shrink_to_fit();
+    json
 }
 
 /// The event as one SSE frame: `id:` (for messages, so that `Last-Event-ID` resumes),
