@@ -36,7 +36,11 @@ pub async fn run(
     for batch in (0..rooms).collect::<Vec<_>>().chunks(50) {
         let posts = batch.iter().map(|&room| {
             let (http, text) = (http.clone(), text.clone());
-            let url = format!("{}{}", server.http, Endpoint::Messages.path(&format!("fill-{room}")));
+            let url = format!(
+                "{}{}",
+                server.http,
+                Endpoint::Messages.path(&format!("fill-{room}"))
+            );
             async move {
                 for _ in 0..per_room {
                     let answer = http

@@ -66,7 +66,7 @@ impl TrustedProxies {
         Ok(TrustedProxies { networks })
     }
 
-    fn trusts(&self, addr: IpAddr) -> bool {
+    pub fn trusts(&self, addr: IpAddr) -> bool {
         let addr = match addr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,

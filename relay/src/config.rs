@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -178,11 +178,16 @@ pub struct Config {
     #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Most open TCP connections; at the limit, the one that has waited longest for its first
-    /// request head is closed to make room. Also capped by the process's file-descriptor
-    /// limit, which the relay raises to its hard limit at startup.
+    /// Most open TCP connections; at the limit, the one that has waited longest for a request
+    /// head (new, or idle between requests) is closed to make room. Also capped by the
+    /// process's file-descriptor limit, which the relay raises to its hard limit at startup.
     #[arg(long, env = "RELAY_MAX_SOCKETS", default_value_t = 16_384)]
     pub max_sockets: usize,
+
+    /// Most open TCP connections from one peer address (an IPv6 /64); trusted proxies are
+    /// not limited.
+    #[arg(long, env = "RELAY_MAX_SOCKETS_PER_CLIENT", default_value_t = 256)]
+    pub max_sockets_per_client: usize,
 
     /// Log format: `text` or `json` (one object per line). Levels come from `RUST_LOG`.
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -216,6 +221,9 @@ impl Config {
                 send: self.send_timeout,
             },
             max_sockets,
+            max_sockets_per_client: self.max_sockets_per_client,
+            // Checked by `validate` before the relay starts.
+            proxies: Arc::new(TrustedProxies::parse(&self.trusted_proxies).unwrap_or_default()),
         }
     }
 

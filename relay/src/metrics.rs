@@ -60,15 +60,18 @@ pub mod reason {
     pub const FRAME_TOO_LARGE: &str = "frame_too_large";
     pub const SLOW_CONSUMER: &str = "slow_consumer";
     pub const PING_TIMEOUT: &str = "ping_timeout";
-    /// A socket arrived at `RELAY_MAX_SOCKETS`: the oldest one still waiting for its first
-    /// request head (or, if none, the new one) was closed.
+    /// A socket arrived at `RELAY_MAX_SOCKETS`: the one waiting longest for a request head
+    /// (or, if none, the new one) was closed.
     pub const SOCKETS_FULL: &str = "sockets_full";
-    pub const ALL: [&str; 5] = [
+    /// A socket from a peer at `RELAY_MAX_SOCKETS_PER_CLIENT` was closed at once.
+    pub const CLIENT_SOCKETS_FULL: &str = "client_sockets_full";
+    pub const ALL: [&str; 6] = [
         BINARY_FRAME,
         FRAME_TOO_LARGE,
         SLOW_CONSUMER,
         PING_TIMEOUT,
         SOCKETS_FULL,
+        CLIENT_SOCKETS_FULL,
     ];
 }
 

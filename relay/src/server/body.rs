@@ -10,15 +10,17 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::io::ConnPhase;
+use super::sockets::SlotHandle;
 
 pub struct TrackedBody {
     inner: Body,
     phase: Arc<ConnPhase>,
+    slot: SlotHandle,
 }
 
 impl TrackedBody {
-    pub fn new(inner: Body, phase: Arc<ConnPhase>) -> TrackedBody {
-        TrackedBody { inner, phase }
+    pub fn new(inner: Body, phase: Arc<ConnPhase>, slot: SlotHandle) -> TrackedBody {
+        TrackedBody { inner, phase, slot }
     }
 }
 
@@ -44,6 +46,8 @@ impl http_body::Body for TrackedBody {
 
 impl Drop for TrackedBody {
     fn drop(&mut self) {
-        self.phase.request_ended();
+        if self.phase.request_ended() {
+            self.slot.idle();
+        }
     }
 }

@@ -76,10 +76,21 @@ impl ConnPhase {
     }
 
     /// The answer is written (its body dropped); the connection waits for the next request.
-    pub fn request_ended(&self) {
+    /// `true` if it was answering (not upgraded).
+    pub fn request_ended(&self) -> bool {
         let mut phase = lock(&self.phase);
-        if *phase == Phase::Busy {
+        let was_busy = *phase == Phase::Busy;
+        if was_busy {
             *phase = Phase::Idle;
+        }
+        was_busy
+    }
+
+    /// Part of the next request head is already here: its time limit runs from now.
+    pub fn head_started(&self) {
+        let mut phase = lock(&self.phase);
+        if *phase == Phase::Idle {
+            *phase = Phase::Head(Instant::now() + self.header);
         }
     }
 

@@ -18,12 +18,11 @@
 mod body;
 pub mod io;
 mod lean;
+mod sockets;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -39,8 +38,9 @@ use tower_service::Service;
 
 use self::body::TrackedBody;
 use self::io::{ConnPhase, Guarded, IoLimits};
-use crate::metrics::{Metrics, reason};
-use crate::sync::lock;
+use self::sockets::{Slot, SlotHandle, Sockets};
+use crate::client::TrustedProxies;
+use crate::metrics::Metrics;
 
 /// Largest request head. Browsers send well under 4 KiB; 16 KiB leaves room for long cookies
 /// set by other applications on the same host, and bounds what a client can make the relay
@@ -52,10 +52,13 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The socket limits of one listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SocketLimits {
     pub io: IoLimits,
     pub max_sockets: usize,
+    pub max_sockets_per_client: usize,
+    /// Peers whose sockets count against no client's share.
+    pub proxies: Arc<TrustedProxies>,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets open connections finish (streams
@@ -67,7 +70,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let sockets = Arc::new(Sockets::default());
+    let sockets = Sockets::new(
+        limits.max_sockets,
+        limits.max_sockets_per_client,
+        limits.proxies.clone(),
+        metrics,
+    );
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -87,14 +95,10 @@ pub async fn run(
                 continue;
             }
         };
-        if sockets.open.load(Ordering::Relaxed) >= limits.max_sockets {
-            metrics.rejected(reason::SOCKETS_FULL);
-            if !sockets.evict_oldest_waiting() {
-                drop(tcp);
-                continue;
-            }
-        }
-        let slot = sockets.clone().open(metrics.clone());
+        let Some(slot) = sockets.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         connections.spawn(serve_connection(
             tcp,
             peer,
@@ -115,14 +119,14 @@ async fn serve_connection(
     peer: SocketAddr,
     app: Router,
     limits: IoLimits,
-    slot: SocketSlot,
+    slot: Slot,
     shutdown: CancellationToken,
 ) {
     // Chat frames are small and latency is the point: never hold one back to coalesce.
     let _ = tcp.set_nodelay(true);
     let phase = ConnPhase::new(limits.header);
-    let evicted = slot.evicted.clone();
-    let handle = slot.clone_handle();
+    let handle = slot.handle();
+    let evicted = handle.evicted();
     // The socket's place is held by the socket itself: given back when it closes, whoever
     // owns it then (a WebSocket session, after an upgrade).
     let mut io = Guarded::new(tcp, limits, phase.clone(), Box::new(slot));
@@ -133,18 +137,25 @@ async fn serve_connection(
             head = lean::read_head(&mut io, &mut buffer, peer) => head,
             _ = shutdown.cancelled() => return,
             _ = evicted.cancelled() => {
-                tracing::debug!(%peer, "closed a socket still waiting for its first request, to make room");
+                tracing::debug!(%peer, "closed a socket waiting for a request, to make room");
                 return;
             }
         };
         match head {
             Ok(lean::Head::Request(request)) => {
-                handle.head_arrived();
+                handle.busy();
                 phase.request_started();
                 let kept = lean::answer(&mut io, &app, request, &mut buffer).await;
                 phase.request_ended();
+                if !buffer.is_empty() {
+                    // Part of the next head came while this one was answered: its time runs.
+                    phase.head_started();
+                }
                 match kept {
-                    Ok(true) if !shutdown.is_cancelled() => continue,
+                    Ok(true) if !shutdown.is_cancelled() => {
+                        handle.idle();
+                        continue;
+                    }
                     Ok(_) => return,
                     Err(err) => {
                         tracing::debug!(%peer, %err, "connection ended with an error");
@@ -166,10 +177,7 @@ async fn serve_connection(
     drop(buffer);
     // Boxed: a connection that never leaves the lean path does not carry hyper's state
     // (about a kilobyte) in its task.
-    Box::pin(serve_with_hyper(
-        io, peer, app, phase, evicted, handle, shutdown,
-    ))
-    .await;
+    Box::pin(serve_with_hyper(io, peer, app, phase, handle, shutdown)).await;
 }
 
 /// Serves the rest of a connection through hyper: requests with bodies, WebSocket upgrades,
@@ -179,26 +187,26 @@ async fn serve_with_hyper(
     peer: SocketAddr,
     app: Router,
     phase: Arc<ConnPhase>,
-    evicted: CancellationToken,
     slot: SlotHandle,
     shutdown: CancellationToken,
 ) {
+    let evicted = slot.evicted();
     let io = TokioIo::new(io);
     let service = {
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            slot.head_arrived();
+            slot.busy();
             phase.request_started();
             request.extensions_mut().insert(ConnectInfo(peer));
             // A `Router` is always ready (`poll_ready` returns at once), so it is called
             // directly; the clone is a reference count.
             let mut app = app.clone();
-            let phase = phase.clone();
+            let (phase, slot) = (phase.clone(), slot.clone());
             async move {
                 let response = app.call(request).await?;
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     phase.upgraded();
                 }
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase)))
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, phase, slot)))
             }
         })
     };
@@ -221,112 +229,11 @@ async fn serve_with_hyper(
             }
         }
         _ = evicted.cancelled() => {
-            tracing::debug!(%peer, "closed a socket still waiting for its first request, to make room");
+            tracing::debug!(%peer, "closed a socket waiting for a request, to make room");
             Ok(())
         }
     };
     if let Err(err) = result {
         tracing::debug!(%peer, %err, "connection ended with an error");
-    }
-}
-
-/// The open sockets, and those still waiting for their first request head, oldest first.
-#[derive(Debug, Default)]
-struct Sockets {
-    open: AtomicUsize,
-    next_id: AtomicU64,
-    waiting: std::sync::Mutex<BTreeMap<u64, CancellationToken>>,
-}
-
-impl Sockets {
-    fn open(self: Arc<Sockets>, metrics: Arc<Metrics>) -> SocketSlot {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let evicted = CancellationToken::new();
-        lock(&self.waiting).insert(id, evicted.clone());
-        self.open.fetch_add(1, Ordering::Relaxed);
-        metrics.socket_opened();
-        SocketSlot {
-            sockets: self,
-            id,
-            evicted,
-            metrics,
-        }
-    }
-
-    /// Closes the socket that has waited longest for its first request head, if any.
-    fn evict_oldest_waiting(&self) -> bool {
-        match lock(&self.waiting).pop_first() {
-            Some((_, evicted)) => {
-                evicted.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// One open socket's place among [`Sockets`] and in `relay_sockets`; dropping it (with the
-/// socket) frees the place.
-struct SocketSlot {
-    sockets: Arc<Sockets>,
-    id: u64,
-    evicted: CancellationToken,
-    metrics: Arc<Metrics>,
-}
-
-/// What the request handling of a connection needs of its slot.
-struct SlotHandle {
-    sockets: Arc<Sockets>,
-    id: u64,
-}
-
-impl SocketSlot {
-    fn clone_handle(&self) -> SlotHandle {
-        SlotHandle {
-            sockets: self.sockets.clone(),
-            id: self.id,
-        }
-    }
-}
-
-impl SlotHandle {
-    /// The connection has sent a complete request head: it is no longer a candidate for
-    /// eviction.
-    fn head_arrived(&self) {
-        lock(&self.sockets.waiting).remove(&self.id);
-    }
-}
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        lock(&self.sockets.waiting).remove(&self.id);
-        self.sockets.open.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.socket_closed();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_oldest_socket_still_waiting_for_a_head_is_evicted_first() {
-        let sockets = Arc::new(Sockets::default());
-        let metrics = Arc::new(Metrics::default());
-        let first = sockets.clone().open(metrics.clone());
-        let second = sockets.clone().open(metrics.clone());
-        let third = sockets.clone().open(metrics.clone());
-        first.clone_handle().head_arrived();
-        assert_eq!(sockets.open.load(Ordering::Relaxed), 3);
-        assert!(sockets.evict_oldest_waiting());
-        assert!(!first.evicted.is_cancelled(), "it sent a request");
-        assert!(second.evicted.is_cancelled(), "the oldest still waiting");
-        assert!(!third.evicted.is_cancelled());
-        drop(second);
-        assert!(sockets.evict_oldest_waiting());
-        assert!(third.evicted.is_cancelled());
-        assert!(!sockets.evict_oldest_waiting(), "nobody else waits");
-        drop((first, third));
-        assert_eq!(sockets.open.load(Ordering::Relaxed), 0);
     }
 }

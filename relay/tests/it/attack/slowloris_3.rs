@@ -73,8 +73,17 @@ async fn healthz_answers_within_a_second(relay: &Relay) {
     );
 }
 
-#[tokio::test]
+// Two worker threads, as the relay has in production: the 5 000 trickling clients and the
+// relay share them, and the health check must still get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_request_heads_are_cut_off_and_health_checks_still_answer() {
+    // 5 000 sockets on each end, in this one process.
+    let limit = rlimit::increase_nofile_limit(4 * TRICKLING as u64).expect("the fd limit");
+    assert!(
+        limit >= 2 * TRICKLING as u64 + 256,
+        "this test needs {} file descriptors; the hard limit is {limit}",
+        2 * TRICKLING + 256
+    );
     let relay = Relay::start_with(|c| c.header_timeout = Duration::from_secs(4)).await;
     let (closed_tx, mut closed) = mpsc::unbounded_channel();
     let mut tasks = Vec::with_capacity(TRICKLING);
@@ -142,6 +151,78 @@ async fn at_the_socket_limit_the_oldest_silent_sockets_make_room() {
     for task in silent {
         task.abort();
     }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_sockets_make_room_and_one_peer_has_a_share() {
+    const MAX: usize = 32;
+    let relay = Relay::start_with(|c| {
+        c.max_sockets = MAX;
+        c.max_sockets_per_client = MAX;
+    })
+    .await;
+    // One peer fills the relay with keep-alive connections that asked once and went quiet.
+    let hoarder = std::net::IpAddr::from([127, 0, 0, 2]);
+    let mut idle = Vec::new();
+    for _ in 0..MAX {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((hoarder, 0).into()).expect("bind");
+        let mut stream = socket.connect(relay.addr).await.expect("connects");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = vec![0u8; 512];
+        let n = within("an answer", stream.read(&mut answer))
+            .await
+            .expect("read");
+        assert!(String::from_utf8_lossy(&answer[..n]).contains("200 OK"));
+        idle.push(stream);
+    }
+    // Another client still gets an answer: an idle connection makes room.
+    let other = std::net::IpAddr::from([127, 0, 0, 3]);
+    let answer = http_from(other)
+        .get(relay.url("/healthz"))
+        .send()
+        .await
+        .expect("a health check");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    drop(idle);
+}
+
+#[tokio::test]
+async fn one_peer_cannot_open_more_than_its_share_of_sockets() {
+    const SHARE: usize = 8;
+    let relay = Relay::start_with(|c| c.max_sockets_per_client = SHARE).await;
+    let hoarder = std::net::IpAddr::from([127, 0, 0, 2]);
+    let addr = relay.addr;
+    let connect = move || async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((hoarder, 0).into()).expect("bind");
+        socket.connect(addr).await.expect("connects")
+    };
+    let mut held = Vec::new();
+    for _ in 0..SHARE {
+        held.push(connect().await);
+    }
+    // All admitted (the gauge also counts the request that reads it), none refused...
+    relay.wait_metric("relay_sockets", (SHARE + 1) as f64).await;
+    let refused = "relay_rejected_total{reason=\"client_sockets_full\"}";
+    assert_eq!(relay.metric(refused).await, Some(0.0));
+    // ...and the next one from the same peer is closed at once.
+    let mut over = connect().await;
+    relay.wait_metric(refused, 1.0).await;
+    let mut byte = [0u8; 1];
+    let read = within("the refused socket to be closed", over.read(&mut byte)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Another peer is not affected.
+    let answer = http_from(std::net::IpAddr::from([127, 0, 0, 3]))
+        .get(relay.url("/healthz"))
+        .send()
+        .await
+        .expect("a health check");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    drop(held);
 }
 
 #[tokio::test]
