@@ -172,6 +172,8 @@ pub enum ErrorCode {
     InvalidText,
     TextTooLong,
     PayloadTooLarge,
+    /// A request body that did not arrive within the relay's time limit.
+    RequestTimeout,
     RateLimited,
     TooManyConnections,
     TooManyRooms,
@@ -189,13 +191,14 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code, so that counters by reason can start at zero (a series that appears only
     /// after the first refusal breaks `rate()` in Prometheus).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidName,
         ErrorCode::InvalidText,
         ErrorCode::TextTooLong,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::RateLimited,
         ErrorCode::TooManyConnections,
         ErrorCode::TooManyRooms,
@@ -217,6 +220,7 @@ impl ErrorCode {
             ErrorCode::InvalidText => "invalid_text",
             ErrorCode::TextTooLong => "text_too_long",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManyRooms => "too_many_rooms",

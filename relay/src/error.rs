@@ -56,6 +56,7 @@ impl ApiError {
             | ErrorCode::InvalidText
             | ErrorCode::TextTooLong => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ForbiddenOrigin => StatusCode::FORBIDDEN,
             ErrorCode::InvalidHost => StatusCode::MISDIRECTED_REQUEST,

@@ -54,7 +54,9 @@ impl TokenBucket {
             Ok(())
         } else {
             let missing = 1.0 - self.tokens;
-            Err(Duration::from_secs_f64(missing / self.limit.per_second))
+            // A tiny rate (validated positive, but possibly 1e-300) must not overflow.
+            Err(Duration::try_from_secs_f64(missing / self.limit.per_second)
+                .unwrap_or(Duration::MAX))
         }
     }
 }

@@ -202,12 +202,9 @@ impl Connection {
     fn log(&self, what: &str) {
         let transport = self.transport.as_str();
         let ms = self.opened.elapsed().as_millis() as u64;
-        // A long poll is one request per message: per-poll lines would drown the others.
-        if self.transport == Transport::Longpoll {
-            tracing::debug!(transport = %transport, room = %self.room, peer = %self.peer, ms, "{what}");
-        } else {
-            tracing::info!(transport = %transport, room = %self.room, peer = %self.peer, ms, "{what}");
-        }
+        // At debug: any client can open and close connections as fast as its request rate
+        // allows, and one line each would let it flood the log. `/metrics` counts them.
+        tracing::debug!(transport = %transport, room = %self.room, peer = %self.peer, ms, "{what}");
     }
 }
 

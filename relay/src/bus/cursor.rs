@@ -80,12 +80,16 @@ pub(super) fn snapshot(
             let skip = window.partition_point(|m| m.id <= after);
             let newer = window.len() - skip;
             let take = fitting(window.range(skip..), newer.min(limit));
-            let messages = window.range(skip..skip + take).cloned().collect();
+            let messages: Vec<Arc<Envelope>> = window.range(skip..skip + take).cloned().collect();
             let stop = window
                 .get(skip)
                 .filter(|_| take == 0)
                 .map_or(last_id, |first_left_out| first_left_out.id - 1);
-            (messages, newer > take, stop)
+            // More are left if the window holds more than was taken, or — when the window
+            // itself was cut short (a Redis read stops at the byte cap) — if the last message
+            // taken is not the room's newest.
+            let more = newer > take || messages.last().is_some_and(|m| m.id < last_id);
+            (messages, more, stop)
         }
         // A newcomer, or a cursor from another history: the most recent `limit`.
         _ => {
@@ -112,7 +116,9 @@ fn fitting<'a>(messages: impl Iterator<Item = &'a Arc<Envelope>>, limit: usize) 
     let mut bytes = 0;
     let mut count = 0;
     for message in messages.take(limit) {
-        bytes += message.json.len();
+        // Counted as kept (at least the JSON written): the same measure as the history
+        // budget, and as the Redis read script's own cap, so that their cuts agree.
+        bytes += message.stored_bytes();
         if count > 0 && bytes > MAX_READ_BYTES {
             break;
         }
@@ -268,11 +274,12 @@ mod tests {
         let snap = snapshot(&big, 20, 1, &epoch(), &after(0), 50);
         let bytes: usize = snap.messages.iter().map(|m| m.json.len()).sum();
         assert!(bytes <= MAX_READ_BYTES, "{bytes}");
-        assert_eq!(snap.messages.len(), MAX_READ_BYTES / size);
+        let kept = big[0].stored_bytes();
+        assert_eq!(snap.messages.len(), MAX_READ_BYTES / kept);
         assert!(snap.more);
         // A newcomer gets the newest that fit.
         let snap = snapshot(&big, 20, 1, &epoch(), &Cursor::default(), 50);
         assert_eq!(snap.messages.last().map(|m| m.id), Some(20));
-        assert_eq!(snap.messages.len(), MAX_READ_BYTES / size);
+        assert_eq!(snap.messages.len(), MAX_READ_BYTES / kept);
     }
 }

@@ -318,11 +318,11 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
                 break;
             };
             let mut data = Vec::new();
-            let mut gathered = push_data(&mut data, frame);
+            let mut gathered = push_data(&mut data, frame)?;
             let mut ended = false;
             while gathered < WRITE_GATHER {
                 match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never() {
-                    Some(Some(frame)) => gathered += push_data(&mut data, frame),
+                    Some(Some(frame)) => gathered += push_data(&mut data, frame)?,
                     Some(None) => {
                         ended = true;
                         break;
@@ -353,16 +353,24 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
     Ok(keep_alive)
 }
 
-/// Appends a frame's data (a body error ends the answer: the connection is closed); returns
-/// its length.
-fn push_data(data: &mut Vec<Bytes>, frame: Result<http_body::Frame<Bytes>, axum::Error>) -> usize {
+/// Appends a frame's data; returns its length. A body that fails (a file that cannot be read
+/// any more) is an error: the connection is then closed without the answer's proper end, so
+/// that the client sees it cut short rather than complete.
+fn push_data(
+    data: &mut Vec<Bytes>,
+    frame: Result<http_body::Frame<Bytes>, axum::Error>,
+) -> io::Result<usize> {
     match frame.map(http_body::Frame::into_data) {
-        Ok(Ok(bytes)) if !bytes.is_empty() => {
+        Ok(Ok(bytes)) => {
             let len = bytes.len();
-            data.push(bytes);
-            len
+            if len > 0 {
+                data.push(bytes);
+            }
+            Ok(len)
         }
-        _ => 0,
+        // Trailers: nothing to write (chunked trailers are not sent).
+        Ok(Err(_)) => Ok(0),
+        Err(err) => Err(io::Error::other(err)),
     }
 }
 

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use protocol::{PublishRequest, PublishResponse, Reset, Transport};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use protocol::{ErrorCode, PublishRequest, PublishResponse, Reset, Transport};
 use serde::{Deserialize, Serialize};
 
 use super::{cursor, join_limit};
@@ -134,7 +136,7 @@ pub async fn publish(
     Path(room): Path<String>,
     Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     state.origins.check(&headers)?;
     let room = RoomName::parse(&room)?;
@@ -143,13 +145,36 @@ pub async fn publish(
     for limiter in [&state.budgets.post, &state.budgets.publish] {
         limiter.take(client, now).map_err(ApiError::rate_limited)?;
     }
+    let body = read_body(body, &state).await?;
     // Any content type is accepted: `curl -d '{...}'` sends a form type by default.
-    let request: PublishRequest = serde_json::from_slice(&body?)?;
+    let request: PublishRequest = serde_json::from_slice(&body)?;
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
     let id = state.publish(&room, from, text, client).await?;
     state.metrics.published(Via::Http);
     Ok((StatusCode::CREATED, Json(PublishResponse { id })))
+}
+
+/// The request body, at most `RELAY_MAX_FRAME_BYTES`, arriving within
+/// `RELAY_HEADER_TIMEOUT`: a client that trickles a body must not hold its socket and slot
+/// for as long as it likes.
+async fn read_body(body: Body, state: &AppState) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, state.config.max_frame_bytes);
+    match tokio::time::timeout(state.config.header_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "request body is too large",
+        )),
+        Ok(Err(err)) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("could not read the request body: {err}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            "the request body did not arrive in time",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -295,7 +295,8 @@ async fn bounded(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => {
-            tracing::warn!(
+            // Counted as `slow_consumer`; one line per client would let clients flood the log.
+            tracing::debug!(
                 %peer,
                 %room,
                 "websocket client too slow; closing so that it resumes with after"

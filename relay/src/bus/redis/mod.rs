@@ -50,11 +50,11 @@ use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
 use super::cursor::snapshot;
-use super::{Bus, BusError, Cursor, Live, Published, RoomLimits, Snapshot, Subscription};
+use super::{Bus, BusError, Cursor, Envelope, Live, Published, RoomLimits, Snapshot, Subscription};
 use crate::clock::unix_millis;
 use crate::sync::lock;
 use crate::validate::RoomName;
-use protocol::limits::MAX_READ_MESSAGES;
+use protocol::limits::{MAX_READ_BYTES, MAX_READ_MESSAGES};
 
 /// The sorted set of rooms, scored by last activity. (Not `chat:rooms`, the plain set that
 /// earlier versions kept, so that one Redis can be shared during an upgrade.)
@@ -263,9 +263,20 @@ impl RedisBus {
             .arg(ts)
             .arg(CHANNEL);
         self.creation_args(&mut invocation, may_create);
+        // What the message costs kept, counted as the memory bus counts it (its envelope:
+        // the escaped JSON and framing; ids and times take their largest width).
+        let size = Envelope::new(protocol::Message {
+            id: u64::MAX,
+            room: room.to_string(),
+            from: from.to_owned(),
+            text: text.to_owned(),
+            ts: u64::MAX,
+        })
+        .stored_bytes();
         invocation
             .arg(self.inner.limits.retention)
-            .arg(self.inner.limits.history_bytes);
+            .arg(self.inner.limits.history_bytes)
+            .arg(size);
         let (_epoch, id, created): (String, String, i64) =
             self.call(invocation.invoke_async(&mut conn)).await?;
         let id = parse_id(&id).ok_or_else(|| unexpected("stream id", &id))?;
@@ -344,6 +355,7 @@ impl RedisBus {
         if let Some(may_create) = create {
             self.creation_args(&mut invocation, may_create);
         }
+        invocation.arg(MAX_READ_BYTES);
         let reply: Value = self.call(invocation.invoke_async(&mut conn)).await?;
         let view = View::parse(room, reply)?;
         let epoch: Arc<str> = view.epoch.into();

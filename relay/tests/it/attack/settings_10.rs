@@ -19,7 +19,7 @@ async fn run_with(variable: &str, value: &str) -> (Option<i32>, String) {
             command.env_remove(name);
         }
     }
-    let mut child = command
+    let child = command
         .env("RELAY_ADDR", "127.0.0.1:0")
         .env(variable, value)
         .stdout(Stdio::null())
@@ -27,14 +27,22 @@ async fn run_with(variable: &str, value: &str) -> (Option<i32>, String) {
         .spawn()
         .expect("the relay binary starts");
     // A relay that accepted the setting would serve for ever: the wait is bounded, and the
-    // process is killed if it is still running.
+    // process is killed if it is still running (the guard's drop, as the test fails).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
     let status = eventually(&format!("the relay to refuse {variable}={value}"), || {
-        let status = child.try_wait().expect("wait");
+        let status = child.0.try_wait().expect("wait");
         async move { status }
     })
     .await;
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+    std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut stderr)
         .expect("stderr is readable");
     (status.code(), stderr)
 }

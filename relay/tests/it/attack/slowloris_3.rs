@@ -239,3 +239,27 @@ async fn websockets_keep_their_socket_place_after_the_upgrade() {
     drop(sockets);
     relay.wait_metric("relay_sockets", 1.0).await;
 }
+
+#[tokio::test]
+async fn a_trickled_request_body_is_cut_off_by_the_header_timeout() {
+    let relay = Relay::start_with(|c| c.header_timeout = Duration::from_secs(1)).await;
+    let mut socket = TcpStream::connect(relay.addr).await.expect("connects");
+    socket
+        .write_all(
+            b"POST /api/rooms/r/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"from\":",
+        )
+        .await
+        .expect("a head and the start of a body");
+    // Nothing more: the relay answers 408 once the body is late, and keeps nothing.
+    let mut answer = Vec::new();
+    within(
+        "the relay to give up on the body",
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_eq!(relay.poll("r", "").await.messages.len(), 0);
+}

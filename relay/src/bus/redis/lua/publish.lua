@@ -7,7 +7,8 @@
 -- KEYS: 1 the sorted set of rooms, 2 the sorted set of listened rooms
 -- ARGV: 1 room, 2 from, 3 text, 4 ts, 5 announcement channel, 6 fresh epoch, 7 now (ms),
 --       8 TTL (ms), 9 most rooms, 10 how long a listen mark lasts (ms, unused here),
---       11 may create ('1'/'0'), 12 retention, 13 max bytes
+--       11 may create ('1'/'0'), 12 retention, 13 max bytes, 14 the message's size as kept
+--       (counted by the relay as the memory bus counts it)
 -- Returns {epoch, stream id, created}.
 local room = ARGV[1]
 local epoch, created = ensure_room(KEYS[1], KEYS[2], room, ARGV[6], tonumber(ARGV[7]),
@@ -17,8 +18,7 @@ if not epoch then
 end
 local log_key = room_key(room, 'log')
 local bytes_key = room_key(room, 'bytes')
--- What the entry costs Redis, near enough: its fields and some bookkeeping.
-local size = #ARGV[2] + #ARGV[3] + 64
+local size = tonumber(ARGV[14])
 local id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size)
 local total = redis.call('INCRBY', bytes_key, size)
 local retention = tonumber(ARGV[12])

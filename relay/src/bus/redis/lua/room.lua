@@ -56,9 +56,19 @@ end
 -- One consistent view of a room for a cursor: its epoch ('' if the room does not exist),
 -- the newest and oldest retained stream ids, and the window the cursor is owed (at most
 -- `limit` + 1 entries, so that the relay can tell whether more are left).
+-- The entries' counted size (their `n` field).
+local function entry_size(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then return tonumber(fields[i + 1]) end
+  end
+  return 0
+end
+
 -- `after` is the cursor as the client wrote it ('' for a newcomer): compared as a number,
--- and used as written in the stream id, so that no large id is rounded.
-local function read_view(room, after_raw, cursor_epoch, limit)
+-- and used as written in the stream id, so that no large id is rounded. At most `max_bytes`
+-- of entries are fetched (plus one, so that the relay can tell that more are left).
+local function read_view(room, after_raw, cursor_epoch, limit, max_bytes)
   local after = tonumber(after_raw)
   local epoch = redis.call('GET', room_key(room, 'epoch'))
   if not epoch then
@@ -76,10 +86,21 @@ local function read_view(room, after_raw, cursor_epoch, limit)
     and after <= tonumber(string.sub(head, 3))
   local entries = {}
   if continues then
-    entries = redis.call('XRANGE', log_key, '(0-' .. after_raw, '+', 'COUNT', limit + 1)
+    local bytes = 0
+    for _, entry in ipairs(redis.call('XRANGE', log_key, '(0-' .. after_raw, '+', 'COUNT', limit + 1)) do
+      entries[#entries + 1] = entry
+      bytes = bytes + entry_size(entry)
+      if bytes > max_bytes then break end
+    end
   elseif limit > 0 then
     local newest_first = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', limit)
-    for i = #newest_first, 1, -1 do
+    local keep, bytes = 0, 0
+    for i = 1, #newest_first do
+      bytes = bytes + entry_size(newest_first[i])
+      if i > 1 and bytes > max_bytes then break end
+      keep = i
+    end
+    for i = keep, 1, -1 do
       entries[#entries + 1] = newest_first[i]
     end
   end
