@@ -93,7 +93,7 @@ pub struct Config {
 
     /// Most open WebSockets, SSE streams and pending long polls of one client address (an
     /// IPv6 client counts per /64).
-    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 100)]
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 32)]
     pub max_connections_per_client: usize,
 
     /// Longest message text, in bytes of UTF-8.

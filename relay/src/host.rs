@@ -57,12 +57,12 @@ impl HostPolicy {
         let HostPolicy::Only(allowed) = self else {
             return true;
         };
-        let host = host.trim().to_ascii_lowercase();
-        let Some((name, port)) = split(&host) else {
+        // Compared without changing case in a copy: this runs for every request.
+        let Some((name, port)) = split(host.trim()) else {
             return false;
         };
         allowed.iter().any(|(allowed, allowed_port)| {
-            allowed == name && allowed_port.is_none_or(|p| Some(p) == port)
+            allowed.eq_ignore_ascii_case(name) && allowed_port.is_none_or(|p| Some(p) == port)
         })
     }
 }

@@ -7,8 +7,8 @@
 //! budget. Here a request head is read into a buffer that starts at 1 KiB and is dropped
 //! once parsed (kept only if the client pipelined more), and answers are written straight to
 //! the socket. What these requests need is small: parse a head (`httparse`, the parser
-//! hyper itself uses), frame an answer with `Content-Length` or chunked encoding, keep the
-//! connection alive between requests.
+//! hyper itself uses), frame an answer with `Content-Length` (or, for a stream, by closing
+//! the connection), keep the connection alive between requests.
 //!
 //! Everything else — a body, `Expect`, `Upgrade` (WebSockets), anything unusual in the head —
 //! is handed to hyper with the bytes read so far, and hyper serves the connection from then
@@ -203,7 +203,8 @@ fn build(head: &Bytes, peer: SocketAddr) -> Option<Request<Body>> {
     let map = request.headers_mut();
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(h.value).ok()?;
+        // A view of the head's bytes, not a copy (as hyper does).
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
         map.append(name, value);
     }
     request.extensions_mut().insert(ConnectInfo(peer));
@@ -226,8 +227,7 @@ enum Framing {
     None,
     /// `Content-Length` says.
     Length,
-    Chunked,
-    /// HTTP/1.0 without a length: the body ends when the connection closes.
+    /// A stream: the body ends when the connection closes.
     Close,
 }
 
@@ -252,9 +252,10 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         Framing::None
     } else if has_length || body.size_hint().exact().is_some() {
         Framing::Length
-    } else if version == Version::HTTP_11 {
-        Framing::Chunked
     } else {
+        // A body of unknown length is a stream (SSE), which ends only with the connection
+        // anyway: delimited by the close, it goes out as it is, with no chunk framing to
+        // format around every write.
         keep_alive = false;
         Framing::Close
     };
@@ -281,7 +282,7 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
     }
     if !parts.headers.contains_key(header::DATE) {
         header_bytes.extend_from_slice(b"date: ");
-        header_bytes.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        date(|now| header_bytes.extend_from_slice(now.as_bytes()));
         header_bytes.extend_from_slice(b"\r\n");
     }
     match framing {
@@ -289,7 +290,6 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
             let length = body.size_hint().exact().unwrap_or(0);
             let _ = write!(header_bytes, "content-length: {length}\r\n");
         }
-        Framing::Chunked => header_bytes.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
     if version == Version::HTTP_11 && !keep_alive {
@@ -302,6 +302,7 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         // The head goes out at once: a stream may not have a first frame for a while.
         write_all(io, &mut pending).await?;
         io.flush().await?;
+        let mut data = Vec::new();
         loop {
             // Wait for one frame (watching for the client leaving meanwhile), then take
             // whatever else is ready without waiting.
@@ -317,7 +318,7 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
             let Some(frame) = frame else {
                 break;
             };
-            let mut data = Vec::new();
+            data.clear();
             let mut gathered = push_data(&mut data, frame)?;
             let mut ended = false;
             while gathered < WRITE_GATHER {
@@ -331,13 +332,7 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             if gathered > 0 {
-                if framing == Framing::Chunked {
-                    pending.push(Bytes::from(format!("{gathered:x}\r\n")));
-                    pending.extend(data);
-                    pending.push(Bytes::from_static(b"\r\n"));
-                } else {
-                    pending.extend(data);
-                }
+                pending.append(&mut data);
                 write_all(io, &mut pending).await?;
             }
             if ended {
@@ -345,12 +340,31 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    if framing == Framing::Chunked {
-        pending.push(Bytes::from_static(b"0\r\n\r\n"));
-    }
     write_all(io, &mut pending).await?;
     io.flush().await?;
     Ok(keep_alive)
+}
+
+/// Calls `with` on the current `Date` header value, formatted at most once a second per
+/// thread (as hyper does): a long poller makes one request per message, and formatting a
+/// date each time is measurable at thousands a second.
+fn date(with: impl FnOnce(&str)) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        with(&cached.1);
+    });
 }
 
 /// Appends a frame's data; returns its length. A body that fails (a file that cannot be read
@@ -368,7 +382,7 @@ fn push_data(
             }
             Ok(len)
         }
-        // Trailers: nothing to write (chunked trailers are not sent).
+        // Trailers: nothing to write (no framing here carries them).
         Ok(Err(_)) => Ok(0),
         Err(err) => Err(io::Error::other(err)),
     }
@@ -376,10 +390,16 @@ fn push_data(
 
 /// Writes every byte of `pieces` with as few writes as the socket allows, then empties it.
 async fn write_all<T: AsyncWrite + Unpin>(io: &mut T, pieces: &mut Vec<Bytes>) -> io::Result<()> {
+    /// Pieces handed to one `writev`; more wait for the next.
+    const SLICES: usize = 64;
     let mut at = 0;
     while at < pieces.len() {
-        let slices: Vec<IoSlice<'_>> = pieces[at..].iter().map(|b| IoSlice::new(b)).collect();
-        let mut written = io.write_vectored(&slices).await?;
+        let mut slices = [IoSlice::new(&[]); SLICES];
+        let count = (pieces.len() - at).min(SLICES);
+        for (slice, piece) in slices.iter_mut().zip(&pieces[at..at + count]) {
+            *slice = IoSlice::new(piece);
+        }
+        let mut written = io.write_vectored(&slices[..count]).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -483,23 +503,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_is_chunked_and_pipelined_requests_are_answered_in_order() {
+    async fn a_stream_ends_with_the_connection() {
+        let (answer, outcomes) = exchange(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(!answer.contains("chunked"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nonetwo"), "{answer}");
+        assert_eq!(outcomes, ["close"]);
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order() {
         let (answer, outcomes) = exchange(
-            b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /small HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await;
-        let chunked = answer
-            .find("transfer-encoding: chunked")
-            .expect("chunked first");
-        let body = answer
-            .find("6\r\nonetwo\r\n0\r\n\r\n")
-            .expect("one chunk, then the end");
-        let second = answer.rfind("HTTP/1.1 200 OK").expect("a second answer");
-        assert!(chunked < body && body < second, "{answer}");
-        assert!(
-            answer.ends_with("connection: close\r\n\r\nhello"),
-            "{answer}"
-        );
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+        assert!(answer.ends_with("connection: close\r\n\r\nhello"), "{answer}");
         assert_eq!(outcomes, ["keep-alive", "close"]);
     }
 
