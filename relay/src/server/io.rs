@@ -34,6 +34,8 @@ pub struct IoLimits {
     pub header: Duration,
     pub idle: Duration,
     pub send: Duration,
+    /// Whether small writes go out at once (`TCP_NODELAY`).
+    pub nodelay: bool,
 }
 
 /// Extra time a stalled write gets on an upgraded connection. A WebSocket enforces the send
@@ -287,6 +289,7 @@ mod tests {
         header: Duration::from_secs(10),
         idle: Duration::from_secs(60),
         send: Duration::from_secs(5),
+        nodelay: false,
     };
 
     #[tokio::test(start_paused = true)]

@@ -122,8 +122,10 @@ async fn serve_connection(
     slot: Slot,
     shutdown: CancellationToken,
 ) {
-    // Chat frames are small and latency is the point: never hold one back to coalesce.
-    let _ = tcp.set_nodelay(true);
+    // Off by default: see `RELAY_TCP_NODELAY` (and docs/BENCHMARKS.md for what it trades).
+    if limits.nodelay {
+        let _ = tcp.set_nodelay(true);
+    }
     let phase = ConnPhase::new(limits.header);
     let handle = slot.handle();
     let evicted = handle.evicted();
