@@ -110,7 +110,10 @@ impl Bus {
     ) -> Result<Snapshot, BusError> {
         match self {
             Bus::Memory(bus) => Ok(bus.read(room, cursor, limit)),
-            Bus::Redis(bus) => bus.read(room, cursor, limit).await,
+            // Boxed (here, for Redis only): the Redis call's future is large, and every
+            // caller that waits — a long poll, a subscriber — would otherwise carry its size
+            // for as long as it waits (see docs/BENCHMARKS.md, idle memory).
+            Bus::Redis(bus) => Box::pin(bus.read(room, cursor, limit)).await,
         }
     }
 
@@ -127,7 +130,8 @@ impl Bus {
     ) -> Result<(Subscription, bool), BusError> {
         match self {
             Bus::Memory(bus) => bus.subscribe(room, cursor, limit, may_create),
-            Bus::Redis(bus) => bus.subscribe(room, cursor, limit, may_create).await,
+            // Boxed for Redis only, as in `read`.
+            Bus::Redis(bus) => Box::pin(bus.subscribe(room, cursor, limit, may_create)).await,
         }
     }
 

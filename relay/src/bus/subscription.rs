@@ -164,9 +164,9 @@ impl Subscription {
                     after: Some(self.position),
                     epoch: Some(self.epoch.to_string()),
                 };
-                // Boxed: the read (a Redis round trip) is rare, and every subscriber's waiting
-                // future would otherwise carry its state.
-                let read = Box::pin(self.bus.read(&self.room, &cursor, MAX_READ_MESSAGES));
+                // (`Bus::read` boxes the Redis call, so that every subscriber's waiting future
+                // does not carry its size.)
+                let read = self.bus.read(&self.room, &cursor, MAX_READ_MESSAGES);
                 let snapshot = match read.await {
                     Ok(snapshot) if snapshot.epoch == self.epoch => snapshot,
                     // The bus cannot fill the hole, or the room's history is gone: end the

@@ -57,9 +57,7 @@ pub async fn read(
             Duration::from_secs_f64(w.min(state.config.longpoll_max.as_secs_f64()))
         });
 
-    // The bus calls are boxed: with Redis their futures are large, and a pending long poll
-    // would carry that size for as long as it waits (see docs/BENCHMARKS.md, idle memory).
-    let snapshot = Box::pin(state.bus.read(&room, &cursor, limit)).await?;
+    let snapshot = state.bus.read(&room, &cursor, limit).await?;
     if wait.is_zero() || !snapshot.messages.is_empty() || snapshot.reset.is_some() {
         // A request willing to wait is a long poll even when it is answered at once.
         let transport = if wait.is_zero() {
@@ -74,7 +72,7 @@ pub async fn read(
     // between the read above and the subscription is not missed; then read again. It counts
     // as an open connection once subscribed: from then on, a publish is certain to wake it.
     let mut conn = state.admit(Transport::Longpoll, &room, peer, client)?;
-    let mut sub = Box::pin(state.subscribe(&room, &cursor, limit, client)).await?;
+    let mut sub = state.subscribe(&room, &cursor, limit, client).await?;
     conn.established();
     tokio::select! {
         _ = sub.next() => {}
@@ -82,7 +80,7 @@ pub async fn read(
         _ = state.shutdown.cancelled() => {}
     }
     drop(sub);
-    let snapshot = Box::pin(state.bus.read(&room, &cursor, limit)).await?;
+    let snapshot = state.bus.read(&room, &cursor, limit).await?;
     Ok(answer(&snapshot, Transport::Longpoll, &state.metrics))
 }
 
