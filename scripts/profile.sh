@@ -3,19 +3,22 @@
 # repeatable figures (unlike CPU time) for comparing transports or a change against its parent.
 #   ./scripts/profile.sh ws          → target/profile/callgrind-ws.out and its top functions
 #   ./scripts/profile.sh longpoll
+#   RELAY_BIN=/path/to/other/relay ./scripts/profile.sh longpoll   (another build, same load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+export_load_test_budgets
 
 transport="${1:?usage: $0 ws|sse|longpoll|shortpoll}"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 cargo build --release --locked -q -p relay -p relay-bench
 mkdir -p target/profile
-out="target/profile/callgrind-$transport.out"
+relay_bin="${RELAY_BIN:-target/release/relay}"
+out="target/profile/callgrind-$transport$(echo "${RELAY_BIN:+-$RELAY_BIN}" | tr '/' '_').out"
 port=$(free_port)
 
-RELAY_ADDR="127.0.0.1:$port" RELAY_RATE=1000000 RELAY_BURST=1000000 RUST_LOG=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$out" target/release/relay 2>/dev/null &
+RELAY_ADDR="127.0.0.1:$port" RUST_LOG=warn \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$relay_bin" 2>/dev/null &
 relay=$!
 trap 'kill $relay 2>/dev/null || true' EXIT
 wait_for "http://127.0.0.1:$port/healthz"
