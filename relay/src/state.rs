@@ -23,10 +23,22 @@ use crate::validate::{RoomName, TextLimits};
 /// page's other tab or an earlier stream to have closed.
 const CONNECTION_RETRY: Duration = Duration::from_secs(5);
 
-/// Cheap to clone: every field is a handle or `Arc`, so each request gets its own copy without
-/// any lock on the state itself.
+/// The handle every handler gets: one `Arc`, so that each request's copy (axum clones the
+/// state for every extraction) is one reference count, whatever the state holds; no lock on
+/// the state itself.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub bus: Bus,
     pub config: Arc<Config>,
     pub limits: TextLimits,
@@ -48,7 +60,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, bus: Bus, shutdown: CancellationToken) -> AppState {
-        AppState {
+        AppState(Arc::new(Shared {
             bus,
             limits: config.text_limits(),
             origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
@@ -61,7 +73,7 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
-        }
+        }))
     }
 
     /// Publishes to a room for `client`, creating the room if the client's new-room budget

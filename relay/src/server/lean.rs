@@ -18,13 +18,16 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use axum::http::{
+    HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http_body::Body as _;
@@ -63,9 +66,9 @@ pub async fn read_head<T: AsyncRead + AsyncWrite + Unpin>(
     buffer: &mut BytesMut,
     peer: SocketAddr,
 ) -> io::Result<Head> {
-    let head_len = loop {
+    let layout = loop {
         match parse(buffer) {
-            Parsed::Complete(len) => break len,
+            Parsed::Complete(layout) => break layout,
             Parsed::Other => return Ok(Head::Hyper(buffer.split().freeze())),
             Parsed::Partial if buffer.len() >= MAX_HEAD_BYTES => {
                 write_simple(io, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await?;
@@ -82,13 +85,13 @@ pub async fn read_head<T: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let head = buffer.split_to(head_len).freeze();
+    let head = buffer.split_to(layout.len).freeze();
     if buffer.is_empty() {
         // Nothing pipelined: give the buffer back rather than keep it for the connection's
         // life (the point of this path).
         *buffer = BytesMut::new();
     }
-    match build(&head, peer) {
+    match build(&head, &layout, peer) {
         Some(request) => Ok(Head::Request(request)),
         None => {
             // Parsed as complete, so this is a head whose names or values `http` refuses:
@@ -146,27 +149,50 @@ async fn watch<T: AsyncRead + Unpin>(io: &mut T, buffer: &mut BytesMut) -> io::R
 }
 
 enum Parsed {
-    /// A complete head of this many bytes, for this path.
-    Complete(usize),
+    /// A complete head, for this path.
+    Complete(Layout),
     /// More bytes are needed.
     Partial,
     /// A head this path does not serve (or cannot parse): hyper's.
     Other,
 }
 
+/// Where the parts of a complete, lean head lie in its bytes: the head is parsed once, and the
+/// request then built from views of those bytes, not copies (as hyper does).
+struct Layout {
+    len: usize,
+    head_only: bool,
+    http_11: bool,
+    path: Range<usize>,
+    /// Name and value of each header. (A `Vec` sized to the head, rather than an array of
+    /// [`MAX_HEADERS`]: the layout is held while the connection waits for more bytes, in its
+    /// task's memory.)
+    headers: Vec<(Range<usize>, Range<usize>)>,
+}
+
 fn parse(buffer: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buffer) {
-        Ok(httparse::Status::Complete(len)) => {
-            if is_lean(&request) {
-                Parsed::Complete(len)
-            } else {
-                Parsed::Other
-            }
+        Ok(httparse::Status::Complete(len)) if is_lean(&request) => {
+            let at = |part: &[u8]| {
+                let start = part.as_ptr() as usize - buffer.as_ptr() as usize;
+                start..start + part.len()
+            };
+            Parsed::Complete(Layout {
+                len,
+                head_only: request.method == Some("HEAD"),
+                http_11: request.version == Some(1),
+                path: at(request.path.unwrap_or("/").as_bytes()),
+                headers: request
+                    .headers
+                    .iter()
+                    .map(|header| (at(header.name.as_bytes()), at(header.value)))
+                    .collect(),
+            })
         }
+        Ok(httparse::Status::Complete(_)) | Err(_) => Parsed::Other,
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        Err(_) => Parsed::Other,
     }
 }
 
@@ -184,27 +210,29 @@ fn is_lean(request: &httparse::Request<'_, '_>) -> bool {
         })
 }
 
-/// The request as axum sees it, from a head that [`parse`] found complete and lean.
-fn build(head: &Bytes, peer: SocketAddr) -> Option<Request<Body>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    parsed.parse(head).ok()?;
-    let version = if parsed.version? == 1 {
+/// The request as axum sees it, from the head [`parse`] laid out.
+fn build(head: &Bytes, layout: &Layout, peer: SocketAddr) -> Option<Request<Body>> {
+    let version = if layout.http_11 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
+    let method = if layout.head_only {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let uri = Uri::from_maybe_shared(head.slice(layout.path.clone())).ok()?;
     let mut request = Request::builder()
-        .method(parsed.method?)
-        .uri(parsed.path?)
+        .method(method)
+        .uri(uri)
         .version(version)
         .body(Body::empty())
         .ok()?;
     let map = request.headers_mut();
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        // A view of the head's bytes, not a copy (as hyper does).
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
+    for (name, value) in &layout.headers {
+        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
         map.append(name, value);
     }
     request.extensions_mut().insert(ConnectInfo(peer));
