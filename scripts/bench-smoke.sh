@@ -47,6 +47,13 @@ for transport in ws sse longpoll shortpoll; do
         --transport "$transport" "${small[@]}" | check
 done
 $bench fanout --peer --url "http://127.0.0.1:$peer_port" --pid "$peer_pid" "${small[@]}" | check
+# The floor program, with the receivers spread over two threads.
+floor_out=$(mktemp -u) && mkfifo "$floor_out"
+$bench floor --addr 127.0.0.1:0 > "$floor_out" & pids+=($!)
+floor_pid=$!
+read -r _ _ floor_addr < "$floor_out"
+rm -f "$floor_out"
+$bench fanout --floor --url "http://$floor_addr" --pid "$floor_pid" --receiver-threads 2 "${small[@]}" | check
 # A relay of its own, so that the connections' memory is not served from what earlier runs
 # freed. (The tool exits non-zero if any connection fails to open.)
 idle_port=$(free_port)

@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use protocol::PollResponse;
 use protocol::api::Endpoint;
-use protocol::{PollResponse, ServerEvent};
 use tokio::time::{Duration, Instant as Deadline, timeout_at};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::stats::{Receipts, decode};
+use crate::stats::{Receipts, decode, message_text};
 
 /// What is being measured: the protocol's own transport names.
 pub use protocol::Transport;
@@ -22,8 +22,11 @@ pub struct Server {
     /// Where senders connect: `http`, or another relay sharing the room.
     pub send_http: String,
     pub room: String,
-    /// The tutorial's Node server: WebSocket only, raw text frames, no ids or history.
+    /// The tutorial's Node server (or the floor program, which speaks the same): WebSocket
+    /// only, raw text frames, no ids or history.
     pub peer: bool,
+    /// What the reports call the server: `relay`, `node-peer` or `floor`.
+    pub name: &'static str,
     pub poll_interval: Duration,
 }
 
@@ -86,8 +89,12 @@ pub async fn open(
 ) -> anyhow::Result<Receiver> {
     match transport {
         Transport::Ws => {
-            let (socket, _) =
-                tokio_tungstenite::connect_async(server.ws(&format!("r{index}"))).await?;
+            let (socket, _) = tokio_tungstenite::connect_async_with_config(
+                server.ws(&format!("r{index}")),
+                Some(small_buffers()),
+                false,
+            )
+            .await?;
             Ok(Receiver::Ws(Box::new(socket)))
         }
         Transport::Sse => {
@@ -134,29 +141,48 @@ pub async fn receive(
     http: reqwest::Client,
 ) -> Receipts {
     let mut receipts = Receipts::default();
+    // One timer for the whole read, not one per message: the receiving thread's cost per
+    // delivery is part of the report.
+    let deadline = tokio::time::sleep_until(until);
+    tokio::pin!(deadline);
     match receiver {
-        Receiver::Ws(mut socket) => {
-            while let Ok(Some(Ok(frame))) = timeout_at(until, socket.next()).await {
-                if let Frame::Text(text) = frame {
-                    if server.peer {
-                        window.record(&mut receipts, &text);
-                    } else if let Ok(ServerEvent::Message(m)) = serde_json::from_str(&text) {
-                        window.record(&mut receipts, &m.text);
+        Receiver::Ws(mut socket) => loop {
+            let frame = tokio::select! {
+                biased;
+                frame = socket.next() => frame,
+                _ = &mut deadline => break,
+            };
+            match frame {
+                Some(Ok(Frame::Text(text))) if server.peer => window.record(&mut receipts, &text),
+                Some(Ok(Frame::Text(text))) => {
+                    if let Some(text) = message_text(&text) {
+                        window.record(&mut receipts, text);
                     }
                 }
+                Some(Ok(_)) => {}
+                _ => break,
             }
-        }
+        },
         Receiver::Sse(mut body) => {
-            let mut buffer = String::new();
-            while let Ok(Some(Ok(chunk))) = timeout_at(until, body.next()).await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
+            let mut buffer: Vec<u8> = Vec::new();
+            loop {
+                let chunk = tokio::select! {
+                    biased;
+                    chunk = body.next() => chunk,
+                    _ = &mut deadline => break,
+                };
+                let Some(Ok(chunk)) = chunk else { break };
+                buffer.extend_from_slice(&chunk);
+                let mut used = 0;
+                while let Some(end) = find(&buffer[used..], b"\n\n") {
+                    let block = String::from_utf8_lossy(&buffer[used..used + end]);
                     let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                    if let Some(Ok(ServerEvent::Message(m))) = data.map(serde_json::from_str) {
-                        window.record(&mut receipts, &m.text);
+                    if let Some(text) = data.and_then(message_text) {
+                        window.record(&mut receipts, text);
                     }
+                    used += end + 2;
                 }
+                buffer.drain(..used);
             }
         }
         Receiver::Poll { mut after, wait } => {
@@ -192,9 +218,27 @@ pub async fn receive(
     receipts
 }
 
-/// Sends `rate` messages per second of `payload` bytes until `until`; returns how many of
-/// them fall in the measured window. It reads (and drops) what the server sends back, so
-/// that it is never the slow consumer.
+/// tungstenite's default read buffer (128 KiB) is zeroed on every read: with a thousand
+/// receivers that `memset` was a third of the tool's CPU. Messages here are small.
+fn small_buffers() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What a sender managed: how many of its messages fall in the measured window, and how far
+/// behind its schedule it ran (a sender that cannot keep up makes the offered load a lie).
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub measured: u64,
+    /// Per tick: how late the tick ran against its schedule, in µs.
+    pub late_us: Vec<u64>,
+}
+
+/// Sends `rate` messages per second of `payload` bytes until `until`. It reads (and drops)
+/// what the server sends back, so that it is never the slow consumer.
 pub async fn send(
     server: Server,
     index: u32,
@@ -202,27 +246,38 @@ pub async fn send(
     payload: usize,
     window: Window,
     until: Deadline,
-) -> anyhow::Result<u64> {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(server.ws_at(&server.send_http, &format!("s{index}")))
-            .await?;
+) -> anyhow::Result<Sent> {
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(
+        server.ws_at(&server.send_http, &format!("s{index}")),
+        Some(small_buffers()),
+        false,
+    )
+    .await?;
     let (mut sink, mut stream) = socket.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     // Ticks of 5 ms with a fractional budget: steady rates well above the timer resolution.
+    // Missed ticks are made up at once (`Burst`), so a late sender still sends its count, and
+    // its lateness is recorded.
     const TICK: Duration = Duration::from_millis(5);
     let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let per_tick = rate * TICK.as_secs_f64();
-    let (mut budget, mut seq, mut measured) = (0.0, 0u64, 0u64);
+    let (mut budget, mut seq) = (0.0, 0u64);
+    let mut sent = Sent::default();
     while Deadline::now() < until {
-        ticker.tick().await;
+        let scheduled = ticker.tick().await;
+        let sent_us = window.now_us();
+        let in_window = (window.from_us..window.to_us).contains(&sent_us);
+        if in_window {
+            sent.late_us
+                .push(Deadline::now().duration_since(scheduled).as_micros() as u64);
+        }
         budget += per_tick;
         while budget >= 1.0 {
             budget -= 1.0;
             seq += 1;
-            let sent_us = window.now_us();
-            if (window.from_us..window.to_us).contains(&sent_us) {
-                measured += 1;
+            if in_window {
+                sent.measured += 1;
             }
             sink.feed(Frame::text(crate::stats::encode(
                 index, seq, sent_us, payload,
@@ -233,5 +288,5 @@ pub async fn send(
     }
     let _ = sink.close().await;
     drain.abort();
-    Ok(measured)
+    Ok(sent)
 }

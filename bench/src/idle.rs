@@ -70,7 +70,7 @@ pub async fn run(
     drop(open);
     Ok(Report {
         mode: "idle",
-        server: if server.peer { "node-peer" } else { "relay" },
+        server: server.name,
         transport,
         connections,
         rss_before_kib: before.rss_kib,

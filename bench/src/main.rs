@@ -5,6 +5,7 @@
 mod clients;
 mod fanout;
 mod fill;
+mod floor;
 mod idle;
 mod process;
 mod ramp;
@@ -33,6 +34,9 @@ struct Target {
     /// The server is the tutorial's Node server (WebSocket only, raw text frames on `/`).
     #[arg(long)]
     peer: bool,
+    /// The server is `relay-bench floor` (it speaks as the peer does).
+    #[arg(long)]
+    floor: bool,
     #[arg(long, default_value = "bench")]
     room: String,
     /// The server's pid, to report its CPU time and memory; repeat it for several processes
@@ -55,6 +59,10 @@ struct LoadArgs {
     receivers: usize,
     #[arg(long, default_value_t = 1)]
     senders: usize,
+    /// Threads the receivers are spread over (each with its own runtime); the senders always
+    /// have one more of their own.
+    #[arg(long, default_value_t = 1)]
+    receiver_threads: usize,
     /// Messages per second, all senders together.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
@@ -104,6 +112,13 @@ enum Mode {
         #[arg(long, default_value_t = protocol::limits::DEFAULT_MAX_TEXT_BYTES)]
         text_bytes: usize,
     },
+    /// The floor program: a minimal one-thread WebSocket fan-out (one `write` of the same
+    /// pre-encoded frame per socket per message), to measure what a delivery physically costs
+    /// on this machine. Load it with `--floor`.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
     /// Fan-out at rising rates until p99 passes a threshold: the highest sustained rate.
     Ramp {
         #[command(flatten)]
@@ -140,7 +155,14 @@ impl Target {
             http,
             send_http,
             room: self.room.clone(),
-            peer: self.peer,
+            peer: self.peer || self.floor,
+            name: if self.floor {
+                "floor"
+            } else if self.peer {
+                "node-peer"
+            } else {
+                "relay"
+            },
             poll_interval: Duration::from_millis(self.poll_interval_ms),
         })
     }
@@ -168,6 +190,7 @@ impl LoadArgs {
             senders: self.senders.max(1),
             rate: self.rate,
             payload: self.payload,
+            threads: self.receiver_threads,
             warmup: seconds(self.warmup, "--warmup")?,
             duration: seconds(self.duration, "--duration")?,
         })
@@ -180,9 +203,23 @@ fn emit(json: &impl serde::Serialize, summary: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().mode {
+fn main() -> anyhow::Result<()> {
+    let mode = Cli::parse().mode;
+    if let Mode::Floor { addr } = mode {
+        return floor::run(addr);
+    }
+    // The coordinating thread; receivers and senders get threads of their own (see
+    // `fanout::run`), so that the tool takes a known share of the machine's cores and its
+    // own CPU per delivery can be reported next to the server's.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(measure(mode))
+}
+
+async fn measure(mode: Mode) -> anyhow::Result<()> {
+    match mode {
+        Mode::Floor { .. } => unreachable!("served above"),
         Mode::Fanout { target, load } => {
             let report = fanout::run(&target.server()?, &load.load()?, &target.pid).await?;
             emit(&report, fanout::summary(&report))

@@ -30,21 +30,32 @@ pub fn sample_all(pids: &[u32]) -> anyhow::Result<Option<Sample>> {
 }
 
 pub fn sample(pid: u32) -> anyhow::Result<Sample> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    sample_at(&format!("/proc/{pid}"))
+}
+
+/// The calling thread's own CPU time (its RSS is the process's): how busy one thread of the
+/// load tool was.
+pub fn sample_this_thread() -> anyhow::Result<Sample> {
+    sample_at("/proc/thread-self")
+}
+
+/// Reads `stat` and `status` under a `/proc` directory (a process's or a thread's).
+fn sample_at(dir: &str) -> anyhow::Result<Sample> {
+    let stat = fs::read_to_string(format!("{dir}/stat"))?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let after = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat"))?;
+        .ok_or_else(|| anyhow::anyhow!("unexpected {dir}/stat"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat; here, counted from field 3, at 11 and 12.
     let ticks: f64 = fields
         .get(11..13)
-        .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+        .ok_or_else(|| anyhow::anyhow!("short {dir}/stat"))?
         .iter()
         .map(|f| f.parse::<f64>().unwrap_or(0.0))
         .sum();
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let status = fs::read_to_string(format!("{dir}/status"))?;
     let rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -76,6 +87,33 @@ mod tests {
             }
             assert!(Instant::now() < deadline, "CPU time did not grow ({spin})");
         }
+    }
+
+    #[test]
+    fn a_thread_is_charged_only_its_own_cpu_time() {
+        // A spinning thread moves the process's counter; the calling thread's stays put.
+        let mine = sample_this_thread().expect("own thread entry").cpu_s;
+        let before = sample(std::process::id()).expect("own entry").cpu_s;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut spin: u64 = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    spin = spin.wrapping_mul(31).wrapping_add(1);
+                }
+                spin
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sample(std::process::id()).expect("own entry").cpu_s < before + 0.05 {
+            assert!(Instant::now() < deadline, "process CPU time did not grow");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = spinner.join();
+        let after = sample_this_thread().expect("own thread entry").cpu_s;
+        assert!(after < mine + 0.04, "this thread {mine} -> {after} s");
     }
 
     #[test]

@@ -25,11 +25,22 @@ pub fn decode(text: &str) -> Option<(Key, u64)> {
     Some(((sender, seq), sent_us))
 }
 
+/// The text of a relay `message` event's JSON, found without parsing the whole event: the
+/// load tool's receiving thread must stay light (its cost per delivery is reported), and
+/// benchmark texts hold no characters JSON escapes. `None` for every other event.
+pub fn message_text(json: &str) -> Option<&str> {
+    let rest = json.strip_prefix(r#"{"type":"message","#)?;
+    let start = rest.find(r#""text":""#)? + r#""text":""#.len();
+    let text = &rest[start..];
+    Some(&text[..text.find('"')?])
+}
+
 /// What one receiver saw.
 #[derive(Debug, Default)]
 pub struct Receipts {
-    /// Per key: how many times it arrived.
-    pub seen: HashMap<Key, u32>,
+    /// Per sender, indexed by sequence number: how many times each message arrived.
+    /// (Sequence numbers are consecutive from 1, so a vector is the cheapest set.)
+    pub seen: HashMap<u32, Vec<u8>>,
     /// Newest sequence number seen per sender, to spot reordering.
     pub newest: HashMap<u32, u64>,
     pub out_of_order: u64,
@@ -42,9 +53,13 @@ pub struct Receipts {
 impl Receipts {
     /// Records one arrival; `measured` says whether it was sent after the warm-up.
     pub fn record(&mut self, key: Key, latency_us: u64, measured: bool) {
-        let count = self.seen.entry(key).or_default();
-        *count += 1;
-        if *count > 1 {
+        let counts = self.seen.entry(key.0).or_default();
+        let at = key.1 as usize;
+        if counts.len() <= at {
+            counts.resize(at + 1, 0);
+        }
+        counts[at] = counts[at].saturating_add(1);
+        if counts[at] > 1 {
             return;
         }
         let newest = self.newest.entry(key.0).or_insert(0);
@@ -61,6 +76,7 @@ impl Receipts {
     pub fn duplicates(&self) -> u64 {
         self.seen
             .values()
+            .flatten()
             .map(|&n| u64::from(n.saturating_sub(1)))
             .sum()
     }
@@ -105,6 +121,20 @@ mod tests {
         assert_eq!(text.len(), 64);
         assert_eq!(decode(&text), Some(((3, 41), 123_456)));
         assert_eq!(decode("connection established"), None);
+    }
+
+    #[test]
+    fn the_text_of_a_message_event_is_found_and_other_events_are_skipped() {
+        let event = protocol::ServerEvent::Message(protocol::Message {
+            id: 7,
+            room: "bench".into(),
+            from: "r1".into(),
+            text: encode(0, 9, 55, 64),
+            ts: 1,
+        });
+        let json = serde_json::to_string(&event).expect("serializable");
+        assert_eq!(message_text(&json), Some(encode(0, 9, 55, 64).as_str()));
+        assert_eq!(message_text(r#"{"type":"welcome","last_id":3}"#), None);
     }
 
     #[test]
