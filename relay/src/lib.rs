@@ -67,6 +67,7 @@ mod state;
 mod sync;
 mod transport;
 mod validate;
+mod wsframe;
 
 use std::io;
 

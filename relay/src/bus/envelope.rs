@@ -5,11 +5,10 @@
 //! the same `Arc<Envelope>` goes to every subscriber and poll answer, so fan-out costs a
 //! pointer copy per receiver, not a serialization.
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use protocol::{Message, ServerEvent};
 
-use crate::event;
+use crate::{event, wsframe};
 
 /// One published message, serialized once for every transport.
 #[derive(Debug)]
@@ -18,8 +17,11 @@ pub struct Envelope {
     /// When the relay accepted it (Unix ms), for the delivery-lag metric.
     pub ts: u64,
     /// The `message` event as JSON: a WebSocket text frame, an element of a poll answer, and
-    /// the data of an SSE frame. The one stored copy of the message.
-    pub json: Utf8Bytes,
+    /// the data of an SSE frame. The one stored copy of the message. (UTF-8: it is JSON.)
+    pub json: Bytes,
+    /// The head of the WebSocket text frame whose payload is `json`: the frame is the two,
+    /// written one after the other, the same bytes for every receiver.
+    pub ws_head: Bytes,
     /// What an SSE frame holds before the JSON (`id:`, `event: message`, `data: `); the frame
     /// is this, the JSON and `event::SSE_TAIL`, written as they are, without a copy.
     pub sse_head: Bytes,
@@ -35,7 +37,8 @@ impl Envelope {
         Envelope {
             id,
             ts,
-            json: Utf8Bytes::from(json),
+            ws_head: wsframe::head(wsframe::TEXT, json.len()),
+            json: Bytes::from(json),
             sse_head,
         }
     }
@@ -43,14 +46,18 @@ impl Envelope {
     /// What keeping this message costs, for the history's byte budget: its bytes and the
     /// bookkeeping around them.
     pub fn stored_bytes(&self) -> usize {
-        self.json.len() + self.sse_head.len() + std::mem::size_of::<Envelope>() + 64
+        self.json.len()
+            + self.sse_head.len()
+            + self.ws_head.len()
+            + std::mem::size_of::<Envelope>()
+            + 64
     }
 
     /// The complete SSE frame, as the pieces a writer sends one after another.
     pub fn sse_frame(&self) -> [Bytes; 3] {
         [
             self.sse_head.clone(),
-            Bytes::from(self.json.clone()),
+            self.json.clone(),
             Bytes::from_static(event::SSE_TAIL.as_bytes()),
         ]
     }
@@ -86,6 +93,10 @@ mod tests {
         assert!(sse.starts_with("id: 9\nevent: message\ndata: {"));
         assert!(sse.ends_with("}\n\n"));
         assert_eq!(sse.matches('\n').count(), 4, "{sse:?}");
-        assert!(env.json.as_str().contains(r#""text":"two\nlines""#));
+        assert!(
+            std::str::from_utf8(&env.json)
+                .expect("UTF-8")
+                .contains(r#""text":"two\nlines""#)
+        );
     }
 }

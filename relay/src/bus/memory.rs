@@ -24,11 +24,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{Message, ResetReason};
-use tokio::sync::broadcast;
 
 use super::cursor::snapshot;
 use super::{
-    Bus, BusError, Cursor, Envelope, LIVE_QUEUE, Live, NO_EPOCH, Published, RoomLimits, Snapshot,
+    Bus, BusError, Cursor, Envelope, LiveQueue, NO_EPOCH, Published, RoomLimits, Snapshot,
     Subscription,
 };
 use crate::clock::unix_millis;
@@ -53,7 +52,7 @@ struct Inner {
 struct Room {
     epoch: Arc<str>,
     log: Mutex<RoomLog>,
-    live: broadcast::Sender<Live>,
+    live: LiveQueue,
 }
 
 /// A room's retained messages, oldest first, their size, and the newest id ever assigned.
@@ -118,7 +117,7 @@ impl Room {
                 active: Instant::now(),
                 removed: false,
             }),
-            live: broadcast::channel(LIVE_QUEUE).0,
+            live: LiveQueue::new(),
         }
     }
 
@@ -218,9 +217,11 @@ impl MemoryBus {
             }));
             log.history.push(envelope.clone(), &self.inner.limits);
             log.active = Instant::now();
-            // Sending under the room lock keeps the live queue in id order. It fails only
-            // when nobody is subscribed, which is fine: the message is in history.
-            let _ = room.live.send(Live::new(&envelope));
+            // Sending under the room lock keeps the live queue in id order; the direct
+            // writes start after it is released (see `LiveQueue::send`).
+            let fanout = room.live.send(&envelope);
+            drop(log);
+            fanout.deliver();
             return Ok((envelope, Published { id, created }));
         }
     }
@@ -263,7 +264,13 @@ impl MemoryBus {
             if newcomer {
                 snapshot.keep_latest(limit);
             }
-            let sub = Subscription::new(Bus::Memory(self.clone()), name.clone(), snapshot, live);
+            let sub = Subscription::new(
+                Bus::Memory(self.clone()),
+                name.clone(),
+                snapshot,
+                live,
+                &room.live,
+            );
             return Ok((sub, created));
         }
     }
@@ -308,7 +315,7 @@ async fn expire_rooms(inner: Weak<Inner>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Delivery;
+    use super::super::{Delivery, LIVE_QUEUE};
     use super::*;
 
     fn limits(retention: usize, max_rooms: usize) -> RoomLimits {

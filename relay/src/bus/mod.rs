@@ -29,10 +29,14 @@ pub mod redis;
 
 mod cursor;
 mod envelope;
+mod live;
+mod outlet;
 mod subscription;
 
 pub use cursor::{Cursor, Snapshot};
 pub use envelope::Envelope;
+pub use live::LiveQueue;
+pub use outlet::{Framing, Outlet};
 pub use subscription::{Delivery, LIVE_QUEUE, Live, Subscription};
 
 /// The epoch reported for a room that does not exist: it has no history, so a client told

@@ -13,7 +13,8 @@ use protocol::Reset;
 use protocol::limits::MAX_READ_MESSAGES;
 use tokio::sync::broadcast;
 
-use super::{Bus, Cursor, Envelope, Snapshot};
+use super::live::WeakLiveQueue;
+use super::{Bus, Cursor, Envelope, LiveQueue, Outlet, Snapshot};
 use crate::validate::RoomName;
 
 /// Messages a room's live queue holds for its slowest subscriber. A subscriber further behind
@@ -62,6 +63,9 @@ pub struct Subscription {
     /// The room's newest id when the subscription opened.
     head: u64,
     live: broadcast::Receiver<Live>,
+    /// The room's live path, to lend it an outlet (see [`Subscription::lend`]); weak, so
+    /// that the bus can still end it.
+    queue: WeakLiveQueue,
     /// Deliveries decided but not yet handed out.
     pending: VecDeque<Delivery>,
     /// The newest id handed to (or queued for) the subscriber; live messages at or below it
@@ -84,6 +88,7 @@ impl Subscription {
         room: RoomName,
         snapshot: Snapshot,
         live: broadcast::Receiver<Live>,
+        queue: &LiveQueue,
     ) -> Subscription {
         let mut sub = Subscription {
             bus,
@@ -91,6 +96,7 @@ impl Subscription {
             epoch: snapshot.epoch.clone(),
             head: snapshot.head,
             live,
+            queue: queue.downgrade(),
             pending: VecDeque::new(),
             position: 0,
             lagged: false,
@@ -123,6 +129,31 @@ impl Subscription {
             self.lagged = true;
         } else {
             self.position = self.position.max(head).max(next);
+        }
+    }
+
+    /// Lends `outlet` to the room if this subscriber has nothing left to deliver: from then on
+    /// the room writes new messages to it directly, and the subscriber's own queue is only
+    /// read again after [`Subscription::reclaim`]. `false` if something is waiting (deliver
+    /// it first, then try again).
+    pub fn lend(&mut self, outlet: &std::sync::Arc<Outlet>) -> bool {
+        if !self.pending.is_empty() || self.lagged {
+            return false;
+        }
+        let live = &self.live;
+        self.queue.lend(outlet, self.position, || live.is_empty())
+    }
+
+    /// Continues after `position`, the newest id an outlet gave the client while lent: what
+    /// the room's queue still holds up to there is skipped, what it lacks after is read from
+    /// history.
+    pub fn reclaim(&mut self, position: u64) {
+        self.position = self.position.max(position);
+        // Messages the queue dropped while the outlet was lent are behind `position` or
+        // read back from history: the lag is not an error.
+        if self.live.len() >= LIVE_QUEUE {
+            self.live = self.live.resubscribe();
+            self.lagged = true;
         }
     }
 

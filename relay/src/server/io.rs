@@ -158,6 +158,13 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// The socket, what holds its place, and bytes not yet read back: for a WebSocket
+    /// session, which takes the socket over after the upgrade and applies its own limits
+    /// (pings, the send timeout).
+    pub fn into_parts(self) -> (T, Box<dyn Send + Sync>, Bytes) {
+        (self.inner, self._held, self.replay)
+    }
+
     /// Makes `bytes` the first thing read next, before anything from the socket.
     pub fn replay(&mut self, bytes: Bytes) {
         self.replay = bytes;

@@ -114,7 +114,7 @@ fn answer(snapshot: &Snapshot, transport: Transport, metrics: &Metrics) -> Respo
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(message.json.as_bytes());
+        body.extend_from_slice(&message.json);
     }
     body.extend_from_slice(b"],");
     // `tail` is a JSON object: splice its fields in after the array, dropping its `{`.

@@ -1,9 +1,14 @@
 //! WebSocket: `GET /api/rooms/{room}/ws?name=&after=&epoch=&limit=`.
 //!
-//! One task per socket selects over four things: the client's frames (publishes), the room's
-//! subscription (deliveries), a ping timer and the shutdown token. Every write is bounded by
-//! `send_timeout`, so a client that stops reading costs one task and its buffers until then,
-//! and never slows anyone else: the room's live queue does not wait for it.
+//! The relay answers the handshake itself and, once upgraded, takes the socket back from
+//! hyper: one task per socket reads the client's frames (publishes, pongs) with tungstenite
+//! as a codec (`codec`), and every byte it sends goes through the connection's
+//! [`Outlet`]. While the client is caught up, the outlet is lent to the room, which writes
+//! new messages to the socket directly — one `write` of the message's pre-encoded frame,
+//! no wake-up of this task (see `bus/live.rs`); otherwise the task delivers from its
+//! subscription in batches. Every write this task waits for is bounded by `send_timeout`,
+//! so a client that stops reading costs one task and its buffers until then, and never
+//! slows anyone else.
 //!
 //! Close codes the relay sends:
 //! - 1001 the relay is shutting down, or the client stopped answering pings;
@@ -12,42 +17,48 @@
 //! - 1013 the relay could not continue the stream (the bus failed): reconnect with `after`;
 //! - 4008 the client read too slowly for `RELAY_SEND_TIMEOUT`: reconnect with `after`.
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use futures_util::SinkExt;
-use futures_util::stream::{SplitSink, StreamExt};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport};
+use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::Instrument;
+use tungstenite::Message;
 
+use self::codec::ClientFrames;
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
-use crate::bus::Delivery;
+use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::event;
 use crate::metrics::{Via, reason};
 use crate::rate::TokenBucket;
+use crate::server::io::Guarded;
 use crate::state::AppState;
-use crate::validate::RoomName;
+use crate::wsframe;
+
+mod codec;
 
 /// How long a close frame may take to leave before the socket is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Read buffer of a socket. tungstenite's default (128 KiB, allocated up front) made an idle
-/// connection cost 136 KiB of RSS; with 2 KiB it costs 6.4 KiB (docs/BENCHMARKS.md). Clients
-/// send short text frames; a larger one is read in several steps, up to
-/// `RELAY_MAX_FRAME_BYTES`.
-const READ_BUFFER: usize = 2 * 1024;
-/// Bytes gathered before the socket is written to mid-batch (a flush writes the rest).
-const WRITE_BUFFER: usize = 16 * 1024;
+/// Bytes read from the socket at a time (on the stack: an idle connection holds none).
+const READ_CHUNK: usize = 2 * 1024;
+
+/// RFC 6455's key suffix for `Sec-WebSocket-Accept`.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub mod close {
     use crate::metrics::reason;
@@ -69,6 +80,7 @@ pub mod close {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -76,32 +88,83 @@ pub async fn upgrade(
     Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
-    let request = check_stream(&state, &room, &headers, query)?;
+    let stream_request = check_stream(&state, &room, &headers, query)?;
     // Not an upgrade request: answer that before admitting anything.
-    let ws = ws.map_err(|rejection| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("expected a WebSocket upgrade: {}", rejection.body_text()),
-        )
-    })?;
+    let accept = accept_key(&headers)?;
+    let on_upgrade = hyper::upgrade::on(&mut request);
     // Browsers' WebSockets send no `Last-Event-ID`: the cursor is `after`, in the URL.
-    let stream = request
+    let stream = stream_request
         .open(&state, Transport::Ws, peer, client, None)
         .await?;
-    let max = state.config.max_frame_bytes;
     let tracker = state.sessions.clone();
     let span = tracing::info_span!("ws", room = %stream.room, %peer);
-    Ok(ws
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            let session = Session::new(state, stream, client).run(socket);
-            tracker.track_future(session.instrument(span))
-        }))
+    let session = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<Guarded<TcpStream>>>() {
+                Ok(parts) => {
+                    let (tcp, held, mut early) = parts.io.into_inner().into_parts();
+                    let mut read = Vec::from(&early.split_off(0)[..]);
+                    read.extend_from_slice(&parts.read_buf);
+                    Session::new(state, stream, client)
+                        .run(Arc::new(tcp), read)
+                        .await;
+                    drop(held);
+                }
+                // The server hands every socket to hyper in a `Guarded`; anything else is a
+                // bug, not a client's doing.
+                Err(_) => tracing::error!("upgraded connection of an unexpected type"),
+            },
+            Err(err) => tracing::debug!(%err, "upgrade failed"),
+        }
+    };
+    tokio::spawn(tracker.track_future(session.instrument(span)));
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
+}
+
+/// Checks that the request is a WebSocket handshake (RFC 6455 §4.2.1) and computes its
+/// `Sec-WebSocket-Accept`.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+    let refuse = |what: &str| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("expected a WebSocket upgrade: {what}"),
+        )
+    };
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(refuse(
+            "`Connection: upgrade` and `Upgrade: websocket` are required",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(refuse("`Sec-WebSocket-Version: 13` is required"));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| refuse("`Sec-WebSocket-Key` is required"))?;
+    let mut hash = Sha1::new();
+    hash.update(key.as_bytes());
+    hash.update(ACCEPT_GUID.as_bytes());
+    let accept = base64::engine::general_purpose::STANDARD.encode(hash.finalize());
+    HeaderValue::from_str(&accept).map_err(|_| refuse("unusable key"))
 }
 
 /// Why a session ended, and what (if anything) to tell the client.
@@ -119,9 +182,18 @@ struct Session {
     bucket: TokenBucket,
     /// Whose publish budget (`RELAY_CLIENT_RATE`) this socket's messages also spend.
     client: ClientKey,
+    /// A ping was sent and its pong has not come back.
+    awaiting_pong: bool,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+/// The socket and the ways to it: the task reads it, and writes only through the outlet.
+struct Wire {
+    tcp: Arc<TcpStream>,
+    outlet: Arc<Outlet>,
+    codec: ClientFrames,
+    /// The outlet is lent to the room (see `Subscription::lend`).
+    lent: bool,
+}
 
 impl Session {
     fn new(state: AppState, stream: OpenStream, client: ClientKey) -> Session {
@@ -131,14 +203,27 @@ impl Session {
             stream,
             bucket,
             client,
+            awaiting_pong: false,
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let (mut sink, mut stream) = socket.split();
-        let welcome = event_frame(&self.stream.welcome());
-        let end = match self.send(&mut sink, welcome).await {
-            Ok(()) => self.pump(&mut sink, &mut stream).await,
+    /// Serves the upgraded socket; `early` holds bytes the client sent right after its
+    /// handshake, already read.
+    async fn run(mut self, tcp: Arc<TcpStream>, early: Vec<u8>) {
+        let outlet = Outlet::new(tcp.clone(), Framing::Ws, self.stream.conn.metrics.clone());
+        let mut wire = Wire {
+            tcp,
+            outlet,
+            codec: ClientFrames::new(self.state.config.max_frame_bytes),
+            lent: false,
+        };
+        wire.codec.feed(&early);
+        wire.outlet.push(event_frame(&self.stream.welcome()));
+        let end = match self.flush(&wire).await {
+            Ok(()) => match self.on_frames(&mut wire).await {
+                Ok(()) => self.pump(&mut wire).await,
+                Err(end) => end,
+            },
             Err(end) => end,
         };
         if let End::Close(code, reason) = end {
@@ -146,54 +231,43 @@ impl Session {
             if let Some(refusal) = close::refusal(code) {
                 self.stream.conn.metrics.rejected(refusal);
             }
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            };
-            let _ = timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+            wire.outlet.push(wsframe::close(code, reason));
+            let _ = timeout(CLOSE_GRACE, write_out(&wire)).await;
         }
+        // The room stops writing to the socket; it closes when `wire` is dropped.
+        wire.outlet.close();
     }
 
-    async fn pump(
-        &mut self,
-        sink: &mut Sink,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    ) -> End {
+    async fn pump(&mut self, wire: &mut Wire) -> End {
         let mut ping = heartbeat(self.state.config.ws_ping);
-        let mut awaiting_pong = false;
         let shutdown = self.state.shutdown.clone();
         loop {
+            if !wire.lent {
+                wire.lent = self.stream.sub.lend(&wire.outlet);
+            }
+            let lent = wire.lent;
             // Every branch is cancel-safe: a branch that loses the race loses nothing.
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "relay shutting down")),
-                inbound = stream.next() => match inbound {
-                    Some(Ok(Message::Text(text))) => self.on_text(sink, &text).await,
-                    Some(Ok(Message::Binary(_))) => Err(End::Close(
-                        close::UNSUPPORTED,
-                        "binary frames are not supported; send text",
-                    )),
-                    Some(Ok(Message::Pong(_))) => {
-                        awaiting_pong = false;
-                        Ok(())
-                    }
-                    // Pings are answered by the WebSocket layer itself.
-                    Some(Ok(Message::Ping(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
-                    Some(Err(err)) => Err(read_error(err)),
+                _ = wire.outlet.woken() => self.on_woken(wire).await,
+                readable = wire.tcp.readable() => match readable {
+                    Ok(()) => self.on_readable(wire).await,
+                    Err(_) => Err(End::Gone),
                 },
-                delivery = self.stream.sub.next() => match delivery {
-                    Some(delivery) => self.deliver(sink, delivery).await,
+                delivery = self.stream.sub.next(), if !lent => match delivery {
+                    Some(delivery) => self.deliver(wire, delivery).await,
                     None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after")),
                 },
                 _ = ping.tick() => {
-                    if awaiting_pong {
+                    if self.awaiting_pong {
                         tracing::debug!(peer = %self.stream.conn.peer, "no pong; closing");
                         self.stream.conn.metrics.rejected(reason::PING_TIMEOUT);
                         Err(End::Close(close::GOING_AWAY, "ping timeout"))
                     } else {
-                        awaiting_pong = true;
-                        self.send(sink, Message::Ping(Default::default())).await
+                        self.awaiting_pong = true;
+                        wire.outlet.push(wsframe::frame(wsframe::PING, &[]));
+                        self.flush(wire).await
                     }
                 }
             };
@@ -203,15 +277,71 @@ impl Session {
         }
     }
 
+    /// The room queued bytes the socket did not take, or took the outlet back.
+    async fn on_woken(&mut self, wire: &mut Wire) -> Result<(), End> {
+        self.flush(wire).await?;
+        if wire.lent && !wire.outlet.is_lent() {
+            wire.lent = false;
+            self.stream.sub.reclaim(wire.outlet.reclaim());
+        }
+        Ok(())
+    }
+
+    /// Reads what the client sent and acts on every complete frame.
+    async fn on_readable(&mut self, wire: &mut Wire) -> Result<(), End> {
+        let mut chunk = [0u8; READ_CHUNK];
+        match wire.tcp.try_read(&mut chunk) {
+            Ok(0) => return Err(End::Gone),
+            Ok(n) => wire.codec.feed(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(End::Gone),
+        }
+        self.on_frames(wire).await
+    }
+
+    async fn on_frames(&mut self, wire: &mut Wire) -> Result<(), End> {
+        let result = loop {
+            let frame = match wire.codec.next() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(read_error(&err)),
+            };
+            let step = match frame {
+                Message::Text(text) => self.on_text(wire, text.as_str()).await,
+                Message::Binary(_) => Err(End::Close(
+                    close::UNSUPPORTED,
+                    "binary frames are not supported; send text",
+                )),
+                Message::Pong(_) => {
+                    self.awaiting_pong = false;
+                    Ok(())
+                }
+                // Answered by the codec (its output is sent below).
+                Message::Ping(_) | Message::Frame(_) => Ok(()),
+                Message::Close(_) => Err(End::Gone),
+            };
+            if let Err(end) = step {
+                break Err(end);
+            }
+        };
+        // Pongs, and the reply to a client's close.
+        if let Some(output) = wire.codec.take_output() {
+            wire.outlet.push(output);
+            let _ = self.flush(wire).await;
+        }
+        result
+    }
+
     /// One text frame from the client: publish it, or answer with an error event and keep the
     /// socket open.
-    async fn on_text(&mut self, sink: &mut Sink, frame: &str) -> Result<(), End> {
+    async fn on_text(&mut self, wire: &Wire, frame: &str) -> Result<(), End> {
         match self.publish(frame).await {
             Ok(()) => Ok(()),
             Err(err) => {
                 tracing::debug!(peer = %self.stream.conn.peer, code = err.code.as_str(), "frame refused");
                 self.stream.conn.metrics.rejected(err.code.as_str());
-                self.send(sink, event_frame(&err.event())).await
+                wire.outlet.push(event_frame(&err.event()));
+                self.flush(wire).await
             }
         }
     }
@@ -245,89 +375,67 @@ impl Session {
         Ok(())
     }
 
-    /// Writes `first` and whatever else is ready (up to `WRITE_BATCH`), then flushes once.
-    async fn deliver(&mut self, sink: &mut Sink, first: Delivery) -> Result<(), End> {
-        let OpenStream {
-            conn, sub, room, ..
-        } = &mut self.stream;
-        let (peer, metrics) = (conn.peer, &conn.metrics);
-        let write = async {
-            let mut next = Some(first);
-            let mut written = 0;
-            while let Some(delivery) = next.take() {
-                sink.feed(delivery_frame(&delivery)).await?;
-                if let Delivery::Message(envelope) = &delivery {
-                    metrics.delivered(Transport::Ws, envelope.ts);
-                }
-                written += 1;
-                if written < WRITE_BATCH {
-                    next = sub.try_next();
+    /// Queues `first` and whatever else is ready (up to `WRITE_BATCH`), then writes them.
+    async fn deliver(&mut self, wire: &Wire, first: Delivery) -> Result<(), End> {
+        let mut next = Some(first);
+        let mut queued = 0;
+        while let Some(delivery) = next.take() {
+            match &delivery {
+                Delivery::Message(envelope) => wire.outlet.push_message(envelope),
+                Delivery::Reset(reset) => {
+                    wire.outlet
+                        .push(event_frame(&ServerEvent::Reset(reset.clone())));
                 }
             }
-            sink.flush().await
-        };
-        bounded(self.state.config.send_timeout, peer, room, write).await
+            queued += 1;
+            if queued < WRITE_BATCH {
+                next = self.stream.sub.try_next();
+            }
+        }
+        self.flush(wire).await
     }
 
-    /// Writes one frame.
-    async fn send(&self, sink: &mut Sink, message: Message) -> Result<(), End> {
-        let stream = &self.stream;
-        let send_timeout = self.state.config.send_timeout;
-        bounded(
-            send_timeout,
-            stream.conn.peer,
-            &stream.room,
-            sink.send(message),
-        )
-        .await
-    }
-}
-
-/// Runs a write, giving up after `send_timeout`: a client that does not read for that long is
-/// too slow to keep.
-async fn bounded(
-    send_timeout: Duration,
-    peer: SocketAddr,
-    room: &RoomName,
-    write: impl Future<Output = Result<(), axum::Error>>,
-) -> Result<(), End> {
-    match timeout(send_timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone),
-        Err(_) => {
-            // Counted as `slow_consumer`; one line per client would let clients flood the log.
-            tracing::debug!(
-                %peer,
-                %room,
-                "websocket client too slow; closing so that it resumes with after"
-            );
-            Err(End::Close(
-                close::TOO_SLOW,
-                "too slow; reconnect with after",
-            ))
+    /// Writes everything queued, giving up after `send_timeout`: a client that does not read
+    /// for that long is too slow to keep.
+    async fn flush(&self, wire: &Wire) -> Result<(), End> {
+        match timeout(self.state.config.send_timeout, write_out(wire)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                // Counted as `slow_consumer`; one line per client would let clients flood
+                // the log.
+                tracing::debug!(
+                    peer = %self.stream.conn.peer,
+                    room = %self.stream.room,
+                    "websocket client too slow; closing so that it resumes with after"
+                );
+                Err(End::Close(
+                    close::TOO_SLOW,
+                    "too slow; reconnect with after",
+                ))
+            }
         }
     }
 }
 
-fn read_error(err: axum::Error) -> End {
-    let too_big = std::error::Error::source(&err)
-        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-    if too_big {
-        End::Close(close::TOO_BIG, "message too big")
-    } else {
-        End::Gone
+/// Writes what the outlet holds, waiting for the socket to take it.
+async fn write_out(wire: &Wire) -> io::Result<()> {
+    loop {
+        match wire.outlet.try_flush() {
+            Ok(()) => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => wire.tcp.writable().await?,
+            Err(err) => return Err(err),
+        }
     }
 }
 
-fn delivery_frame(delivery: &Delivery) -> Message {
-    match delivery {
-        // The shared, already-serialized bytes: cloning only bumps a reference count.
-        Delivery::Message(envelope) => Message::Text(envelope.json.clone()),
-        Delivery::Reset(reset) => event_frame(&ServerEvent::Reset(reset.clone())),
+fn read_error(err: &tungstenite::Error) -> End {
+    match err {
+        tungstenite::Error::Capacity(_) => End::Close(close::TOO_BIG, "message too big"),
+        _ => End::Gone,
     }
 }
 
-fn event_frame(event: &ServerEvent) -> Message {
-    Message::Text(event::json(event).into())
+fn event_frame(event: &ServerEvent) -> Bytes {
+    wsframe::frame(wsframe::TEXT, event::json(event).as_bytes())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use crate::bus::cursor::snapshot;
-use crate::bus::{Cursor, Envelope, LIVE_QUEUE, Live, Snapshot};
+use crate::bus::{Cursor, Envelope, LIVE_QUEUE, Live, LiveQueue, Snapshot};
 use crate::sync::lock;
 use crate::validate::RoomName;
 
@@ -27,7 +27,7 @@ const FOLLOW_LINGER: Duration = Duration::from_secs(30);
 /// announcements have been forwarded into it.
 #[derive(Debug)]
 pub(super) struct Follow {
-    pub(super) live: broadcast::Sender<Live>,
+    pub(super) live: LiveQueue,
     sync: Mutex<FollowSync>,
     /// Most bytes of recent messages kept (`RELAY_HISTORY_BYTES`, as for a room's history).
     max_bytes: usize,
@@ -54,7 +54,8 @@ struct FollowSync {
 impl Follow {
     /// A follow that knows nothing yet, and a first receiver on it.
     pub(super) fn new(max_bytes: usize) -> (Follow, broadcast::Receiver<Live>) {
-        let (live, receiver) = broadcast::channel(LIVE_QUEUE);
+        let live = LiveQueue::new();
+        let receiver = live.subscribe();
         let follow = Follow {
             live,
             sync: Mutex::new(FollowSync {
@@ -102,8 +103,11 @@ impl Follow {
             }
         }
         sync.last = Some(envelope.id);
-        // Fails only when nobody listens any more; the follow is then pruned.
-        let _ = self.live.send(Live::new(&envelope));
+        // Queued under the follow's lock, in id order; written directly to lent sockets after
+        // it is released (see `LiveQueue::send`).
+        let fanout = self.live.send(&envelope);
+        drop(sync);
+        fanout.deliver();
         true
     }
 

@@ -383,7 +383,13 @@ impl RedisBus {
             // reaches this subscriber live; the overlap is skipped by id.
             let (follow, live) = self.follow(room)?;
             if let Some(snapshot) = self.serve_locally(&follow, cursor, wanted) {
-                let sub = Subscription::new(Bus::Redis(self.clone()), room.clone(), snapshot, live);
+                let sub = Subscription::new(
+                    Bus::Redis(self.clone()),
+                    room.clone(),
+                    snapshot,
+                    live,
+                    &follow.live,
+                );
                 return Ok((sub, false));
             }
             let (mut snapshot, created) = self
@@ -401,7 +407,13 @@ impl RedisBus {
                 self.unfollow(room, &follow);
                 continue;
             }
-            let sub = Subscription::new(Bus::Redis(self.clone()), room.clone(), snapshot, live);
+            let sub = Subscription::new(
+                Bus::Redis(self.clone()),
+                room.clone(),
+                snapshot,
+                live,
+                &follow.live,
+            );
             return Ok((sub, created));
         }
     }

@@ -193,6 +193,10 @@ mod tests {
         let room = RoomName::parse("r").expect("valid room");
         let envelope = entry_envelope(&room, entry).expect("an entry");
         assert_eq!((envelope.id, envelope.ts), (3, 12));
-        assert!(envelope.json.as_str().contains(r#""text":"hi""#));
+        assert!(
+            std::str::from_utf8(&envelope.json)
+                .expect("UTF-8")
+                .contains(r#""text":"hi""#)
+        );
     }
 }

@@ -1,0 +1,310 @@
+//! A streaming connection's write side, shared by its own task and the room's fan-out.
+//!
+//! Every byte a connection sends goes through its [`Outlet`], in order: what its task writes
+//! (the welcome, history, pings, errors, the close) and, while the outlet is *lent* to the
+//! room, the messages the publishing task writes directly ([`Outlet::offer`]). A direct write
+//! is one non-blocking `write` of the message's pre-encoded bytes; what the socket does not
+//! take is queued here and the connection's task is woken to write it when the socket is
+//! writable, within its send time limit. While bytes are queued, new messages are queued
+//! behind them (shared bytes, no copy) up to [`MAX_QUEUED_BYTES`]; past that, or on anything
+//! unexpected, the outlet is taken back from the room and the task continues from the last
+//! message queued, reading the rest from the room's queue or history like any subscriber
+//! that fell behind. Nothing is lost or sent twice: the outlet's `position` is the newest id
+//! the client has been given.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use protocol::Transport;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+use super::Envelope;
+use crate::metrics::Metrics;
+use crate::sync::lock;
+
+/// Bytes queued behind a socket that does not keep up before the room stops writing to it
+/// and its task catches up from history instead. Queued messages share the room's bytes, so
+/// this bounds what the client holds up, not copies.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024;
+
+/// Slices written with one `writev` when the task flushes its queue.
+const MAX_SLICES: usize = 64;
+
+/// How a message is framed on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Ws,
+}
+
+impl Framing {
+    fn transport(self) -> Transport {
+        match self {
+            Framing::Ws => Transport::Ws,
+        }
+    }
+
+    /// The pieces of `envelope`'s frame, written one after another.
+    fn pieces(self, envelope: &Envelope) -> [&Bytes; 2] {
+        match self {
+            Framing::Ws => [&envelope.ws_head, &envelope.json],
+        }
+    }
+
+    /// The length of `envelope`'s frame.
+    fn len(self, envelope: &Envelope) -> usize {
+        self.pieces(envelope).iter().map(|p| p.len()).sum()
+    }
+}
+
+#[derive(Debug)]
+pub struct Outlet {
+    state: Mutex<State>,
+    /// Wakes the connection's task: bytes are queued, or the outlet was taken back.
+    wake: Notify,
+    framing: Framing,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// `None` once the connection ended: the socket closes with its task.
+    socket: Option<Arc<TcpStream>>,
+    queued: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// The newest message id the client was given (written or queued).
+    position: u64,
+    /// The room may write messages here directly.
+    lent: bool,
+    /// In the room's list of outlets (it leaves the list lazily, at the next message).
+    listed: bool,
+    /// A write failed: the connection is gone.
+    failed: bool,
+}
+
+impl Outlet {
+    pub fn new(socket: Arc<TcpStream>, framing: Framing, metrics: Arc<Metrics>) -> Arc<Outlet> {
+        Arc::new(Outlet {
+            state: Mutex::new(State {
+                socket: Some(socket),
+                queued: VecDeque::new(),
+                queued_bytes: 0,
+                position: 0,
+                lent: false,
+                listed: false,
+                failed: false,
+            }),
+            wake: Notify::new(),
+            framing,
+            metrics,
+        })
+    }
+
+    /// Lends the outlet to the room from `position` on. `true` if it must be added to the
+    /// room's list (it is not there already). Called by [`super::LiveQueue::lend`] under the
+    /// room's fan-out lock.
+    pub(super) fn lend(&self, position: u64) -> bool {
+        let mut state = lock(&self.state);
+        if state.failed || state.socket.is_none() {
+            return false;
+        }
+        state.position = position;
+        state.lent = true;
+        !std::mem::replace(&mut state.listed, true)
+    }
+
+    /// Takes the outlet back from the room: the task delivers from here on. Returns the
+    /// newest id the client was given, for the subscription to continue after it.
+    pub fn reclaim(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.lent = false;
+        state.position
+    }
+
+    pub fn is_lent(&self) -> bool {
+        lock(&self.state).lent
+    }
+
+    /// Resolves when the room queued bytes the socket did not take, or took the outlet back.
+    pub fn woken(&self) -> Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Messages from the room, in id order: writes those the client lacks to the socket now
+    /// (one `writev`), or queues them. `false` when the outlet is no longer lent and leaves
+    /// the room's list.
+    pub(super) fn offer(&self, batch: &[Arc<Envelope>]) -> bool {
+        let mut state = lock(&self.state);
+        if !state.lent {
+            state.listed = false;
+            return false;
+        }
+        let position = state.position;
+        let batch = &batch[batch.partition_point(|m| m.id <= position)..];
+        let Some(last) = batch.last() else {
+            return true;
+        };
+        let follows_on = batch[0].id == position + 1
+            && batch.windows(2).all(|pair| pair[1].id == pair[0].id + 1);
+        let len: usize = batch.iter().map(|m| self.framing.len(m)).sum();
+        let over_budget = !state.queued.is_empty() && state.queued_bytes + len > MAX_QUEUED_BYTES;
+        if !follows_on || over_budget {
+            // The task takes over from `position`, reading the rest from the room.
+            return self.give_back(state);
+        }
+        let written = if state.queued.is_empty() {
+            let Some(socket) = &state.socket else {
+                return self.give_back(state);
+            };
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let pieces = batch.iter().flat_map(|m| self.framing.pieces(m));
+            let mut count = 0;
+            for (slice, piece) in slices.iter_mut().zip(pieces) {
+                *slice = IoSlice::new(piece);
+                count += 1;
+            }
+            // (Past `MAX_SLICES` pieces, the rest is queued below, as if the socket were full.)
+            match socket.try_write_vectored(&slices[..count]) {
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    state.failed = true;
+                    return self.give_back(state);
+                }
+            }
+        } else {
+            0
+        };
+        if written < len {
+            let was_empty = state.queued.is_empty();
+            let mut skip = written;
+            for message in batch {
+                skip = state.queue_after(&self.framing.pieces(message), skip);
+            }
+            if was_empty {
+                self.wake.notify_one();
+            }
+        }
+        state.position = last.id;
+        drop(state);
+        for message in batch {
+            self.metrics.delivered(self.framing.transport(), message.ts);
+        }
+        true
+    }
+
+    /// Takes the outlet back from the room on the room's initiative (it is shutting down).
+    pub(super) fn withdraw(&self) {
+        let state = lock(&self.state);
+        self.give_back(state);
+    }
+
+    fn give_back(&self, mut state: std::sync::MutexGuard<'_, State>) -> bool {
+        state.lent = false;
+        state.listed = false;
+        drop(state);
+        self.wake.notify_one();
+        false
+    }
+
+    /// Queues bytes the task sends itself, after everything queued so far.
+    pub fn push(&self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            let mut state = lock(&self.state);
+            state.queued_bytes += bytes.len();
+            state.queued.push_back(bytes);
+        }
+    }
+
+    /// Queues a message the task delivers itself (the outlet is not lent), and counts it.
+    pub fn push_message(&self, envelope: &Envelope) {
+        let mut state = lock(&self.state);
+        let pieces = self.framing.pieces(envelope);
+        let _ = state.queue_after(&pieces, 0);
+        state.position = state.position.max(envelope.id);
+        drop(state);
+        self.metrics
+            .delivered(self.framing.transport(), envelope.ts);
+    }
+
+    /// Writes what is queued as far as the socket takes it: `Ok` once nothing is left,
+    /// `Err(WouldBlock)` when the socket is full.
+    pub fn try_flush(&self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        loop {
+            if state.queued.is_empty() {
+                return Ok(());
+            }
+            let Some(socket) = state.socket.clone() else {
+                return Err(io::ErrorKind::NotConnected.into());
+            };
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slice, bytes) in slices.iter_mut().zip(&state.queued) {
+                    *slice = IoSlice::new(bytes);
+                    count += 1;
+                }
+                match socket.try_write_vectored(&slices[..count]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(err) => {
+                        if err.kind() != io::ErrorKind::WouldBlock {
+                            state.failed = true;
+                        }
+                        return Err(err);
+                    }
+                }
+            };
+            state.consume(written);
+        }
+    }
+
+    /// Ends the connection's use of the socket: the room stops writing to it, and it closes
+    /// when the task lets go of its own handle.
+    pub fn close(&self) {
+        let mut state = lock(&self.state);
+        state.lent = false;
+        state.socket = None;
+        state.queued.clear();
+        state.queued_bytes = 0;
+    }
+}
+
+impl State {
+    /// Queues the part of `pieces` after the first `skip` bytes; returns what is left of
+    /// `skip` for the next pieces.
+    fn queue_after(&mut self, pieces: &[&Bytes], mut skip: usize) -> usize {
+        for piece in pieces {
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            let rest = piece.slice(skip..);
+            skip = 0;
+            self.queued_bytes += rest.len();
+            self.queued.push_back(rest);
+        }
+        skip
+    }
+
+    /// Drops the first `written` queued bytes.
+    fn consume(&mut self, mut written: usize) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let Some(front) = self.queued.front_mut() else {
+                return;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.queued.pop_front();
+            } else {
+                let _ = front.split_to(written);
+                written = 0;
+            }
+        }
+    }
+}
