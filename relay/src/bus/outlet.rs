@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::Envelope;
+use crate::event;
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -38,19 +39,25 @@ const MAX_SLICES: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     Ws,
+    Sse,
 }
+
+static NOTHING: Bytes = Bytes::new();
+static SSE_TAIL: Bytes = Bytes::from_static(event::SSE_TAIL.as_bytes());
 
 impl Framing {
     fn transport(self) -> Transport {
         match self {
             Framing::Ws => Transport::Ws,
+            Framing::Sse => Transport::Sse,
         }
     }
 
-    /// The pieces of `envelope`'s frame, written one after another.
-    fn pieces(self, envelope: &Envelope) -> [&Bytes; 2] {
+    /// The pieces of `envelope`'s frame, written one after another (some may be empty).
+    fn pieces(self, envelope: &Envelope) -> [&Bytes; 3] {
         match self {
-            Framing::Ws => [&envelope.ws_head, &envelope.json],
+            Framing::Ws => [&envelope.ws_head, &envelope.json, &NOTHING],
+            Framing::Sse => [&envelope.sse_head, &envelope.json, &SSE_TAIL],
         }
     }
 
@@ -160,7 +167,10 @@ impl Outlet {
                 return self.give_back(state);
             };
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let pieces = batch.iter().flat_map(|m| self.framing.pieces(m));
+            let pieces = batch
+                .iter()
+                .flat_map(|m| self.framing.pieces(m))
+                .filter(|piece| !piece.is_empty());
             let mut count = 0;
             for (slice, piece) in slices.iter_mut().zip(pieces) {
                 *slice = IoSlice::new(piece);
@@ -260,6 +270,24 @@ impl Outlet {
                 }
             };
             state.consume(written);
+        }
+    }
+
+    /// Writes everything queued, waiting for the socket to take it (unbounded: callers put
+    /// their send time limit around it).
+    pub async fn flush(&self) -> io::Result<()> {
+        loop {
+            match self.try_flush() {
+                Ok(()) => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let socket = lock(&self.state).socket.clone();
+                    match socket {
+                        Some(socket) => socket.writable().await?,
+                        None => return Err(io::ErrorKind::NotConnected.into()),
+                    }
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -32,9 +33,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::MAX_HEAD_BYTES;
+use crate::sync::lock;
 
 /// First size of the buffer a request head is read into; it doubles as needed, up to
 /// [`MAX_HEAD_BYTES`]. Browsers' heads are mostly under 1 KiB.
@@ -107,12 +110,45 @@ pub async fn read_head<T: AsyncRead + AsyncWrite + Unpin>(
 /// Answers one request read by [`read_head`]; `true` if the connection stays open. While
 /// the answer is written, the socket is watched: a client that leaves ends it at once (its
 /// stream or long poll gives back its place), and bytes it pipelines meanwhile go to `buffer`.
+/// An answer that, once its head is written, serves the socket itself: an SSE stream, which
+/// its room then writes to directly (see `bus/live.rs`). A handler puts it in the response's
+/// extensions next to a body serving the same stream, used when the answer goes out through
+/// hyper instead; whichever runs first takes the stream.
+#[derive(Clone)]
+pub struct Takeover(Arc<Mutex<Option<TakeoverFn>>>);
+
+type TakeoverFn = Box<dyn FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+impl Takeover {
+    pub fn new(
+        serve: impl FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
+    ) -> Takeover {
+        Takeover(Arc::new(Mutex::new(Some(Box::new(serve)))))
+    }
+
+    /// Serves `socket`, unless the stream was taken already.
+    pub async fn run(self, socket: TcpStream) {
+        let serve = lock(&self.0).take();
+        if let Some(serve) = serve {
+            serve(socket).await;
+        }
+    }
+}
+
+/// How an exchange ended.
+pub enum Answered {
+    /// Answered; the connection stays open for the next request if `true`.
+    Done(bool),
+    /// The head is written; the socket is the stream's from here on.
+    Takeover(Takeover),
+}
+
 pub async fn answer<T: AsyncRead + AsyncWrite + Unpin>(
     io: &mut T,
     app: &Router,
     request: Request<Body>,
     buffer: &mut BytesMut,
-) -> io::Result<bool> {
+) -> io::Result<Answered> {
     let version = request.version();
     let head_only = request.method() == Method::HEAD;
     let keep_alive = version == Version::HTTP_11 && !asks_to_close(request.headers());
@@ -120,17 +156,27 @@ pub async fn answer<T: AsyncRead + AsyncWrite + Unpin>(
     let mut app = app.clone();
     let call = app.call(request);
     tokio::pin!(call);
-    let response = loop {
+    let mut response = loop {
         tokio::select! {
             Ok(response) = &mut call => break response,
-            gone = watch(io, buffer) => if gone? { return Ok(false) },
+            gone = watch(io, buffer) => if gone? { return Ok(Answered::Done(false)) },
         }
     };
+    if let Some(takeover) = response.extensions_mut().remove::<Takeover>()
+        && !head_only
+    {
+        let (parts, _) = response.into_parts();
+        let mut head = vec![head_bytes(&parts, version, false, None)];
+        write_all(io, &mut head).await?;
+        io.flush().await?;
+        return Ok(Answered::Takeover(takeover));
+    }
     // Boxed: a long poll waits in `call` above, and should not carry the writer's state.
     Box::pin(respond(
         io, response, version, keep_alive, head_only, buffer,
     ))
     .await
+    .map(Answered::Done)
 }
 
 /// Reads what the client sends while its answer is pending; `true` once it has closed the
@@ -287,45 +333,11 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         keep_alive = false;
         Framing::Close
     };
-    let mut header_bytes = Vec::with_capacity(256);
-    let _ = write!(
-        header_bytes,
-        "{} {} {}\r\n",
-        if version == Version::HTTP_11 {
-            "HTTP/1.1"
-        } else {
-            "HTTP/1.0"
-        },
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        header_bytes.extend_from_slice(name.as_str().as_bytes());
-        header_bytes.extend_from_slice(b": ");
-        header_bytes.extend_from_slice(value.as_bytes());
-        header_bytes.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        header_bytes.extend_from_slice(b"date: ");
-        date(|now| header_bytes.extend_from_slice(now.as_bytes()));
-        header_bytes.extend_from_slice(b"\r\n");
-    }
-    match framing {
-        Framing::Length if !has_length => {
-            let length = body.size_hint().exact().unwrap_or(0);
-            let _ = write!(header_bytes, "content-length: {length}\r\n");
-        }
-        _ => {}
-    }
-    if version == Version::HTTP_11 && !keep_alive {
-        header_bytes.extend_from_slice(b"connection: close\r\n");
-    }
-    header_bytes.extend_from_slice(b"\r\n");
-
-    let mut pending = vec![Bytes::from(header_bytes)];
+    let length = match framing {
+        Framing::Length if !has_length => Some(body.size_hint().exact().unwrap_or(0)),
+        _ => None,
+    };
+    let mut pending = vec![head_bytes(&parts, version, keep_alive, length)];
     if framing != Framing::None {
         if framing == Framing::Close {
             // A stream's head goes out at once: its first event may be a while coming. An
@@ -375,6 +387,51 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
     write_all(io, &mut pending).await?;
     io.flush().await?;
     Ok(keep_alive)
+}
+
+/// The head of an answer: status line, headers (a `Date` if missing, `content-length: LENGTH`
+/// if given, `connection: close` unless kept alive).
+fn head_bytes(
+    parts: &axum::http::response::Parts,
+    version: Version,
+    keep_alive: bool,
+    length: Option<u64>,
+) -> Bytes {
+    let status = parts.status;
+    let mut header_bytes = Vec::with_capacity(256);
+    let _ = write!(
+        header_bytes,
+        "{} {} {}\r\n",
+        if version == Version::HTTP_11 {
+            "HTTP/1.1"
+        } else {
+            "HTTP/1.0"
+        },
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        header_bytes.extend_from_slice(name.as_str().as_bytes());
+        header_bytes.extend_from_slice(b": ");
+        header_bytes.extend_from_slice(value.as_bytes());
+        header_bytes.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        header_bytes.extend_from_slice(b"date: ");
+        date(|now| header_bytes.extend_from_slice(now.as_bytes()));
+        header_bytes.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = length {
+        let _ = write!(header_bytes, "content-length: {length}\r\n");
+    }
+    if version == Version::HTTP_11 && !keep_alive {
+        header_bytes.extend_from_slice(b"connection: close\r\n");
+    }
+    header_bytes.extend_from_slice(b"\r\n");
+    Bytes::from(header_bytes)
 }
 
 /// Calls `with` on the current `Date` header value, formatted at most once a second per
@@ -495,10 +552,12 @@ mod tests {
                 .expect("read")
             {
                 Head::Request(request) => {
-                    if answer(&mut server, &app(), request, &mut buffer)
-                        .await
-                        .expect("answered")
-                    {
+                    if matches!(
+                        answer(&mut server, &app(), request, &mut buffer)
+                            .await
+                            .expect("answered"),
+                        Answered::Done(true)
+                    ) {
                         outcomes.push("keep-alive".to_owned());
                         if buffer.is_empty() {
                             break;

@@ -17,7 +17,7 @@
 
 mod body;
 pub mod io;
-mod lean;
+pub mod lean;
 mod sockets;
 
 use std::convert::Infallible;
@@ -147,10 +147,20 @@ async fn serve_connection(
             Ok(lean::Head::Request(request)) => {
                 handle.busy();
                 phase.request_started();
-                let kept = lean::answer(&mut io, &app, request, &mut buffer).await;
+                let kept = match lean::answer(&mut io, &app, request, &mut buffer).await {
+                    Ok(lean::Answered::Done(kept)) => Ok(kept),
+                    Ok(lean::Answered::Takeover(takeover)) => {
+                        // The stream serves the socket from here on, and holds its place
+                        // until it ends.
+                        let (tcp, held, _) = io.into_parts();
+                        takeover.run(tcp).await;
+                        drop(held);
+                        return;
+                    }
+                    Err(err) => Err(err),
+                };
                 phase.request_ended();
                 if !buffer.is_empty() {
-                    // Part of the next head came while this one was answered: its time runs.
                     phase.head_started();
                 }
                 match kept {

@@ -1,15 +1,22 @@
 //! Server-Sent Events: `GET /api/rooms/{room}/events?name=&after=&epoch=&limit=`.
 //!
-//! The body is written by hand rather than through axum's `Sse` so that each message's
-//! pre-built SSE frame (`Envelope::sse`) goes out as shared bytes, with no per-receiver
-//! formatting. The stream opens with `retry:` and a `welcome` event, then carries `message`
+//! The stream is written by hand rather than through axum's `Sse` so that each message's
+//! pre-built SSE frame (`Envelope::sse_frame`) goes out as shared bytes, with no per-receiver
+//! formatting. Answered on the lean path (nearly always), the stream takes the socket over
+//! once the head is written: while the client is caught up, the socket is lent to the room,
+//! which writes new messages to it directly (see `bus/live.rs`), as for WebSockets; writes
+//! this task waits for are bounded by `RELAY_SEND_TIMEOUT`. Answered by hyper (a head the
+//! lean path leaves to it), the same stream is the response body. The stream opens with `retry:` and a `welcome` event, then carries `message`
 //! events (with `id:`), `reset` events, and a `: keep-alive` comment every
 //! `RELAY_SSE_HEARTBEAT` so that proxies and the browser see the connection alive. It ends
 //! cleanly when the relay shuts down; EventSource then reconnects with `Last-Event-ID`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -18,17 +25,21 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use protocol::{ServerEvent, Transport};
-use tokio::time::Interval;
+use tokio::net::TcpStream;
+use tokio::time::{Interval, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
-use crate::bus::Delivery;
+use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::event;
+use crate::server::MAX_HEAD_BYTES;
+use crate::server::lean::Takeover;
 use crate::state::AppState;
+use crate::sync::lock;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
@@ -52,9 +63,28 @@ pub async fn stream(
         ready: VecDeque::from([Bytes::from(opening)]),
         heartbeat: heartbeat(state.config.sse_heartbeat),
         shutdown: state.shutdown.clone(),
+        send_timeout: state.config.send_timeout,
         stream,
     };
-    let mut response = Body::from_stream(body.into_stream()).into_response();
+    // Whoever starts first — the lean path taking the socket over, or hyper polling the
+    // body — takes the stream; the other finds nothing.
+    let slot = Arc::new(Mutex::new(Some(body)));
+    let takeover = {
+        let slot = slot.clone();
+        Takeover::new(move |socket| {
+            let body = lock(&slot).take();
+            Box::pin(async move {
+                if let Some(body) = body {
+                    body.serve(socket).await;
+                }
+            })
+        })
+    };
+    let body = stream::once(async move { lock(&slot).take() })
+        .filter_map(|body| async move { body })
+        .flat_map(Stream::into_stream);
+    let mut response = Body::from_stream(body).into_response();
+    response.extensions_mut().insert(takeover);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -73,11 +103,107 @@ struct Stream {
     ready: VecDeque<Bytes>,
     heartbeat: Interval,
     shutdown: CancellationToken,
+    send_timeout: Duration,
     /// The subscription, and the connection slot held until the body is dropped.
     stream: OpenStream,
 }
 
+/// Why a stream served on its own socket ended; nothing is sent either way (an SSE stream
+/// just ends, and EventSource reconnects with `Last-Event-ID`).
+struct Ended;
+
 impl Stream {
+    /// Serves the stream on its own socket, once the answer's head is written.
+    async fn serve(mut self, socket: TcpStream) {
+        let socket = Arc::new(socket);
+        let outlet = Outlet::new(
+            socket.clone(),
+            Framing::Sse,
+            self.stream.conn.metrics.clone(),
+        );
+        for chunk in self.ready.drain(..) {
+            outlet.push(chunk);
+        }
+        let _ = self.pump(&socket, &outlet).await;
+        // The room stops writing to the socket; it closes when `socket` is dropped.
+        outlet.close();
+    }
+
+    async fn pump(&mut self, socket: &TcpStream, outlet: &Arc<Outlet>) -> Result<(), Ended> {
+        self.flush(outlet).await?;
+        let mut lent = false;
+        // Bytes the client sent: nothing is expected on a stream but the end.
+        let mut received = 0;
+        loop {
+            if !lent {
+                lent = self.stream.sub.lend(outlet);
+            }
+            // Every branch is cancel-safe.
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = outlet.woken() => {
+                    self.flush(outlet).await?;
+                    if lent && !outlet.is_lent() {
+                        lent = false;
+                        self.stream.sub.reclaim(outlet.reclaim());
+                    }
+                }
+                readable = socket.readable() => {
+                    readable.map_err(|_| Ended)?;
+                    let mut chunk = [0u8; 64];
+                    match socket.try_read(&mut chunk) {
+                        Ok(0) => return Err(Ended),
+                        Ok(n) => {
+                            received += n;
+                            if received > MAX_HEAD_BYTES {
+                                return Err(Ended);
+                            }
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Err(Ended),
+                    }
+                }
+                delivery = self.stream.sub.next(), if !lent => {
+                    let Some(first) = delivery else { return Ok(()) };
+                    let mut next = Some(first);
+                    let mut queued = 0;
+                    while let Some(delivery) = next.take() {
+                        match delivery {
+                            Delivery::Message(envelope) => outlet.push_message(&envelope),
+                            Delivery::Reset(reset) => outlet.push(Bytes::from(event::sse(
+                                None,
+                                &ServerEvent::Reset(reset),
+                            ))),
+                        }
+                        queued += 1;
+                        if queued < WRITE_BATCH {
+                            next = self.stream.sub.try_next();
+                        }
+                    }
+                    self.flush(outlet).await?;
+                }
+                _ = self.heartbeat.tick() => {
+                    outlet.push(Bytes::from_static(KEEP_ALIVE));
+                    self.flush(outlet).await?;
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued within the send time limit: a client that does not read for
+    /// that long is let go (it resumes with `Last-Event-ID`).
+    async fn flush(&self, outlet: &Outlet) -> Result<(), Ended> {
+        match timeout(self.send_timeout, outlet.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended),
+            Err(_) => {
+                tracing::debug!(peer = %self.stream.conn.peer, "SSE client too slow; ending its stream");
+                Err(Ended)
+            }
+        }
+    }
+
     fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
         stream::unfold(self, |mut this| async move {
             let chunk = this.next_chunk().await?;

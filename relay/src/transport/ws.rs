@@ -232,7 +232,7 @@ impl Session {
                 self.stream.conn.metrics.rejected(refusal);
             }
             wire.outlet.push(wsframe::close(code, reason));
-            let _ = timeout(CLOSE_GRACE, write_out(&wire)).await;
+            let _ = timeout(CLOSE_GRACE, wire.outlet.flush()).await;
         }
         // The room stops writing to the socket; it closes when `wire` is dropped.
         wire.outlet.close();
@@ -398,7 +398,7 @@ impl Session {
     /// Writes everything queued, giving up after `send_timeout`: a client that does not read
     /// for that long is too slow to keep.
     async fn flush(&self, wire: &Wire) -> Result<(), End> {
-        match timeout(self.state.config.send_timeout, write_out(wire)).await {
+        match timeout(self.state.config.send_timeout, wire.outlet.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => {
@@ -414,17 +414,6 @@ impl Session {
                     "too slow; reconnect with after",
                 ))
             }
-        }
-    }
-}
-
-/// Writes what the outlet holds, waiting for the socket to take it.
-async fn write_out(wire: &Wire) -> io::Result<()> {
-    loop {
-        match wire.outlet.try_flush() {
-            Ok(()) => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => wire.tcp.writable().await?,
-            Err(err) => return Err(err),
         }
     }
 }
