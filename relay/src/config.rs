@@ -144,6 +144,13 @@ pub struct Config {
     #[arg(long, env = "RELAY_LONGPOLL_MAX", default_value = LONGPOLL_MAX_DEFAULT.as_str(), value_parser = parse_duration)]
     pub longpoll_max: Duration,
 
+    /// While messages keep coming, a long poll is answered at most this long after it
+    /// arrived, so that one answer carries what arrives meanwhile instead of one request per
+    /// message; a poll that waited longer (a quiet room) is answered at once. `0s` answers
+    /// every poll at once. At most 5 s.
+    #[arg(long, env = "RELAY_LONGPOLL_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub longpoll_linger: Duration,
+
     /// Interval of SSE keep-alive comments.
     #[arg(long, env = "RELAY_SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub sse_heartbeat: Duration,
@@ -325,6 +332,13 @@ impl Config {
                     format!("must be at least {least}"),
                 ));
             }
+        }
+        if self.longpoll_linger > Duration::from_secs(5) {
+            return Err(InvalidSetting::new(
+                "RELAY_LONGPOLL_LINGER",
+                "--longpoll-linger",
+                "must be at most 5s",
+            ));
         }
         // A connection waiting legitimately must move a byte before it counts as idle.
         for (other, value) in [

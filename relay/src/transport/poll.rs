@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{cursor, join_limit};
 use crate::bus::Snapshot;
 use crate::client::ClientKey;
+use crate::clock::unix_millis;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
 use crate::state::AppState;
@@ -46,6 +47,7 @@ pub async fn read(
     Extension(client): Extension<ClientKey>,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let arrived = tokio::time::Instant::now();
     let room = RoomName::parse(&room)?;
     let Query(query) = query?;
     let cursor = cursor(query.after, query.epoch);
@@ -58,14 +60,23 @@ pub async fn read(
         });
 
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
-    if wait.is_zero() || !snapshot.messages.is_empty() || snapshot.reset.is_some() {
-        // A request willing to wait is a long poll even when it is answered at once.
-        let transport = if wait.is_zero() {
-            Transport::Shortpoll
-        } else {
-            Transport::Longpoll
-        };
-        return Ok(answer(&snapshot, transport, &state.metrics));
+    if wait.is_zero() {
+        return Ok(answer(&snapshot, Transport::Shortpoll, &state.metrics));
+    }
+    // A request willing to wait is a long poll even when it is answered at once.
+    let linger_until = arrived + state.config.longpoll_linger;
+    if snapshot.reset.is_some() || snapshot.more {
+        return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
+    }
+    if let Some(first) = snapshot.messages.first() {
+        let age = Duration::from_millis(unix_millis().saturating_sub(first.ts));
+        if age >= state.config.longpoll_linger {
+            return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
+        }
+        // Messages are coming now: see `linger`.
+        linger(&state, linger_until).await;
+        let snapshot = state.bus.read(&room, &cursor, limit).await?;
+        return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
     }
 
     // Long poll: wait on a live subscription from the same cursor, so a message published
@@ -80,8 +91,23 @@ pub async fn read(
         _ = state.shutdown.cancelled() => {}
     }
     drop(sub);
+    linger(&state, linger_until).await;
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
     Ok(answer(&snapshot, Transport::Longpoll, &state.metrics))
+}
+
+/// Holds a long poll's answer until `until` (`RELAY_LONGPOLL_LINGER` after the request
+/// arrived), when messages are coming fast enough to have woken it sooner: the answer then
+/// carries what arrives meanwhile, so that a busy room costs each long poller one request per
+/// linger rather than one per message (an HTTP exchange costs far more than a message). A
+/// poll that waited longer than that (a quiet room) is not held at all.
+async fn linger(state: &AppState, until: tokio::time::Instant) {
+    if tokio::time::Instant::now() < until {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
 }
 
 /// The fields of a poll answer after `messages`; see `protocol::PollResponse`.

@@ -176,6 +176,35 @@ async fn long_poll_waits_for_the_next_message_and_times_out_empty() {
 }
 
 #[tokio::test]
+async fn a_long_poll_woken_soon_after_it_arrived_carries_what_follows_in_one_answer() {
+    let linger = Duration::from_secs(5);
+    let relay = Relay::start_with(|c| c.longpoll_linger = linger).await;
+    relay.post("linger", "a", "one").await;
+    let started = std::time::Instant::now();
+    let waiting = {
+        let addr = relay.addr;
+        tokio::spawn(async move { Client::new(addr).poll("linger", "after=1&wait=20").await })
+    };
+    relay
+        .wait_metric("relay_connections{transport=\"longpoll\"}", 1.0)
+        .await;
+    // Woken by "two" well within the linger of its arrival, the poll waits out the linger
+    // and then carries "three" too: one answer, not two requests. (The margin is the
+    // linger, 5 s, against two local POSTs.)
+    relay.post("linger", "a", "two").await;
+    relay.post("linger", "a", "three").await;
+    let answer = within_long("the long poll to answer", waiting)
+        .await
+        .expect("poll task");
+    assert_eq!(texts(&answer.messages), ["two", "three"]);
+    assert!(
+        started.elapsed() >= linger,
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn sse_opens_with_retry_and_sends_keep_alive_comments() {
     let relay = Relay::start_with(|c| c.sse_heartbeat = Duration::from_millis(100)).await;
     let mut sse = Sse::connect(&relay.url("/api/rooms/hb/events"), &[])

@@ -58,6 +58,7 @@ async fn zero_and_nonsensical_settings_are_refused_at_startup_naming_the_setting
         ("RELAY_WS_PING", "0s"),
         ("RELAY_SEND_TIMEOUT", "0ms"),
         ("RELAY_LONGPOLL_MAX", "0"),
+        ("RELAY_LONGPOLL_LINGER", "6s"),
         ("RELAY_MAX_CONNECTIONS", "0"),
         ("RELAY_MAX_ROOMS", "0"),
         ("RELAY_MAX_TEXT_BYTES", "0"),
