@@ -104,9 +104,12 @@ pub async fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<Guarded<TcpStream>>>() {
                 Ok(parts) => {
-                    let (tcp, held, mut early) = parts.io.into_inner().into_parts();
-                    let mut read = Vec::from(&early.split_off(0)[..]);
+                    let (tcp, held, early) = parts.io.into_inner().into_parts();
+                    // Copied out, so that hyper's read buffer (which `read_buf` is a view of)
+                    // is not held for the session's life.
+                    let mut read = Vec::from(&early[..]);
                     read.extend_from_slice(&parts.read_buf);
+                    drop((early, parts.read_buf));
                     Session::new(state, stream, client)
                         .run(Arc::new(tcp), read)
                         .await;
@@ -220,7 +223,7 @@ impl Session {
         wire.codec.feed(&early);
         wire.outlet.push(event_frame(&self.stream.welcome()));
         let end = match self.flush(&wire).await {
-            Ok(()) => match self.on_frames(&mut wire).await {
+            Ok(()) => match Box::pin(self.on_frames(&mut wire)).await {
                 Ok(()) => self.pump(&mut wire).await,
                 Err(end) => end,
             },
@@ -289,14 +292,12 @@ impl Session {
 
     /// Reads what the client sent and acts on every complete frame.
     async fn on_readable(&mut self, wire: &mut Wire) -> Result<(), End> {
-        let mut chunk = [0u8; READ_CHUNK];
-        match wire.tcp.try_read(&mut chunk) {
-            Ok(0) => return Err(End::Gone),
-            Ok(n) => wire.codec.feed(&chunk[..n]),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(_) => return Err(End::Gone),
+        if !read_into(wire)? {
+            return Ok(());
         }
-        self.on_frames(wire).await
+        // Boxed: publishing (and its bus call) is rare on most sockets, and its future should
+        // not be part of every idle connection's.
+        Box::pin(self.on_frames(wire)).await
     }
 
     async fn on_frames(&mut self, wire: &mut Wire) -> Result<(), End> {
@@ -415,6 +416,21 @@ impl Session {
                 ))
             }
         }
+    }
+}
+
+/// Reads what the socket has into the codec: `Ok(true)` if anything came. (Not async: the
+/// read buffer lives on the stack only for the read, not in every connection's future.)
+fn read_into(wire: &mut Wire) -> Result<bool, End> {
+    let mut chunk = [0u8; READ_CHUNK];
+    match wire.tcp.try_read(&mut chunk) {
+        Ok(0) => Err(End::Gone),
+        Ok(n) => {
+            wire.codec.feed(&chunk[..n]);
+            Ok(true)
+        }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(_) => Err(End::Gone),
     }
 }
 
