@@ -39,9 +39,13 @@
 //! A client publishes (`POST …/messages`, or a text frame on its WebSocket). The handler
 //! checks the origin, the rate and the text, then `bus::Bus::publish` assigns the room's next
 //! id, serializes the message once into a `bus::Envelope`, appends it to the room's history
-//! and hands it to the room's live queue. Every subscriber (a WebSocket session, an SSE body,
+//! and hands it to the room's live queue. Every subscriber (a WebSocket session, an SSE stream,
 //! a pending long poll) receives the same `Arc<Envelope>` and writes its shared bytes; pollers
-//! read the same envelopes out of history.
+//! read the same envelopes out of history. A WebSocket or SSE subscriber that is caught up
+//! lends its socket to the room (`bus::Outlet`): the room then writes each new message's
+//! pre-encoded frame to it directly, one non-blocking `write` (a `writev` for a batch), without
+//! waking the connection's task; a socket that cannot take it goes back to its task, which
+//! continues from the room's queue or history like any subscriber that fell behind.
 
 // Public: what the binary (`main.rs`) and the integration tests use. The rest is private, so
 // that the compiler reports anything unused.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::broadcast;
 
-use super::outlet::Outlet;
+use super::outlet::{Lend, Outlet};
 use super::{Envelope, LIVE_QUEUE, Live};
 use crate::sync::lock;
 
@@ -125,6 +125,17 @@ impl LiveQueue {
     /// id order, and messages published while a round writes go out together in the next
     /// batch: one `writev` per socket however many there are.
     fn round(&self) {
+        // Should a write panic, the next message starts a new round instead of finding one
+        // marked as running forever.
+        struct Running<'a>(&'a Inner);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    lock(&self.0.backlog).running = false;
+                }
+            }
+        }
+        let _running = Running(&self.inner);
         loop {
             let batch = {
                 let mut backlog = lock(&self.inner.backlog);
@@ -142,20 +153,34 @@ impl LiveQueue {
     /// `caught_up` still holds once new messages are held back: it is checked under the
     /// fan-out lock, so that no message can fall between the subscriber's queue and the
     /// outlet. `false` when the subscriber must first deliver what arrived meanwhile.
+    ///
+    /// Never waits for a round under way (it may take milliseconds in a large room): with
+    /// the lock busy, the subscriber delivers what comes itself and tries again later.
     pub fn lend(
         &self,
         outlet: &Arc<Outlet>,
         position: u64,
         caught_up: impl FnOnce() -> bool,
     ) -> bool {
-        let mut outlets = lock(&self.inner.outlets);
+        let Ok(mut outlets) = self.inner.outlets.try_lock() else {
+            return false;
+        };
         if !caught_up() {
             return false;
         }
-        if outlet.lend(position) {
-            outlets.push(outlet.clone());
+        match outlet.lend(position) {
+            Lend::Refused => false,
+            Lend::Listed => true,
+            Lend::ToList => {
+                // Entries of connections gone since the room's last message leave before the
+                // list grows, so that a quiet room's list stays the size of its listeners.
+                if outlets.len() == outlets.capacity() {
+                    outlets.retain(|o| o.in_use());
+                }
+                outlets.push(outlet.clone());
+                true
+            }
         }
-        true
     }
 }
 
@@ -184,12 +209,14 @@ impl Fanout {
 mod tests {
     use std::time::Duration;
 
+    use bytes::Bytes;
     use protocol::Message;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpSocket};
 
     use super::*;
     use crate::bus::Framing;
+    use crate::bus::outlet::MAX_SLICES;
     use crate::metrics::Metrics;
 
     /// A connected pair over loopback with small, explicit buffers (both the relay side's
@@ -279,25 +306,82 @@ mod tests {
         // What the task does: write out the queue while the client reads.
         let expected = frames(1..=position, size);
         let reader =
-            tokio::spawn(
-                async move { read_exactly(&mut client, expected.len()).await == expected },
-            );
-        loop {
-            match outlet.try_flush() {
-                Ok(()) => break,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    socket.writable().await.expect("writable")
-                }
-                Err(err) => panic!("{err}"),
-            }
-        }
+            tokio::spawn(async move { read_exactly(&mut client, expected.len()).await == expected });
+        outlet
+            .flush(Duration::from_secs(30))
+            .await
+            .expect("the client reads");
         assert!(
             reader.await.expect("reader"),
             "messages 1..=position, whole and in order"
         );
-        // Messages after `position` are the task's to deliver, from the room's queue.
-        queue.send(&message(count + 1, size)).deliver();
-        assert!(!outlet.is_lent());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_once_the_task_takes_the_socket_back() {
+        let (socket, mut client) = pair().await;
+        let queue = LiveQueue::new();
+        let outlet = outlet(&socket);
+        assert!(queue.lend(&outlet, 0, || true));
+        queue.send(&message(1, 10)).deliver();
+        // The task is about to send its last frame (a close): the room must stop first.
+        assert_eq!(outlet.reclaim(), 1);
+        queue.send(&message(2, 10)).deliver();
+        outlet.push(Bytes::from_static(b"last"));
+        outlet
+            .flush(Duration::from_secs(30))
+            .await
+            .expect("written");
+        outlet.close();
+        drop((socket, queue));
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut got))
+            .await
+            .expect("the socket closes")
+            .expect("read");
+        assert_eq!(got, [frames([1], 10), b"last".to_vec()].concat());
+    }
+
+    #[tokio::test]
+    async fn a_large_room_is_written_by_a_round_of_its_own_in_batches() {
+        // More sockets than are written inline, and more messages in one batch than one
+        // `writev` takes: every client still gets every frame, in order.
+        let queue = LiveQueue::new();
+        let mut clients = Vec::new();
+        let mut outlets = Vec::new();
+        for _ in 0..INLINE_OUTLETS + 2 {
+            let (socket, client) = pair().await;
+            let outlet = outlet(&socket);
+            assert!(queue.lend(&outlet, 0, || true));
+            clients.push(client);
+            outlets.push((socket, outlet));
+        }
+        let count = 3 * MAX_SLICES as u64;
+        // Queued while a round is pending: one batch.
+        let first = queue.send(&message(1, 10));
+        for id in 2..=count {
+            assert!(queue.send(&message(id, 10)).0.is_none(), "joins the pending round");
+        }
+        first.deliver();
+        // The round runs in a task of its own: wait until it is done (observable state).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while lock(&queue.inner.backlog).running {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the round ends");
+        let expected = frames(1..=count, 10);
+        for (mut client, (_socket, outlet)) in clients.into_iter().zip(outlets) {
+            let len = expected.len();
+            let reader = tokio::spawn(async move { read_exactly(&mut client, len).await });
+            // What the socket did not take at once, the task writes.
+            outlet
+                .flush(Duration::from_secs(30))
+                .await
+                .expect("written");
+            assert_eq!(reader.await.expect("reader"), expected);
+        }
     }
 
     #[tokio::test]

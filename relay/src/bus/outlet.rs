@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::Transport;
@@ -33,7 +34,7 @@ use crate::sync::lock;
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024;
 
 /// Slices written with one `writev` when the task flushes its queue.
-const MAX_SLICES: usize = 64;
+pub(super) const MAX_SLICES: usize = 64;
 
 /// How a message is framed on the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,26 @@ impl Framing {
     fn len(self, envelope: &Envelope) -> usize {
         self.pieces(envelope).iter().map(|p| p.len()).sum()
     }
+}
+
+/// What lending an outlet did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lend {
+    /// Lent, and not in the room's list yet: add it.
+    ToList,
+    /// Lent, and still in the room's list.
+    Listed,
+    /// Not lent: the connection is gone.
+    Refused,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Nothing is left.
+    Empty,
+    /// The socket is full; `wrote` says whether it took anything first.
+    Blocked { wrote: bool },
 }
 
 #[derive(Debug)]
@@ -110,17 +131,30 @@ impl Outlet {
         })
     }
 
-    /// Lends the outlet to the room from `position` on. `true` if it must be added to the
-    /// room's list (it is not there already). Called by [`super::LiveQueue::lend`] under the
-    /// room's fan-out lock.
-    pub(super) fn lend(&self, position: u64) -> bool {
+    /// Lends the outlet to the room from `position` on. Called by
+    /// [`super::LiveQueue::lend`] under the room's fan-out lock.
+    pub(super) fn lend(&self, position: u64) -> Lend {
         let mut state = lock(&self.state);
         if state.failed || state.socket.is_none() {
-            return false;
+            return Lend::Refused;
         }
         state.position = position;
         state.lent = true;
-        !std::mem::replace(&mut state.listed, true)
+        if std::mem::replace(&mut state.listed, true) {
+            Lend::Listed
+        } else {
+            Lend::ToList
+        }
+    }
+
+    /// Whether the room's list should keep this outlet: only while it is lent. Called with
+    /// the list's lock held; an outlet the list drops is marked as not listed.
+    pub(super) fn in_use(&self) -> bool {
+        let mut state = lock(&self.state);
+        if !state.lent {
+            state.listed = false;
+        }
+        state.lent
     }
 
     /// Takes the outlet back from the room: the task delivers from here on. Returns the
@@ -240,13 +274,13 @@ impl Outlet {
             .delivered(self.framing.transport(), envelope.ts);
     }
 
-    /// Writes what is queued as far as the socket takes it: `Ok` once nothing is left,
-    /// `Err(WouldBlock)` when the socket is full.
-    pub fn try_flush(&self) -> io::Result<()> {
+    /// Writes what is queued as far as the socket takes it, without waiting.
+    pub fn try_flush(&self) -> io::Result<Flushed> {
         let mut state = lock(&self.state);
+        let mut wrote = false;
         loop {
             if state.queued.is_empty() {
-                return Ok(());
+                return Ok(Flushed::Empty);
             }
             let Some(socket) = state.socket.clone() else {
                 return Err(io::ErrorKind::NotConnected.into());
@@ -261,32 +295,49 @@ impl Outlet {
                 match socket.try_write_vectored(&slices[..count]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Flushed::Blocked { wrote });
+                    }
                     Err(err) => {
-                        if err.kind() != io::ErrorKind::WouldBlock {
-                            state.failed = true;
-                        }
+                        state.failed = true;
                         return Err(err);
                     }
                 }
             };
+            wrote = true;
             state.consume(written);
         }
     }
 
-    /// Writes everything queued, waiting for the socket to take it (unbounded: callers put
-    /// their send time limit around it).
-    pub async fn flush(&self) -> io::Result<()> {
+    /// Waits until the socket takes some of what is queued: `Ok(true)` once nothing is left,
+    /// `Ok(false)` after progress with more to write. Callers bound each call by their send
+    /// time limit, so that a client is let go when it stops reading, not when it merely
+    /// reads at the pace messages arrive (the queue may never be empty then).
+    pub async fn write_some(&self) -> io::Result<bool> {
         loop {
-            match self.try_flush() {
-                Ok(()) => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+            match self.try_flush()? {
+                Flushed::Empty => return Ok(true),
+                Flushed::Blocked { wrote: true } => return Ok(false),
+                Flushed::Blocked { wrote: false } => {
                     let socket = lock(&self.state).socket.clone();
                     match socket {
                         Some(socket) => socket.writable().await?,
                         None => return Err(io::ErrorKind::NotConnected.into()),
                     }
                 }
-                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Writes everything queued, giving up when the socket takes nothing for `limit`:
+    /// `Err(TimedOut)` then.
+    pub async fn flush(&self, limit: Duration) -> io::Result<()> {
+        loop {
+            match tokio::time::timeout(limit, self.write_some()).await {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
             }
         }
     }

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, stream};
 use protocol::{ServerEvent, Transport};
 use tokio::net::TcpStream;
-use tokio::time::{Interval, timeout};
+use tokio::time::Interval;
 use tokio_util::sync::CancellationToken;
 
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
@@ -142,13 +142,6 @@ impl Stream {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Ok(()),
-                _ = outlet.woken() => {
-                    self.flush(outlet).await?;
-                    if lent && !outlet.is_lent() {
-                        lent = false;
-                        self.stream.sub.reclaim(outlet.reclaim());
-                    }
-                }
                 readable = socket.readable() => {
                     readable.map_err(|_| Ended)?;
                     let mut chunk = [0u8; 64];
@@ -162,6 +155,13 @@ impl Stream {
                         }
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => return Err(Ended),
+                    }
+                }
+                _ = outlet.woken() => {
+                    self.flush(outlet).await?;
+                    if lent && !outlet.is_lent() {
+                        lent = false;
+                        self.stream.sub.reclaim(outlet.reclaim());
                     }
                 }
                 delivery = self.stream.sub.next(), if !lent => {
@@ -191,12 +191,12 @@ impl Stream {
         }
     }
 
-    /// Writes what is queued within the send time limit: a client that does not read for
-    /// that long is let go (it resumes with `Last-Event-ID`).
+    /// Writes what is queued; a client whose socket takes nothing for the send time limit
+    /// is let go (it resumes with `Last-Event-ID`).
     async fn flush(&self, outlet: &Outlet) -> Result<(), Ended> {
-        match timeout(self.send_timeout, outlet.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ended),
+        match outlet.flush(self.send_timeout).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() != io::ErrorKind::TimedOut => Err(Ended),
             Err(_) => {
                 tracing::debug!(peer = %self.stream.conn.peer, "SSE client too slow; ending its stream");
                 Err(Ended)

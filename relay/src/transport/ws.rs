@@ -107,8 +107,10 @@ pub async fn upgrade(
                     let (tcp, held, early) = parts.io.into_inner().into_parts();
                     // Copied out, so that hyper's read buffer (which `read_buf` is a view of)
                     // is not held for the session's life.
-                    let mut read = Vec::from(&early[..]);
-                    read.extend_from_slice(&parts.read_buf);
+                    // What hyper had buffered came first on the wire, then what it had not
+                    // yet taken of the lean path's bytes.
+                    let mut read = Vec::from(&parts.read_buf[..]);
+                    read.extend_from_slice(&early);
                     drop((early, parts.read_buf));
                     Session::new(state, stream, client)
                         .run(Arc::new(tcp), read)
@@ -234,8 +236,10 @@ impl Session {
             if let Some(refusal) = close::refusal(code) {
                 self.stream.conn.metrics.rejected(refusal);
             }
+            // Nothing may follow the close frame: the room stops writing here first.
+            wire.outlet.reclaim();
             wire.outlet.push(wsframe::close(code, reason));
-            let _ = timeout(CLOSE_GRACE, wire.outlet.flush()).await;
+            let _ = timeout(CLOSE_GRACE, wire.outlet.flush(CLOSE_GRACE)).await;
         }
         // The room stops writing to the socket; it closes when `wire` is dropped.
         wire.outlet.close();
@@ -253,11 +257,11 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "relay shutting down")),
-                _ = wire.outlet.woken() => self.on_woken(wire).await,
                 readable = wire.tcp.readable() => match readable {
                     Ok(()) => self.on_readable(wire).await,
                     Err(_) => Err(End::Gone),
                 },
+                _ = wire.outlet.woken() => self.on_woken(wire).await,
                 delivery = self.stream.sub.next(), if !lent => match delivery {
                     Some(delivery) => self.deliver(wire, delivery).await,
                     None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after")),
@@ -325,6 +329,11 @@ impl Session {
                 break Err(end);
             }
         };
+        if result.is_err() {
+            // The session ends (its last frame may be the reply to the client's close): the
+            // room must not write after it.
+            wire.outlet.reclaim();
+        }
         // Pongs, and the reply to a client's close.
         if let Some(output) = wire.codec.take_output() {
             wire.outlet.push(output);
@@ -396,12 +405,12 @@ impl Session {
         self.flush(wire).await
     }
 
-    /// Writes everything queued, giving up after `send_timeout`: a client that does not read
-    /// for that long is too slow to keep.
+    /// Writes everything queued, giving up when the socket takes nothing for `send_timeout`:
+    /// a client that does not read for that long is too slow to keep.
     async fn flush(&self, wire: &Wire) -> Result<(), End> {
-        match timeout(self.state.config.send_timeout, wire.outlet.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
+        match wire.outlet.flush(self.state.config.send_timeout).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() != io::ErrorKind::TimedOut => Err(End::Gone),
             Err(_) => {
                 // Counted as `slow_consumer`; one line per client would let clients flood
                 // the log.

@@ -205,6 +205,29 @@ async fn a_long_poll_woken_soon_after_it_arrived_carries_what_follows_in_one_ans
 }
 
 #[tokio::test]
+async fn a_long_poll_that_finds_a_fresh_message_waits_out_the_linger_for_more() {
+    let linger = Duration::from_secs(5);
+    let relay = Relay::start_with(|c| c.longpoll_linger = linger).await;
+    relay.post("fresh", "a", "one").await;
+    // "one" is seconds younger than the linger when the poll arrives: the answer waits for
+    // the linger's end and carries "two" as well. (The margin is the linger, 5 s, against a
+    // local POST and a request.)
+    let started = std::time::Instant::now();
+    let waiting = {
+        let addr = relay.addr;
+        tokio::spawn(async move { Client::new(addr).poll("fresh", "after=0&wait=20").await })
+    };
+    relay.post("fresh", "a", "two").await;
+    let answer = within_long("the long poll to answer", waiting)
+        .await
+        .expect("poll task");
+    assert_eq!(texts(&answer.messages), ["one", "two"]);
+    let held = started.elapsed();
+    assert!(held >= linger, "held for the linger ({held:?})");
+    assert!(held < Duration::from_secs(20), "not for the whole wait ({held:?})");
+}
+
+#[tokio::test]
 async fn sse_opens_with_retry_and_sends_keep_alive_comments() {
     let relay = Relay::start_with(|c| c.sse_heartbeat = Duration::from_millis(100)).await;
     let mut sse = Sse::connect(&relay.url("/api/rooms/hb/events"), &[])
