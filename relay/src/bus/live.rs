@@ -306,7 +306,9 @@ mod tests {
         // What the task does: write out the queue while the client reads.
         let expected = frames(1..=position, size);
         let reader =
-            tokio::spawn(async move { read_exactly(&mut client, expected.len()).await == expected });
+            tokio::spawn(
+                async move { read_exactly(&mut client, expected.len()).await == expected },
+            );
         outlet
             .flush(Duration::from_secs(30))
             .await
@@ -360,7 +362,10 @@ mod tests {
         // Queued while a round is pending: one batch.
         let first = queue.send(&message(1, 10));
         for id in 2..=count {
-            assert!(queue.send(&message(id, 10)).0.is_none(), "joins the pending round");
+            assert!(
+                queue.send(&message(id, 10)).0.is_none(),
+                "joins the pending round"
+            );
         }
         first.deliver();
         // The round runs in a task of its own: wait until it is done (observable state).

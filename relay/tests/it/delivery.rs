@@ -224,7 +224,10 @@ async fn a_long_poll_that_finds_a_fresh_message_waits_out_the_linger_for_more() 
     assert_eq!(texts(&answer.messages), ["one", "two"]);
     let held = started.elapsed();
     assert!(held >= linger, "held for the linger ({held:?})");
-    assert!(held < Duration::from_secs(20), "not for the whole wait ({held:?})");
+    assert!(
+        held < Duration::from_secs(20),
+        "not for the whole wait ({held:?})"
+    );
 }
 
 #[tokio::test]
