@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::broadcast;
 
-use super::outlet::{Lend, Outlet};
+use super::outlet::{Encoded, Lend, Outlet};
 use super::{Envelope, LIVE_QUEUE, Live};
 use crate::sync::lock;
 
@@ -145,7 +145,8 @@ impl LiveQueue {
                 }
                 std::mem::take(&mut backlog.messages)
             };
-            lock(&self.inner.outlets).retain(|outlet| outlet.offer(&batch));
+            let mut encoded = Encoded::new(&batch);
+            lock(&self.inner.outlets).retain(|outlet| outlet.offer(&mut encoded));
         }
     }
 
@@ -346,8 +347,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_room_is_written_by_a_round_of_its_own_in_batches() {
-        // More sockets than are written inline, and more messages in one batch than one
-        // `writev` takes: every client still gets every frame, in order.
+        // More sockets than are written inline, and a batch of many messages: every client
+        // still gets every frame, in order.
         let queue = LiveQueue::new();
         let mut clients = Vec::new();
         let mut outlets = Vec::new();

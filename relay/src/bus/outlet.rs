@@ -68,6 +68,43 @@ impl Framing {
     }
 }
 
+/// A batch of messages and its frames, encoded once per framing for the whole room: every
+/// socket is written a slice of the same contiguous bytes — one plain `write`, like the
+/// floor's (docs/BENCHMARKS.md) — and what a socket does not take is queued as a view of them.
+pub(super) struct Encoded<'a> {
+    batch: &'a [Arc<Envelope>],
+    /// Per framing (`Framing as usize`): the frames, and where each message's starts (with
+    /// the end as a last entry).
+    frames: [Option<(Bytes, Vec<usize>)>; 2],
+}
+
+impl<'a> Encoded<'a> {
+    pub(super) fn new(batch: &'a [Arc<Envelope>]) -> Encoded<'a> {
+        Encoded {
+            batch,
+            frames: [None, None],
+        }
+    }
+
+    fn frames(&mut self, framing: Framing) -> (&Bytes, &[usize]) {
+        let batch = self.batch;
+        let (frames, offsets) = self.frames[framing as usize].get_or_insert_with(|| {
+            let total: usize = batch.iter().map(|m| framing.len(m)).sum();
+            let mut frames = bytes::BytesMut::with_capacity(total);
+            let mut offsets = Vec::with_capacity(batch.len() + 1);
+            for message in batch {
+                offsets.push(frames.len());
+                for piece in framing.pieces(message) {
+                    frames.extend_from_slice(piece);
+                }
+            }
+            offsets.push(frames.len());
+            (frames.freeze(), offsets)
+        });
+        (frames, offsets)
+    }
+}
+
 /// What lending an outlet did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lend {
@@ -175,22 +212,25 @@ impl Outlet {
     }
 
     /// Messages from the room, in id order: writes those the client lacks to the socket now
-    /// (one `writev`), or queues them. `false` when the outlet is no longer lent and leaves
+    /// (one `write`), or queues them. `false` when the outlet is no longer lent and leaves
     /// the room's list.
-    pub(super) fn offer(&self, batch: &[Arc<Envelope>]) -> bool {
+    pub(super) fn offer(&self, encoded: &mut Encoded<'_>) -> bool {
         let mut state = lock(&self.state);
         if !state.lent {
             state.listed = false;
             return false;
         }
         let position = state.position;
-        let batch = &batch[batch.partition_point(|m| m.id <= position)..];
+        let start = encoded.batch.partition_point(|m| m.id <= position);
+        let batch = &encoded.batch[start..];
         let Some(last) = batch.last() else {
             return true;
         };
         let follows_on = batch[0].id == position + 1
             && batch.windows(2).all(|pair| pair[1].id == pair[0].id + 1);
-        let len: usize = batch.iter().map(|m| self.framing.len(m)).sum();
+        let (frames, offsets) = encoded.frames(self.framing);
+        let from = offsets[start];
+        let len = frames.len() - from;
         let over_budget = !state.queued.is_empty() && state.queued_bytes + len > MAX_QUEUED_BYTES;
         if !follows_on || over_budget {
             // The task takes over from `position`, reading the rest from the room.
@@ -200,18 +240,7 @@ impl Outlet {
             let Some(socket) = &state.socket else {
                 return self.give_back(state);
             };
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let pieces = batch
-                .iter()
-                .flat_map(|m| self.framing.pieces(m))
-                .filter(|piece| !piece.is_empty());
-            let mut count = 0;
-            for (slice, piece) in slices.iter_mut().zip(pieces) {
-                *slice = IoSlice::new(piece);
-                count += 1;
-            }
-            // (Past `MAX_SLICES` pieces, the rest is queued below, as if the socket were full.)
-            match socket.try_write_vectored(&slices[..count]) {
+            match socket.try_write(&frames[from..]) {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(_) => {
@@ -223,11 +252,10 @@ impl Outlet {
             0
         };
         if written < len {
+            let rest = frames.slice(from + written..);
             let was_empty = state.queued.is_empty();
-            let mut skip = written;
-            for message in batch {
-                skip = state.queue_after(&self.framing.pieces(message), skip);
-            }
+            state.queued_bytes += rest.len();
+            state.queued.push_back(rest);
             if was_empty {
                 self.wake.notify_one();
             }
