@@ -147,8 +147,10 @@ pub struct Config {
     /// While messages keep coming, a long poll is answered at most this long after it
     /// arrived, so that one answer carries what arrives meanwhile instead of one request per
     /// message; a poll that waited longer (a quiet room) is answered at once. `0s` answers
-    /// every poll at once. At most 5 s.
-    #[arg(long, env = "RELAY_LONGPOLL_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    /// every poll at once. At most 5 s. 10 ms rather than 5 ms: a busy room's long pollers
+    /// make half the requests (at 100 × 1000, 5.3 → 3.3 µs per delivery, docs/BENCHMARKS.md)
+    /// for at most 5 ms more latency, which no one reading a chat notices.
+    #[arg(long, env = "RELAY_LONGPOLL_LINGER", default_value = "10ms", value_parser = parse_duration)]
     pub longpoll_linger: Duration,
 
     /// Interval of SSE keep-alive comments.

@@ -42,15 +42,16 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&self, seconds: f64) {
+    /// Records `n` observations of `seconds` at once.
+    fn observe(&self, seconds: f64, n: u64) {
         let index = LAG_BUCKETS
             .iter()
             .position(|&bound| seconds <= bound)
             .unwrap_or(LAG_BUCKETS.len());
-        self.buckets[index].fetch_add(1, Relaxed);
+        self.buckets[index].fetch_add(n, Relaxed);
         self.sum_micros
-            .fetch_add((seconds * 1e6).max(0.0) as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
+            .fetch_add((seconds * 1e6).max(0.0) as u64 * n, Relaxed);
+        self.count.fetch_add(n, Relaxed);
     }
 }
 
@@ -138,9 +139,28 @@ impl Metrics {
 
     /// One message written to a client; `published_ms` is its `ts`.
     pub fn delivered(&self, transport: Transport, published_ms: u64) {
-        self.delivered[slot(transport)].fetch_add(1, Relaxed);
-        let lag_ms = unix_millis().saturating_sub(published_ms);
-        self.lag[slot(transport)].observe(lag_ms as f64 / 1000.0);
+        self.delivered_many(transport, [(published_ms, 1)]);
+    }
+
+    /// Deliveries in bulk: `n` of the message published at `published_ms`, for each pair.
+    /// The clock is read once, and the shared counters are added to once per message rather
+    /// than once per delivery: a round that writes a message to a thousand sockets, or a
+    /// long poll's answer, would otherwise contend on them from every worker.
+    pub fn delivered_many(
+        &self,
+        transport: Transport,
+        deliveries: impl IntoIterator<Item = (u64, u64)>,
+    ) {
+        let now = unix_millis();
+        let mut total = 0;
+        for (published_ms, n) in deliveries {
+            if n > 0 {
+                let lag_ms = now.saturating_sub(published_ms);
+                self.lag[slot(transport)].observe(lag_ms as f64 / 1000.0, n);
+                total += n;
+            }
+        }
+        self.delivered[slot(transport)].fetch_add(total, Relaxed);
     }
 
     /// Refusals so far, by reason.
@@ -257,6 +277,31 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliveries_in_bulk_count_each_one() {
+        let metrics = Metrics::default();
+        let old = unix_millis().saturating_sub(60_000);
+        metrics.delivered_many(Transport::Sse, [(unix_millis(), 3), (old, 2), (old, 0)]);
+        let text = metrics.render(0, true);
+        assert!(text.contains("relay_messages_delivered_total{transport=\"sse\"} 5\n"));
+        assert!(
+            text.contains("relay_delivery_lag_seconds_bucket{transport=\"sse\",le=\"10\"} 3\n")
+        );
+        assert!(
+            text.contains("relay_delivery_lag_seconds_bucket{transport=\"sse\",le=\"+Inf\"} 5\n")
+        );
+        assert!(text.contains("relay_delivery_lag_seconds_count{transport=\"sse\"} 5\n"));
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("relay_delivery_lag_seconds_sum{transport=\"sse\"} "))
+            .and_then(|v| v.parse().ok())
+            .expect("a sum");
+        assert!(
+            (120.0..130.0).contains(&sum),
+            "two deliveries a minute late: {sum}"
+        );
+    }
 
     #[test]
     fn render_has_every_series_with_cumulative_buckets() {

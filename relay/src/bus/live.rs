@@ -147,6 +147,7 @@ impl LiveQueue {
             };
             let mut encoded = Encoded::new(&batch);
             lock(&self.inner.outlets).retain(|outlet| outlet.offer(&mut encoded));
+            encoded.count_deliveries();
         }
     }
 
@@ -285,6 +286,30 @@ mod tests {
         let expected = frames(1..=3, 10);
         assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
         assert!(outlet.is_lent());
+    }
+
+    #[tokio::test]
+    async fn a_round_counts_each_message_once_per_socket_it_reached() {
+        let metrics = Arc::new(Metrics::default());
+        let (first, _first_client) = pair().await;
+        let (second, _second_client) = pair().await;
+        let queue = LiveQueue::new();
+        let behind = Outlet::new(first, Framing::Ws, metrics.clone());
+        let ahead = Outlet::new(second, Framing::Ws, metrics.clone());
+        assert!(queue.lend(&behind, 0, || true));
+        assert!(queue.lend(&ahead, 2, || true));
+        let batch: Vec<_> = (1..=3).map(|id| message(id, 10)).collect();
+        let mut encoded = Encoded::new(&batch);
+        assert!(behind.offer(&mut encoded) && ahead.offer(&mut encoded));
+        encoded.count_deliveries();
+        // Messages 1 and 2 reached one socket, message 3 both.
+        let text = metrics.render(0, true);
+        assert!(
+            text.contains("relay_messages_delivered_total{transport=\"ws\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("relay_delivery_lag_seconds_count{transport=\"ws\"} 4\n"));
+        assert!(text.contains("relay_messages_delivered_total{transport=\"sse\"} 0\n"));
     }
 
     #[tokio::test]

@@ -76,6 +76,10 @@ pub(super) struct Encoded<'a> {
     /// Per framing (`Framing as usize`): the frames, and where each message's starts (with
     /// the end as a last entry).
     frames: [Option<(Bytes, Vec<usize>)>; 2],
+    /// Per framing: how many sockets were written the batch from message `i` on; counted
+    /// into the metrics once per round (see [`Encoded::count_deliveries`]).
+    written_from: [Vec<u64>; 2],
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<'a> Encoded<'a> {
@@ -83,6 +87,34 @@ impl<'a> Encoded<'a> {
         Encoded {
             batch,
             frames: [None, None],
+            written_from: [Vec::new(), Vec::new()],
+            metrics: None,
+        }
+    }
+
+    fn wrote(&mut self, framing: Framing, start: usize, metrics: &Arc<Metrics>) {
+        let counts = &mut self.written_from[framing as usize];
+        if counts.is_empty() {
+            counts.resize(self.batch.len(), 0);
+        }
+        counts[start] += 1;
+        if self.metrics.is_none() {
+            self.metrics = Some(metrics.clone());
+        }
+    }
+
+    /// Records the round's deliveries: message `i` reached every socket written from `i`
+    /// or earlier.
+    pub(super) fn count_deliveries(&self) {
+        let Some(metrics) = &self.metrics else { return };
+        for framing in [Framing::Ws, Framing::Sse] {
+            let counts = &self.written_from[framing as usize];
+            let reached = counts.iter().scan(0, |sum, n| {
+                *sum += n;
+                Some(*sum)
+            });
+            let each = self.batch.iter().zip(reached).map(|(m, n)| (m.ts, n));
+            metrics.delivered_many(framing.transport(), each);
         }
     }
 
@@ -262,9 +294,7 @@ impl Outlet {
         }
         state.position = last.id;
         drop(state);
-        for message in batch {
-            self.metrics.delivered(self.framing.transport(), message.ts);
-        }
+        encoded.wrote(self.framing, start, &self.metrics);
         true
     }
 

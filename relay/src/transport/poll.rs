@@ -64,17 +64,21 @@ pub async fn read(
         return Ok(answer(&snapshot, Transport::Shortpoll, &state.metrics));
     }
     // A request willing to wait is a long poll even when it is answered at once.
-    let linger_until = arrived + state.config.longpoll_linger;
+    let linger = state.config.longpoll_linger;
     if snapshot.reset.is_some() || snapshot.more {
         return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
     }
     if let Some(first) = snapshot.messages.first() {
+        // Messages are waiting: the answer goes out once the oldest is a linger old (at once
+        // if it already is), so that it carries at least a linger's worth of a busy room's
+        // messages. Counting from the message rather than from the request matters under
+        // load: a poller that comes back late is not answered with less, which would make
+        // it come back sooner and cost more just when the relay has the least to spare.
         let age = Duration::from_millis(unix_millis().saturating_sub(first.ts));
-        if age >= state.config.longpoll_linger {
+        if age >= linger {
             return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
         }
-        // Messages are coming now: see `linger`.
-        linger(&state, linger_until).await;
+        hold(&state, tokio::time::Instant::now() + (linger - age)).await;
         let snapshot = state.bus.read(&room, &cursor, limit).await?;
         return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
     }
@@ -91,17 +95,18 @@ pub async fn read(
         _ = state.shutdown.cancelled() => {}
     }
     drop(sub);
-    linger(&state, linger_until).await;
+    // Woken soon after it arrived, messages are coming now: see `hold`.
+    hold(&state, arrived + linger).await;
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
     Ok(answer(&snapshot, Transport::Longpoll, &state.metrics))
 }
 
-/// Holds a long poll's answer until `until` (`RELAY_LONGPOLL_LINGER` after the request
-/// arrived), when messages are coming fast enough to have woken it sooner: the answer then
-/// carries what arrives meanwhile, so that a busy room costs each long poller one request per
-/// linger rather than one per message (an HTTP exchange costs far more than a message). A
-/// poll that waited longer than that (a quiet room) is not held at all.
-async fn linger(state: &AppState, until: tokio::time::Instant) {
+/// Holds a long poll's answer until `until` (within `RELAY_LONGPOLL_LINGER`), when messages
+/// are coming fast enough to have woken it sooner: the answer then carries what arrives
+/// meanwhile, so that a busy room costs each long poller one request per linger rather than
+/// one per message (an HTTP exchange costs far more than a message). A poll that waited
+/// longer than the linger (a quiet room) is not held at all.
+async fn hold(state: &AppState, until: tokio::time::Instant) {
     if tokio::time::Instant::now() < until {
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
@@ -123,9 +128,7 @@ struct AnswerTail<'a> {
 /// Builds the `PollResponse` JSON around the messages' shared, already-serialized bytes rather
 /// than re-serializing every message for every poller.
 fn answer(snapshot: &Snapshot, transport: Transport, metrics: &Metrics) -> Response {
-    for message in &snapshot.messages {
-        metrics.delivered(transport, message.ts);
-    }
+    metrics.delivered_many(transport, snapshot.messages.iter().map(|m| (m.ts, 1)));
     let tail = serde_json::to_vec(&AnswerTail {
         last_id: snapshot.next_after(),
         epoch: &snapshot.epoch,
