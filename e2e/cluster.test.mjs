@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   PATIENCE, launchBrowser, openChat, send, startNginx, startRedis, startRelay, texts,
-  waitConnected, waitStatus,
+  waitConnected, waitConnectedVia, waitStatus,
 } from './support.mjs';
 
 // nginx (in the test that uses it) connects from 127.0.0.1: the relays trust it as a proxy.
@@ -157,5 +157,76 @@ test('while Redis is down sending is refused on the page; afterwards the pages c
   for (const page of [onA, onB]) {
     assert.deepEqual(await texts(page), ['before', 'after']);
     assert.deepEqual(await warnings(page), [], 'Redis kept the history: no reset notice');
+  }
+});
+
+/** Starts recording every status line the page shows, with the page's clock. */
+async function recordStatuses(page) {
+  await page.evaluate(() => {
+    const status = document.querySelector('#status');
+    window.statuses = [];
+    new MutationObserver(() => window.statuses.push([performance.now(), status.textContent]))
+      .observe(status, { childList: true, characterData: true, subtree: true });
+  });
+}
+
+/** The seconds a "…, reconnecting in N s" status line announces, rounded down to what it shows. */
+function announced(text) {
+  const match = text.match(/reconnecting in ([\d.]+) s$/);
+  if (!match) return null;
+  // Whole seconds are rounded to the nearest: the wait was at least half a second less.
+  return match[1].includes('.') ? Number(match[1]) - 0.05 : Number(match[1]) - 0.5;
+}
+
+test('a relay that restarts drains its pages onto the other, each waiting as told', async () => {
+  const draining = await startRelay({ env: { ...REDIS_ENV(redis), RELAY_DRAIN_WINDOW: '2s' } });
+  // While it is up, every page lands on the draining relay (the other is nginx's backup);
+  // once it stops accepting, nginx sends everything to the other: a rolling restart.
+  const balancer = await startNginx([draining.addr, `${relays[0].addr} backup`]);
+  try {
+    const transports = ['ws', 'sse', 'longpoll', 'shortpoll'];
+    const pages = [];
+    for (const transport of transports) {
+      pages.push(await openChat(browser, balancer.url, { room: 'drained', transport }));
+    }
+    const elsewhere = await openChat(browser, relays[1].url, { room: 'drained', transport: 'ws' });
+    for (const page of pages) await recordStatuses(page);
+    const expected = ['before'];
+    await send(elsewhere, 'before');
+    await shownEverywhere([...pages, elsewhere], 'before');
+
+    const stopping = draining.stop();
+    // Messages keep coming while the relay drains and its pages move.
+    for (let i = 0; i < 5; i += 1) {
+      const text = `during ${i}`;
+      await send(elsewhere, text);
+      expected.push(text);
+    }
+    await stopping;
+    await send(elsewhere, 'after');
+    expected.push('after');
+    await shownEverywhere([...pages, elsewhere], 'after');
+
+    for (const [i, page] of pages.entries()) {
+      const transport = transports[i];
+      assert.deepEqual(await texts(page), expected, `${transport}: every message once, in order`);
+      assert.deepEqual(await warnings(page), [], `${transport}: the history was kept`);
+      assert.deepEqual(page.errors, []);
+      await waitConnectedVia(page, transport);
+      if (transport === 'shortpoll') continue; // nothing of it stays open: nothing to drain
+      const statuses = await page.evaluate(() => window.statuses);
+      const told = statuses.findIndex(([, text]) => text.startsWith('relay restarting, reconnecting in'));
+      assert.ok(told >= 0, `${transport} said what it waited for: ${JSON.stringify(statuses)}`);
+      // It waited at least what it announced (the relay's advice, or more) before trying again.
+      const [toldAt, text] = statuses[told];
+      const next = statuses.slice(told + 1).find(([, t]) => t === 'connecting…');
+      assert.ok(next, `${transport} tried again: ${JSON.stringify(statuses)}`);
+      const waited = (next[0] - toldAt) / 1000;
+      assert.ok(waited >= announced(text), `${transport} waited ${waited} s after "${text}"`);
+      assert.ok(announced(text) <= 2, `${transport}: advice within the 2 s window ("${text}")`);
+    }
+  } finally {
+    await balancer.stop();
+    await draining.stop();
   }
 });

@@ -231,9 +231,9 @@ impl Controller {
                 }
             }
             LinkEvent::Bytes(n) => self.count(transport, |s| s.bytes += n as u64),
-            LinkEvent::Lost { retry_in_ms } => {
+            LinkEvent::Lost { wait } => {
                 self.count(transport, |s| s.reconnects += 1);
-                let close = self.links.set_state(id, LinkState::Retrying(retry_in_ms));
+                let close = self.links.set_state(id, LinkState::Retrying(wait));
                 self.close(close);
             }
             LinkEvent::Refused(error) => self.ui.form_error.set(Some(api::describe(&error))),
@@ -295,9 +295,7 @@ impl Controller {
                 Some((_, transport, LinkState::Live)) => {
                     format!("connected via {}", transport.label())
                 }
-                Some((_, _, LinkState::Retrying(ms))) => {
-                    format!("reconnecting in {:.1} s", f64::from(ms) / 1000.0)
-                }
+                Some((_, _, LinkState::Retrying(wait))) => wait.why.status(wait.ms),
             }
         };
         if self.ui.status.with_untracked(|shown| *shown != status) {

@@ -9,6 +9,7 @@
 //! natively.
 
 pub mod api;
+pub mod close;
 pub mod limits;
 
 use std::fmt;
@@ -104,6 +105,10 @@ pub enum ServerEvent {
     Message(Message),
     Reset(Reset),
     Error(ErrorBody),
+    /// The relay is about to end this stream (it is shutting down): come back after the
+    /// advised delay, resuming from the last id. Sent on streams that have no close code
+    /// (SSE); a WebSocket gets the same advice as the reason of close code 1012.
+    Reconnect(RetryAdvice),
 }
 
 impl ServerEvent {
@@ -114,8 +119,32 @@ impl ServerEvent {
             ServerEvent::Message(_) => "message",
             ServerEvent::Reset(_) => "reset",
             ServerEvent::Error(_) => "error",
+            ServerEvent::Reconnect(_) => "reconnect",
         }
     }
+}
+
+/// A message's SSE `id:`: `EPOCH:ID`, so that the `Last-Event-ID` an EventSource sends back
+/// names the history its id belongs to (ids restart in a new epoch).
+pub fn event_id(epoch: &str, id: u64) -> String {
+    format!("{epoch}:{id}")
+}
+
+/// Reads a `Last-Event-ID`: `EPOCH:ID` gives the epoch and the id; a bare `ID` (the form
+/// before epochs were added, still accepted) gives the id alone. `None` if it is neither.
+pub fn parse_event_id(text: &str) -> Option<(Option<&str>, u64)> {
+    match text.rsplit_once(':') {
+        Some((epoch, id)) if !epoch.is_empty() => Some((Some(epoch), id.parse().ok()?)),
+        Some(_) => None,
+        None => Some((None, text.parse().ok()?)),
+    }
+}
+
+/// When to come back: the `reconnect` event's body, and the JSON reason of WebSocket close
+/// codes 1012 and 1013 (`{"retry_after_ms":N}`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryAdvice {
+    pub retry_after_ms: u64,
 }
 
 /// The first event on a WebSocket or SSE stream: the tutorial's "connection established".
@@ -155,7 +184,8 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable; may change between versions. Match on `code`.
     pub message: String,
-    /// For `rate_limited`: when the next attempt may succeed.
+    /// For `rate_limited`, `too_many_connections`, `overloaded`, `shutting_down` and
+    /// `unavailable`: when the next attempt may succeed (also in `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
@@ -186,12 +216,15 @@ pub enum ErrorCode {
     /// The message bus cannot be reached.
     Unavailable,
     Internal,
+    /// The relay admits new streams at `RELAY_ACCEPT_RATE` and is over it: come back after
+    /// `retry_after_ms`.
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code, so that counters by reason can start at zero (a series that appears only
     /// after the first refusal breaks `rate()` in Prometheus).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidName,
@@ -209,6 +242,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::Overloaded,
     ];
 
     /// The wire name of the code, as it appears in JSON.
@@ -231,6 +265,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }
@@ -274,11 +309,24 @@ pub struct PollResponse {
     /// True when `limit` cut the answer short: ask again at once with `after=last_id`.
     #[serde(default)]
     pub more: bool,
+    /// Present when the relay is shutting down: poll again (anywhere) after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_carry_the_epoch_and_bare_ids_still_parse() {
+        assert_eq!(event_id("m18e.2", 41), "m18e.2:41");
+        assert_eq!(parse_event_id("m18e.2:41"), Some((Some("m18e.2"), 41)));
+        assert_eq!(parse_event_id("41"), Some((None, 41)));
+        for bad in ["", ":41", "e:", "e:x", "x", "-1", "e:-1"] {
+            assert_eq!(parse_event_id(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn every_error_code_is_listed_once_under_its_wire_name() {

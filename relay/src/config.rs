@@ -225,6 +225,17 @@ pub struct Config {
     /// On SIGINT/SIGTERM, longest to wait for connections to close before exiting anyway.
     #[arg(long, env = "RELAY_SHUTDOWN_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_deadline: Duration,
+
+    /// On SIGINT/SIGTERM, open streams are closed one after another over this window, each
+    /// client told when to come back, rather than all at once; shorter than
+    /// `RELAY_SHUTDOWN_DEADLINE`. `0s` closes them all at once.
+    #[arg(long, env = "RELAY_DRAIN_WINDOW", default_value = "3s", value_parser = parse_duration)]
+    pub drain_window: Duration,
+
+    /// New streams (WebSocket, SSE; resumes included) this relay opens per second, with a
+    /// burst of as many; over it, clients are told when to come back.
+    #[arg(long, env = "RELAY_ACCEPT_RATE", default_value = "500")]
+    pub accept_rate: f64,
 }
 
 impl Config {
@@ -335,6 +346,17 @@ impl Config {
                 ));
             }
         }
+        if self.drain_window >= self.shutdown_deadline {
+            return Err(InvalidSetting::new(
+                "RELAY_DRAIN_WINDOW",
+                "--drain-window",
+                format!(
+                    "must be shorter than RELAY_SHUTDOWN_DEADLINE ({:?}), which must leave time \
+                     for the last streams to close",
+                    self.shutdown_deadline
+                ),
+            ));
+        }
         if self.longpoll_linger > Duration::from_secs(5) {
             return Err(InvalidSetting::new(
                 "RELAY_LONGPOLL_LINGER",
@@ -382,6 +404,12 @@ impl Config {
                 "--request-burst",
                 self.request_burst,
                 1.0,
+            ),
+            (
+                "RELAY_ACCEPT_RATE",
+                "--accept-rate",
+                self.accept_rate,
+                f64::MIN_POSITIVE,
             ),
         ];
         for (variable, flag, value, least) in rates {

@@ -65,6 +65,7 @@ impl ApiError {
             ErrorCode::TooManyConnections
             | ErrorCode::TooManyRooms
             | ErrorCode::ShuttingDown
+            | ErrorCode::Overloaded
             | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -14,22 +14,22 @@ pub fn json(event: &ServerEvent) -> String {
     json
 }
 
-/// The event as one SSE frame: `id:` (for messages, so that `Last-Event-ID` resumes),
-/// `event:` (its type) and one `data:` line. serde_json escapes line breaks inside strings,
-/// so the JSON never spans lines.
-pub fn sse(id: Option<u64>, event: &ServerEvent) -> String {
+/// The event as one SSE frame: `id:` (for messages, `EPOCH:ID` from `protocol::event_id`,
+/// so that `Last-Event-ID` resumes), `event:` (its type) and one `data:` line. serde_json
+/// escapes line breaks inside strings, so the JSON never spans lines.
+pub fn sse(id: Option<&str>, event: &ServerEvent) -> String {
     sse_frame(id, event.name(), &json(event))
 }
 
 /// An SSE frame around already-encoded JSON.
-pub fn sse_frame(id: Option<u64>, name: &str, json: &str) -> String {
+pub fn sse_frame(id: Option<&str>, name: &str, json: &str) -> String {
     format!("{}{json}{SSE_TAIL}", sse_head(id, name))
 }
 
 /// What an SSE frame holds before its JSON: `id:`, `event:` and `data: `. Written in front of
 /// a message's shared JSON bytes, with [`SSE_TAIL`] after them, so that a message is stored
 /// once (as JSON) and framed as it is written.
-pub fn sse_head(id: Option<u64>, name: &str) -> String {
+pub fn sse_head(id: Option<&str>, name: &str) -> String {
     match id {
         Some(id) => format!("id: {id}\nevent: {name}\ndata: "),
         None => format!("event: {name}\ndata: "),
@@ -55,8 +55,8 @@ mod tests {
             "event: reset\ndata: {\"type\":\"reset\",\"reason\":\"history_gap\",\"oldest_id\":3}\n\n"
         );
         assert_eq!(
-            sse_frame(Some(9), "message", "{}"),
-            "id: 9\nevent: message\ndata: {}\n\n"
+            sse_frame(Some("e:9"), "message", "{}"),
+            "id: e:9\nevent: message\ndata: {}\n\n"
         );
     }
 }

@@ -26,6 +26,9 @@
 //!   rebinding) and send-rate limits.
 //! - `headers`: the security headers of every answer (the page's Content-Security-Policy).
 //! - `metrics`: counters for `GET /metrics`.
+//! - `drain` and `admission`: when each stream closes once a shutdown began (the paced
+//!   drain, `RELAY_DRAIN_WINDOW`), and how many new streams open per second
+//!   (`RELAY_ACCEPT_RATE`); both tell clients when to come back.
 //! - `server`: accepting sockets and serving HTTP/1.1 on them with the time limits every
 //!   connection obeys (request head, idle, send) and the socket cap.
 //! - `state`: the handle every handler gets, and admission of long-lived connections.
@@ -54,11 +57,13 @@ pub mod healthcheck;
 pub mod logging;
 pub mod shutdown;
 
+mod admission;
 mod app;
 mod budget;
 mod bus;
 mod client;
 mod clock;
+mod drain;
 mod error;
 mod event;
 mod headers;
@@ -129,7 +134,8 @@ fn max_sockets(configured: usize) -> usize {
 }
 
 /// Serves on an already-bound listener until `shutdown` is cancelled, then stops accepting,
-/// lets every stream end (WebSockets get 1001, SSE bodies end, long polls answer) and returns
+/// closes every stream at its turn over `drain_window` (WebSockets get 1012, SSE streams a
+/// `reconnect` event, long polls an answer; each with the time to come back) and returns
 /// once all are gone or `shutdown_deadline` has passed, whichever is first.
 pub async fn serve(
     listener: TcpListener,

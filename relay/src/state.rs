@@ -9,10 +9,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::budget::{Budgets, ClientConnection};
 use crate::bus::{Bus, BusError, Cursor, Subscription};
 use crate::client::{ClientKey, TrustedProxies};
 use crate::config::Config;
+use crate::drain::{self, Closing, Drain};
 use crate::error::ApiError;
 use crate::host::HostPolicy;
 use crate::metrics::Metrics;
@@ -53,6 +55,10 @@ pub struct Shared {
     connections: Arc<Semaphore>,
     /// Cancelled on SIGINT/SIGTERM; every long-lived stream watches it.
     pub shutdown: CancellationToken,
+    /// When each stream closes once the shutdown began (`RELAY_DRAIN_WINDOW`).
+    pub drain: Drain,
+    /// New streams per second (`RELAY_ACCEPT_RATE`).
+    admission: Admission,
     /// Upgraded WebSocket sessions run outside the HTTP server's own bookkeeping; tracking
     /// them lets shutdown wait for their close frames to go out.
     pub sessions: TaskTracker,
@@ -70,6 +76,8 @@ impl AppState {
             proxies: Arc::new(TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default()),
             budgets: Budgets::new(&config),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            drain: Drain::new(config.drain_window, shutdown.clone()),
+            admission: Admission::new(config.accept_rate, Instant::now()),
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
@@ -150,10 +158,7 @@ impl AppState {
         client: ClientKey,
     ) -> Result<Connection, ApiError> {
         if self.shutdown.is_cancelled() {
-            return Err(ApiError::new(
-                ErrorCode::ShuttingDown,
-                "the relay is shutting down",
-            ));
+            return Err(self.shutting_down());
         }
         let per_client = self.budgets.open_connection(client).ok_or_else(|| {
             tracing::debug!(transport = %transport.as_str(), %client, "connection refused: client at its limit");
@@ -171,6 +176,17 @@ impl AppState {
             )
             .retry_after(CONNECTION_RETRY)
         })?;
+        // Polls are requests, paced per client by `RELAY_REQUEST_RATE`; streams are what a
+        // crowd of returning clients opens.
+        if matches!(transport, Transport::Ws | Transport::Sse) {
+            self.admission.admit(Instant::now()).map_err(|wait| {
+                ApiError::new(
+                    ErrorCode::Overloaded,
+                    "the relay is opening as many streams as it may; come back after retry_after_ms",
+                )
+                .retry_after(wait)
+            })?;
+        }
         Ok(Connection {
             _permit: permit,
             _client: per_client,
@@ -181,6 +197,23 @@ impl AppState {
             opened: Instant::now(),
             established: false,
         })
+    }
+}
+
+impl AppState {
+    /// The refusal of anything new once the drain began, with a time to come back (to
+    /// another relay, or to this one restarted).
+    pub fn shutting_down(&self) -> ApiError {
+        let advice = self.drain.advice(drain::jitter());
+        ApiError::new(ErrorCode::ShuttingDown, "the relay is shutting down")
+            .retry_after(Duration::from_millis(advice.retry_after_ms))
+    }
+
+    /// Resolves when the stream that owns `closing` is to close (see [`Drain`]), with the
+    /// advice for its client.
+    pub async fn closing(&self, closing: &mut Closing) -> protocol::RetryAdvice {
+        let open = || self.config.max_connections - self.connections.available_permits();
+        closing.due(&self.drain, open, drain::jitter).await
     }
 }
 

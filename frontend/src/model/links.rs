@@ -3,13 +3,15 @@
 
 use protocol::Transport;
 
+use super::Wait;
+
 /// Connection state of one link, as the status line shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LinkState {
     Connecting,
     Live,
-    /// Lost; the next attempt is this many milliseconds after the loss.
-    Retrying(u32),
+    /// Lost; the next attempt follows this wait after the loss.
+    Retrying(Wait),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +107,12 @@ impl Links {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Why;
+
+    const WAIT: Wait = Wait {
+        ms: 500,
+        why: Why::Lost,
+    };
 
     #[test]
     fn switching_keeps_the_old_link_until_the_new_one_is_live() {
@@ -147,13 +155,13 @@ mod tests {
         let (a, _) = links.open(Transport::Ws);
         links.set_state(a, LinkState::Live);
         let (b, _) = links.open(Transport::Sse);
-        assert_eq!(links.set_state(a, LinkState::Retrying(500)), [a]);
+        assert_eq!(links.set_state(a, LinkState::Retrying(WAIT)), [a]);
         assert_eq!(links.open_ids(), [b]);
         // The current link losing its connection is retried, not closed.
-        assert!(links.set_state(b, LinkState::Retrying(500)).is_empty());
+        assert!(links.set_state(b, LinkState::Retrying(WAIT)).is_empty());
         assert_eq!(
             links.current(),
-            Some((b, Transport::Sse, LinkState::Retrying(500)))
+            Some((b, Transport::Sse, LinkState::Retrying(WAIT)))
         );
     }
 }

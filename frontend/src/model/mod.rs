@@ -15,7 +15,7 @@ mod links;
 mod stats;
 mod timeline;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, Wait, Why};
 pub use links::{LinkState, Links};
 pub use stats::{Counters, EchoTracker, LatencySnapshot, TransportStats};
 pub use timeline::{Cursor, Entry, Inbound, Timeline};

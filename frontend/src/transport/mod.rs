@@ -18,10 +18,11 @@ use std::rc::Rc;
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, abortable};
 use leptos::task::spawn_local;
-use protocol::{ErrorBody, ServerEvent, Transport};
+use protocol::{ErrorBody, ErrorCode, ServerEvent, Transport};
 use web_sys::AbortController;
 
-use crate::model::{Backoff, Cursor, Inbound};
+use crate::browser;
+use crate::model::{Backoff, Cursor, Inbound, Wait, Why};
 
 /// What a link reports to its owner.
 #[derive(Debug)]
@@ -33,9 +34,9 @@ pub enum LinkEvent {
     Inbound(Inbound),
     /// The relay refused something this link sent (WebSocket error events).
     Refused(ErrorBody),
-    /// The connection was lost; the next attempt follows after this delay.
+    /// The connection was lost; the next attempt follows after this wait.
     Lost {
-        retry_in_ms: u32,
+        wait: Wait,
     },
 }
 
@@ -61,8 +62,12 @@ impl LinkContext {
         self.emit(LinkEvent::Bytes(json.len()));
         match serde_json::from_str::<ServerEvent>(json) {
             Ok(ServerEvent::Welcome(welcome)) => {
-                backoff.reset();
+                backoff.connected(browser::now_ms());
                 self.emit(LinkEvent::Inbound(Inbound::Welcome(welcome)));
+            }
+            // The stream ends next (the relay is restarting): come back as advised.
+            Ok(ServerEvent::Reconnect(advice)) => {
+                backoff.advise(advice.retry_after_ms, Why::Restarting);
             }
             Ok(ServerEvent::Message(message)) => {
                 self.emit(LinkEvent::Inbound(Inbound::Message(message)))
@@ -75,11 +80,25 @@ impl LinkContext {
         }
     }
 
-    /// Reports the loss and waits out the backoff delay.
+    /// Reports the loss and waits out the backoff delay (at least what the relay advised).
     async fn lost(&self, backoff: &mut Backoff) {
-        let delay = backoff.next_delay(crate::browser::random());
-        self.emit(LinkEvent::Lost { retry_in_ms: delay });
-        gloo_timers::future::TimeoutFuture::new(delay).await;
+        let wait = backoff.next_wait(browser::now_ms(), browser::random());
+        self.emit(LinkEvent::Lost { wait });
+        gloo_timers::future::TimeoutFuture::new(wait.ms).await;
+    }
+}
+
+/// Takes a refusal's `retry_after_ms` as advice for the next wait, with the reason the
+/// status line gives.
+fn advise_from(backoff: &mut Backoff, error: &ErrorBody) {
+    let why = match error.code {
+        ErrorCode::RateLimited => Why::RateLimited,
+        ErrorCode::ShuttingDown => Why::Restarting,
+        ErrorCode::Unavailable => Why::Unavailable,
+        _ => Why::Busy,
+    };
+    if let Some(ms) = error.retry_after_ms {
+        backoff.advise(ms, why);
     }
 }
 

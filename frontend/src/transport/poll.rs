@@ -3,12 +3,12 @@
 use std::rc::Rc;
 
 use protocol::limits::DEFAULT_LONGPOLL_MAX_SECS;
-use protocol::{PollResponse, Transport, Welcome};
+use protocol::{ErrorBody, PollResponse, ServerEvent, Transport, Welcome};
 use web_sys::AbortSignal;
 
-use super::{LinkContext, LinkEvent};
-use crate::api;
-use crate::model::{Backoff, Cursor, Inbound};
+use super::{LinkContext, LinkEvent, advise_from};
+use crate::model::{Backoff, Cursor, Inbound, Why};
+use crate::{api, browser};
 
 /// Messages per answer when catching up; `more` asks for the rest at once.
 const PAGE: u32 = 200;
@@ -31,14 +31,26 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
         // A newcomer gets the relay's default history; a resuming link pages through.
         let limit = cursor.after.is_some().then_some(PAGE);
         let url = api::poll_url(&ctx.room, wait, limit, &cursor);
-        let Some(answer) = fetch(&url, signal.as_ref()).await else {
-            ctx.lost(&mut backoff).await;
-            continue;
+        let answer = match fetch(&url, signal.as_ref()).await {
+            Polled::Answer(size, answer) => {
+                ctx.emit(LinkEvent::Bytes(size));
+                answer
+            }
+            Polled::Refused(error) => {
+                advise_from(&mut backoff, &error);
+                epoch = None;
+                ctx.lost(&mut backoff).await;
+                continue;
+            }
+            Polled::Failed => {
+                epoch = None;
+                ctx.lost(&mut backoff).await;
+                continue;
+            }
         };
-        ctx.emit(LinkEvent::Bytes(answer.0));
-        let answer = answer.1;
-        backoff.reset();
-        // The first answer (or one from a new epoch) plays the part of the welcome.
+        backoff.connected(browser::now_ms());
+        // The first answer after (re)connecting, or one from a new epoch, plays the part of
+        // the welcome: a loss forgets the epoch, so that the link is seen live again.
         if epoch.as_deref() != Some(answer.epoch.as_str()) {
             epoch = Some(answer.epoch.clone());
             ctx.emit(LinkEvent::Inbound(Inbound::Welcome(Welcome {
@@ -58,6 +70,13 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
             after: Some(answer.last_id),
             epoch: Some(answer.epoch),
         };
+        // A poll answered by a relay that is shutting down: come back as advised.
+        if let Some(ms) = answer.retry_after_ms {
+            backoff.advise(ms, Why::Restarting);
+            epoch = None;
+            ctx.lost(&mut backoff).await;
+            continue;
+        }
         if !long && !answer.more {
             let interval = ctx.poll_interval_ms.get();
             gloo_timers::future::TimeoutFuture::new(interval).await;
@@ -65,12 +84,28 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
     }
 }
 
-/// One poll: the answer and its size, or `None` on any failure (network, status, body).
-async fn fetch(url: &str, signal: Option<&AbortSignal>) -> Option<(usize, PollResponse)> {
-    let answer = crate::fetch::get(url, signal).await.ok()?;
+/// What one poll brought.
+enum Polled {
+    /// The answer, and its size.
+    Answer(usize, PollResponse),
+    /// The relay refused it, saying why (and perhaps when to come back).
+    Refused(ErrorBody),
+    /// Network failure, or an answer that is not the relay's.
+    Failed,
+}
+
+async fn fetch(url: &str, signal: Option<&AbortSignal>) -> Polled {
+    let Ok(answer) = crate::fetch::get(url, signal).await else {
+        return Polled::Failed;
+    };
     if !answer.ok() {
-        return None;
+        return match serde_json::from_str(&answer.body) {
+            Ok(ServerEvent::Error(error)) => Polled::Refused(error),
+            _ => Polled::Failed,
+        };
     }
-    let poll = serde_json::from_str(&answer.body).ok()?;
-    Some((answer.body.len(), poll))
+    match serde_json::from_str(&answer.body) {
+        Ok(poll) => Polled::Answer(answer.body.len(), poll),
+        Err(_) => Polled::Failed,
+    }
 }

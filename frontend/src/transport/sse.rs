@@ -16,8 +16,9 @@ use crate::api;
 use crate::model::Backoff;
 
 /// The named events the relay sends (each carries a JSON event with its own `type`), and the
-/// browser's error event.
-const EVENTS: [&str; 4] = ["welcome", "message", "reset", "error"];
+/// browser's error event. (EventSource hides the status of a refused stream, so a 503's
+/// advice cannot be read here: the page's own backoff paces those retries.)
+const EVENTS: [&str; 5] = ["welcome", "message", "reset", "reconnect", "error"];
 
 enum Item {
     Data(String),

@@ -5,17 +5,21 @@ use std::rc::Rc;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use web_sys::WebSocket;
+use protocol::{ErrorBody, ErrorCode, RetryAdvice, close};
+use wasm_bindgen::JsCast;
+use web_sys::{CloseEvent, WebSocket};
 
 use super::listeners::{Listeners, text_of};
 use super::{LinkContext, LinkEvent};
 use crate::api;
 use crate::browser::ws_base;
-use crate::model::Backoff;
+use crate::model::{Backoff, Why};
 
 enum Item {
     Text(String),
-    Closed,
+    /// The socket closed, with the relay's close code and reason (1006 and none when the
+    /// connection just failed).
+    Closed(u16, String),
 }
 
 /// A socket; dropping it closes the socket (and its listeners detach).
@@ -27,16 +31,19 @@ struct Socket {
 impl Socket {
     fn open(url: &str, items: mpsc::UnboundedSender<Item>) -> Option<Socket> {
         let ws = WebSocket::new(url).ok()?;
-        let listeners =
-            Listeners::attach(&ws, &["message", "close", "error"], move |name, event| {
-                let item = match (name, text_of(event)) {
-                    ("message", Some(text)) => Item::Text(text),
-                    // Binary frames are not part of the protocol; ignore them.
-                    ("message", None) => return,
-                    _ => Item::Closed,
-                };
-                let _ = items.unbounded_send(item);
-            })?;
+        // A failed socket fires `error` and then `close`: the close carries the code.
+        let listeners = Listeners::attach(&ws, &["message", "close"], move |name, event| {
+            let item = match (name, text_of(event)) {
+                ("message", Some(text)) => Item::Text(text),
+                // Binary frames are not part of the protocol; ignore them.
+                ("message", None) => return,
+                _ => match event.dyn_ref::<CloseEvent>() {
+                    Some(close) => Item::Closed(close.code(), close.reason()),
+                    None => Item::Closed(1006, String::new()),
+                },
+            };
+            let _ = items.unbounded_send(item);
+        })?;
         Some(Socket {
             ws,
             _listeners: listeners,
@@ -60,8 +67,12 @@ pub async fn run(ctx: Rc<LinkContext>, mut outbox: mpsc::UnboundedReceiver<Strin
             loop {
                 match select(rx.next(), outbox.next()).await {
                     Either::Left((Some(Item::Text(text)), _)) => ctx.deliver(&text, &mut backoff),
-                    // Closed or failed: reconnect below.
-                    Either::Left((Some(Item::Closed) | None, _)) => break,
+                    // Closed or failed: reconnect below, as the close code says.
+                    Either::Left((Some(Item::Closed(code, reason)), _)) => {
+                        on_close(&ctx, &mut backoff, code, &reason);
+                        break;
+                    }
+                    Either::Left((None, _)) => break,
                     Either::Right((Some(frame), _)) => {
                         if socket.ws.send_with_str(&frame).is_err() {
                             break;
@@ -73,5 +84,31 @@ pub async fn run(ctx: Rc<LinkContext>, mut outbox: mpsc::UnboundedReceiver<Strin
             }
         }
         ctx.lost(&mut backoff).await;
+    }
+}
+
+/// What the relay's close code asks of the page (see `protocol::close`).
+fn on_close(ctx: &LinkContext, backoff: &mut Backoff, code: u16, reason: &str) {
+    let advice = serde_json::from_str::<RetryAdvice>(reason).ok();
+    match code {
+        close::RESTART | close::TRY_AGAIN => {
+            let why = if code == close::RESTART {
+                Why::Restarting
+            } else {
+                Why::Busy
+            };
+            if let Some(advice) = advice {
+                backoff.advise(advice.retry_after_ms, why);
+            }
+        }
+        // Nothing was lost: the relay only would not wait for this page to read.
+        close::TOO_SLOW => backoff.resume_now(),
+        // The text sent was too large: say so; it is not sent again.
+        close::TOO_BIG => ctx.emit(LinkEvent::Refused(ErrorBody {
+            code: ErrorCode::PayloadTooLarge,
+            message: "that message was too large for the relay and was not sent".into(),
+            retry_after_ms: None,
+        })),
+        _ => {}
     }
 }

@@ -260,13 +260,16 @@ mod tests {
 
         let big: VecDeque<Arc<Envelope>> = (1..=20)
             .map(|id| {
-                Arc::new(Envelope::new(protocol::Message {
-                    id,
-                    room: "r".into(),
-                    from: "a".into(),
-                    text: "\"".repeat(60_000),
-                    ts: 0,
-                }))
+                Arc::new(Envelope::new(
+                    protocol::Message {
+                        id,
+                        room: "r".into(),
+                        from: "a".into(),
+                        text: "\"".repeat(60_000),
+                        ts: 0,
+                    },
+                    "e",
+                ))
             })
             .collect();
         let size = big[0].json.len();

@@ -22,18 +22,21 @@ pub struct Envelope {
     /// The head of the WebSocket text frame whose payload is `json`: the frame is the two,
     /// written one after the other, the same bytes for every receiver.
     pub ws_head: Bytes,
-    /// What an SSE frame holds before the JSON (`id:`, `event: message`, `data: `); the frame
-    /// is this, the JSON and `event::SSE_TAIL`, written as they are, without a copy.
+    /// What an SSE frame holds before the JSON (`id: EPOCH:ID`, `event: message`, `data: `);
+    /// the frame is this, the JSON and `event::SSE_TAIL`, written as they are, without a
+    /// copy.
     pub sse_head: Bytes,
 }
 
 impl Envelope {
-    pub fn new(message: Message) -> Envelope {
+    /// `epoch` is that of the history the message belongs to (its SSE id names it).
+    pub fn new(message: Message, epoch: &str) -> Envelope {
         let id = message.id;
         let ts = message.ts;
         let event = ServerEvent::Message(message);
         let json = event::json(&event);
-        let sse_head = Bytes::from(event::sse_head(Some(id), event.name()));
+        let sse_id = protocol::event_id(epoch, id);
+        let sse_head = Bytes::from(event::sse_head(Some(&sse_id), event.name()));
         Envelope {
             id,
             ts,
@@ -66,13 +69,16 @@ impl Envelope {
 /// A message `m{id}` from `a` in room `r`, for the bus's tests.
 #[cfg(test)]
 pub(super) fn test_envelope(id: u64) -> std::sync::Arc<Envelope> {
-    std::sync::Arc::new(Envelope::new(Message {
-        id,
-        room: "r".into(),
-        from: "a".into(),
-        text: format!("m{id}"),
-        ts: 0,
-    }))
+    std::sync::Arc::new(Envelope::new(
+        Message {
+            id,
+            room: "r".into(),
+            from: "a".into(),
+            text: format!("m{id}"),
+            ts: 0,
+        },
+        "e",
+    ))
 }
 
 #[cfg(test)]
@@ -81,16 +87,19 @@ mod tests {
 
     #[test]
     fn envelope_sse_frame_is_one_event() {
-        let env = Envelope::new(Message {
-            id: 9,
-            room: "r".into(),
-            from: "a".into(),
-            text: "two\nlines".into(),
-            ts: 5,
-        });
+        let env = Envelope::new(
+            Message {
+                id: 9,
+                room: "r".into(),
+                from: "a".into(),
+                text: "two\nlines".into(),
+                ts: 5,
+            },
+            "e.1",
+        );
         let frame: Vec<u8> = env.sse_frame().concat();
         let sse = std::str::from_utf8(&frame).expect("utf-8");
-        assert!(sse.starts_with("id: 9\nevent: message\ndata: {"));
+        assert!(sse.starts_with("id: e.1:9\nevent: message\ndata: {"));
         assert!(sse.ends_with("}\n\n"));
         assert_eq!(sse.matches('\n').count(), 4, "{sse:?}");
         assert!(

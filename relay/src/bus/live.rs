@@ -242,13 +242,16 @@ mod tests {
     }
 
     fn message(id: u64, text_bytes: usize) -> Arc<Envelope> {
-        Arc::new(Envelope::new(Message {
-            id,
-            room: "r".into(),
-            from: "a".into(),
-            text: "x".repeat(text_bytes),
-            ts: 0,
-        }))
+        Arc::new(Envelope::new(
+            Message {
+                id,
+                room: "r".into(),
+                from: "a".into(),
+                text: "x".repeat(text_bytes),
+                ts: 0,
+            },
+            "e",
+        ))
     }
 
     /// The WebSocket frames of messages `ids`, as the client must read them.

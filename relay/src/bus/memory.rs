@@ -208,13 +208,16 @@ impl MemoryBus {
                 continue;
             }
             let id = log.history.last_id + 1;
-            let envelope = Arc::new(Envelope::new(Message {
-                id,
-                room: name.to_string(),
-                from,
-                text,
-                ts: unix_millis(),
-            }));
+            let envelope = Arc::new(Envelope::new(
+                Message {
+                    id,
+                    room: name.to_string(),
+                    from,
+                    text,
+                    ts: unix_millis(),
+                },
+                &room.epoch,
+            ));
             log.history.push(envelope.clone(), &self.inner.limits);
             log.active = Instant::now();
             // Sending under the room lock keeps the live queue in id order; the direct

@@ -138,16 +138,21 @@ impl StreamRequest {
             Some(name) => state.limits.name(name)?,
             None => ANONYMOUS.to_owned(),
         };
-        let after = match (query.after, last_event_id) {
-            (Some(after), _) => Some(after),
-            (None, Some(headers)) => parse_last_event_id(headers)?,
-            (None, None) => None,
+        let (after, epoch) = match (query.after, last_event_id) {
+            (Some(after), _) => (Some(after), query.epoch),
+            (None, Some(headers)) => match parse_last_event_id(headers)? {
+                // `EPOCH:ID` resumes exactly in that epoch, or is told it changed.
+                Some((Some(epoch), after)) => (Some(after), Some(epoch)),
+                Some((None, after)) => (Some(after), query.epoch),
+                None => (None, query.epoch),
+            },
+            (None, None) => (None, query.epoch),
         };
         let mut conn = state.admit(transport, &room, peer, client)?;
         let sub = state
             .subscribe(
                 &room,
-                &cursor(after, query.epoch),
+                &cursor(after, epoch),
                 join_limit(state, query.limit),
                 client,
             )
@@ -163,7 +168,9 @@ impl StreamRequest {
     }
 }
 
-fn parse_last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// The `Last-Event-ID` header: `EPOCH:ID` (what the relay sends as `id:`), or a bare `ID`
+/// (the form before epochs, still accepted); `None` when absent or empty.
+fn parse_last_event_id(headers: &HeaderMap) -> Result<Option<(Option<String>, u64)>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
@@ -171,12 +178,13 @@ fn parse_last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| {
+    let (epoch, id) = protocol::parse_event_id(text).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BadRequest,
-            "Last-Event-ID must be a message id (an integer)",
+            "Last-Event-ID must be an event id the relay sent (EPOCH:ID, or a bare ID)",
         )
-    })
+    })?;
+    Ok(Some((epoch.map(str::to_owned), id)))
 }
 
 /// A timer that first fires one `period` from now, and after a stall fires once rather than

@@ -19,13 +19,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use protocol::{ErrorCode, PublishRequest, PublishResponse, Reset, Transport};
+use protocol::{ErrorCode, PublishRequest, PublishResponse, Reset, RetryAdvice, Transport};
 use serde::{Deserialize, Serialize};
 
 use super::{cursor, join_limit};
 use crate::bus::Snapshot;
 use crate::client::ClientKey;
 use crate::clock::unix_millis;
+use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
 use crate::state::AppState;
@@ -89,16 +90,25 @@ pub async fn read(
     let mut conn = state.admit(Transport::Longpoll, &room, peer, client)?;
     let mut sub = state.subscribe(&room, &cursor, limit, client).await?;
     conn.established();
-    tokio::select! {
-        _ = sub.next() => {}
-        _ = tokio::time::sleep(wait) => {}
-        _ = state.shutdown.cancelled() => {}
-    }
+    let mut closing = Closing::default();
+    let advice = tokio::select! {
+        _ = sub.next() => None,
+        _ = tokio::time::sleep(wait) => None,
+        // Answered at its turn in the drain, with when to poll again.
+        advice = state.closing(&mut closing) => Some(advice),
+    };
     drop(sub);
-    // Woken soon after it arrived, messages are coming now: see `hold`.
-    hold(&state, arrived + linger).await;
+    if advice.is_none() {
+        // Woken soon after it arrived, messages are coming now: see `hold`.
+        hold(&state, arrived + linger).await;
+    }
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
-    Ok(answer(&snapshot, Transport::Longpoll, &state.metrics))
+    Ok(answer_advising(
+        &snapshot,
+        Transport::Longpoll,
+        &state.metrics,
+        advice,
+    ))
 }
 
 /// Holds a long poll's answer until `until` (within `RELAY_LONGPOLL_LINGER`), when messages
@@ -123,17 +133,30 @@ struct AnswerTail<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reset: Option<&'a Reset>,
     more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 /// Builds the `PollResponse` JSON around the messages' shared, already-serialized bytes rather
 /// than re-serializing every message for every poller.
 fn answer(snapshot: &Snapshot, transport: Transport, metrics: &Metrics) -> Response {
+    answer_advising(snapshot, transport, metrics, None)
+}
+
+/// [`answer`], telling the poller when to poll again (the relay is shutting down).
+fn answer_advising(
+    snapshot: &Snapshot,
+    transport: Transport,
+    metrics: &Metrics,
+    advice: Option<RetryAdvice>,
+) -> Response {
     metrics.delivered_many(transport, snapshot.messages.iter().map(|m| (m.ts, 1)));
     let tail = serde_json::to_vec(&AnswerTail {
         last_id: snapshot.next_after(),
         epoch: &snapshot.epoch,
         reset: snapshot.reset.as_ref(),
         more: snapshot.more,
+        retry_after_ms: advice.map(|a| a.retry_after_ms),
     })
     .unwrap_or_default();
     let size: usize = snapshot.messages.iter().map(|m| m.json.len() + 1).sum();
@@ -215,13 +238,16 @@ mod tests {
     async fn answer_is_a_valid_poll_response() {
         let messages = (3..=4)
             .map(|id| {
-                Arc::new(Envelope::new(Message {
-                    id,
-                    room: "r".into(),
-                    from: "a".into(),
-                    text: "\"quoted\" <b>".into(),
-                    ts: 1,
-                }))
+                Arc::new(Envelope::new(
+                    Message {
+                        id,
+                        room: "r".into(),
+                        from: "a".into(),
+                        text: "\"quoted\" <b>".into(),
+                        ts: 1,
+                    },
+                    "e",
+                ))
             })
             .collect();
         let snapshot = Snapshot {

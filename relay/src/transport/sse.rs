@@ -8,8 +8,9 @@
 //! this task waits for are bounded by `RELAY_SEND_TIMEOUT`. Answered by hyper (a head the
 //! lean path leaves to it), the same stream is the response body. The stream opens with `retry:` and a `welcome` event, then carries `message`
 //! events (with `id:`), `reset` events, and a `: keep-alive` comment every
-//! `RELAY_SSE_HEARTBEAT` so that proxies and the browser see the connection alive. It ends
-//! cleanly when the relay shuts down; EventSource then reconnects with `Last-Event-ID`.
+//! `RELAY_SSE_HEARTBEAT` so that proxies and the browser see the connection alive. When the
+//! relay shuts down, at the stream's turn in the drain (`drain`), a `reconnect` event says
+//! when to come back and the stream ends; EventSource then reconnects with `Last-Event-ID`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,11 +30,11 @@ use futures_util::{StreamExt, stream};
 use protocol::{ServerEvent, Transport};
 use tokio::net::TcpStream;
 use tokio::time::Interval;
-use tokio_util::sync::CancellationToken;
 
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
+use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::event;
 use crate::server::MAX_HEAD_BYTES;
@@ -62,8 +63,10 @@ pub async fn stream(
     let body = Stream {
         ready: VecDeque::from([Bytes::from(opening)]),
         heartbeat: heartbeat(state.config.sse_heartbeat),
-        shutdown: state.shutdown.clone(),
         send_timeout: state.config.send_timeout,
+        closing: Closing::default(),
+        ended: false,
+        state,
         stream,
     };
     // Whoever starts first — the lean path taking the socket over, or hyper polling the
@@ -102,7 +105,11 @@ struct Stream {
     /// Chunks decided but not yet handed to the body (the opening, a message's pieces).
     ready: VecDeque<Bytes>,
     heartbeat: Interval,
-    shutdown: CancellationToken,
+    state: AppState,
+    /// The stream's turn in the drain, once the relay is shutting down.
+    closing: Closing,
+    /// The `reconnect` event was handed out: the body ends next.
+    ended: bool,
     send_timeout: Duration,
     /// The subscription, and the connection slot held until the body is dropped.
     stream: OpenStream,
@@ -141,7 +148,11 @@ impl Stream {
             // Every branch is cancel-safe.
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return Ok(()),
+                advice = self.state.closing(&mut self.closing) => {
+                    outlet.reclaim();
+                    outlet.push(reconnect(advice));
+                    return self.flush(outlet).await;
+                }
                 readable = socket.readable() => {
                     readable.map_err(|_| Ended)?;
                     let mut chunk = [0u8; 64];
@@ -215,9 +226,15 @@ impl Stream {
         if let Some(chunk) = self.ready.pop_front() {
             return Some(chunk);
         }
+        if self.ended {
+            return None;
+        }
         tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => None,
+            advice = self.state.closing(&mut self.closing) => {
+                self.ended = true;
+                Some(reconnect(advice))
+            }
             delivery = self.stream.sub.next() => {
                 let first = delivery?;
                 self.batch(first);
@@ -273,4 +290,14 @@ impl Stream {
             ],
         }
     }
+}
+
+/// The event that ends a stream in the drain: when to come back. Its `retry:` field makes a
+/// plain EventSource (which reconnects by itself) wait as long as the page does.
+fn reconnect(advice: protocol::RetryAdvice) -> Bytes {
+    Bytes::from(format!(
+        "retry: {}\n{}",
+        advice.retry_after_ms,
+        event::sse(None, &ServerEvent::Reconnect(advice))
+    ))
 }

@@ -10,13 +10,18 @@
 //! so a client that stops reading costs one task and its buffers until then, and never
 //! slows anyone else.
 //!
-//! Close codes the relay sends:
-//! - 1001 the relay is shutting down, or the client stopped answering pings;
+//! Close codes the relay sends (defined, with what a client should do, in `protocol::close`):
+//! - 1001 the client stopped answering pings;
 //! - 1003 a binary frame (only text is spoken here);
 //! - 1009 a message larger than `RELAY_MAX_FRAME_BYTES`;
-//! - 1013 the relay could not continue the stream (the bus failed): reconnect with `after`;
+//! - 1012 the relay is restarting: reason `{"retry_after_ms":N}`, sent at the stream's turn
+//!   in the drain (`drain`);
+//! - 1013 try again later: the relay is over `RELAY_ACCEPT_RATE` (reason
+//!   `{"retry_after_ms":N}`, right after the handshake), or could not continue the stream
+//!   (the bus failed): reconnect with `after`;
 //! - 4008 the client read too slowly for `RELAY_SEND_TIMEOUT`: reconnect with `after`.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use protocol::{ClientFrame, ErrorCode, ServerEvent, Transport};
+use protocol::{ClientFrame, ErrorCode, RetryAdvice, ServerEvent, Transport};
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -41,6 +46,7 @@ use self::codec::ClientFrames;
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
+use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::event;
 use crate::metrics::{Via, reason};
@@ -61,13 +67,9 @@ const READ_CHUNK: usize = 2 * 1024;
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub mod close {
-    use crate::metrics::reason;
+    pub use protocol::close::*;
 
-    pub const GOING_AWAY: u16 = 1001;
-    pub const UNSUPPORTED: u16 = 1003;
-    pub const TOO_BIG: u16 = 1009;
-    pub const TRY_AGAIN: u16 = 1013;
-    pub const TOO_SLOW: u16 = 4008;
+    use crate::metrics::reason;
 
     /// The `relay_rejected_total` reason for closing with `code`, if it is a refusal.
     pub fn refusal(code: u16) -> Option<&'static str> {
@@ -95,10 +97,27 @@ pub async fn upgrade(
     let accept = accept_key(&headers)?;
     let on_upgrade = hyper::upgrade::on(&mut request);
     // Browsers' WebSockets send no `Last-Event-ID`: the cursor is `after`, in the URL.
-    let stream = stream_request
+    let opened = stream_request
         .open(&state, Transport::Ws, peer, client, None)
-        .await?;
+        .await;
     let tracker = state.sessions.clone();
+    let stream = match opened {
+        Ok(stream) => stream,
+        // A browser cannot read the status of a refused handshake (it sees close code
+        // 1006); a refusal that tells when to come back is said with a close code instead.
+        Err(err) if err.code == ErrorCode::Overloaded || err.code == ErrorCode::ShuttingDown => {
+            let code = match err.code {
+                ErrorCode::Overloaded => close::TRY_AGAIN,
+                _ => close::RESTART,
+            };
+            let advice = RetryAdvice {
+                retry_after_ms: err.retry_after.unwrap_or_default().as_millis() as u64,
+            };
+            tokio::spawn(tracker.track_future(refuse(on_upgrade, code, advice)));
+            return Ok(switching_protocols(accept));
+        }
+        Err(err) => return Err(err),
+    };
     let span = tracing::info_span!("ws", room = %stream.room, %peer);
     let session = async move {
         match on_upgrade.await {
@@ -125,12 +144,35 @@ pub async fn upgrade(
         }
     };
     tokio::spawn(tracker.track_future(session.instrument(span)));
+    Ok(switching_protocols(accept))
+}
+
+fn switching_protocols(accept: HeaderValue) -> Response {
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    Ok(response)
+    response
+}
+
+/// Completes a handshake only to close it at once with `code` and the advice as its reason.
+async fn refuse(on_upgrade: hyper::upgrade::OnUpgrade, code: u16, advice: RetryAdvice) {
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let mut io = TokioIo::new(upgraded);
+    let frame = wsframe::close(code, &advice_reason(advice));
+    let _ = timeout(CLOSE_GRACE, async {
+        tokio::io::AsyncWriteExt::write_all(&mut io, &frame).await?;
+        tokio::io::AsyncWriteExt::flush(&mut io).await
+    })
+    .await;
+}
+
+/// The reason of close codes 1012 and 1013: `{"retry_after_ms":N}`.
+fn advice_reason(advice: RetryAdvice) -> String {
+    serde_json::to_string(&advice).unwrap_or_default()
 }
 
 /// Checks that the request is a WebSocket handshake (RFC 6455 §4.2.1) and computes its
@@ -177,7 +219,7 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
 enum End {
     /// The client closed or vanished: nothing to send.
     Gone,
-    Close(u16, &'static str),
+    Close(u16, Cow<'static, str>),
 }
 
 struct Session {
@@ -232,13 +274,13 @@ impl Session {
             Err(end) => end,
         };
         if let End::Close(code, reason) = end {
-            tracing::debug!(peer = %self.stream.conn.peer, code, reason, "closing websocket");
+            tracing::debug!(peer = %self.stream.conn.peer, code, %reason, "closing websocket");
             if let Some(refusal) = close::refusal(code) {
                 self.stream.conn.metrics.rejected(refusal);
             }
             // Nothing may follow the close frame: the room stops writing here first.
             wire.outlet.reclaim();
-            wire.outlet.push(wsframe::close(code, reason));
+            wire.outlet.push(wsframe::close(code, &reason));
             let _ = timeout(CLOSE_GRACE, wire.outlet.flush(CLOSE_GRACE)).await;
         }
         // The room stops writing to the socket; it closes when `wire` is dropped.
@@ -247,7 +289,7 @@ impl Session {
 
     async fn pump(&mut self, wire: &mut Wire) -> End {
         let mut ping = heartbeat(self.state.config.ws_ping);
-        let shutdown = self.state.shutdown.clone();
+        let mut closing = Closing::default();
         loop {
             if !wire.lent {
                 wire.lent = self.stream.sub.lend(&wire.outlet);
@@ -256,7 +298,9 @@ impl Session {
             // Every branch is cancel-safe: a branch that loses the race loses nothing.
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "relay shutting down")),
+                advice = self.state.closing(&mut closing) => {
+                    Err(End::Close(close::RESTART, advice_reason(advice).into()))
+                }
                 readable = wire.tcp.readable() => match readable {
                     Ok(()) => self.on_readable(wire).await,
                     Err(_) => Err(End::Gone),
@@ -264,13 +308,13 @@ impl Session {
                 _ = wire.outlet.woken() => self.on_woken(wire).await,
                 delivery = self.stream.sub.next(), if !lent => match delivery {
                     Some(delivery) => self.deliver(wire, delivery).await,
-                    None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after")),
+                    None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after".into())),
                 },
                 _ = ping.tick() => {
                     if self.awaiting_pong {
                         tracing::debug!(peer = %self.stream.conn.peer, "no pong; closing");
                         self.stream.conn.metrics.rejected(reason::PING_TIMEOUT);
-                        Err(End::Close(close::GOING_AWAY, "ping timeout"))
+                        Err(End::Close(close::GOING_AWAY, "ping timeout".into()))
                     } else {
                         self.awaiting_pong = true;
                         wire.outlet.push(wsframe::frame(wsframe::PING, &[]));
@@ -315,7 +359,7 @@ impl Session {
                 Message::Text(text) => self.on_text(wire, text.as_str()).await,
                 Message::Binary(_) => Err(End::Close(
                     close::UNSUPPORTED,
-                    "binary frames are not supported; send text",
+                    "binary frames are not supported; send text".into(),
                 )),
                 Message::Pong(_) => {
                     self.awaiting_pong = false;
@@ -421,7 +465,7 @@ impl Session {
                 );
                 Err(End::Close(
                     close::TOO_SLOW,
-                    "too slow; reconnect with after",
+                    "too slow; reconnect with after".into(),
                 ))
             }
         }
@@ -445,7 +489,7 @@ fn read_into(wire: &mut Wire) -> Result<bool, End> {
 
 fn read_error(err: &tungstenite::Error) -> End {
     match err {
-        tungstenite::Error::Capacity(_) => End::Close(close::TOO_BIG, "message too big"),
+        tungstenite::Error::Capacity(_) => End::Close(close::TOO_BIG, "message too big".into()),
         _ => End::Gone,
     }
 }

@@ -244,7 +244,9 @@ async fn a_long_poll_that_finds_a_message_a_linger_old_is_answered_at_once() {
     // worth of messages, so holding it further would only add latency.
     tokio::time::sleep(linger + Duration::from_millis(100)).await;
     let asked = std::time::Instant::now();
-    let answer = Client::new(relay.addr).poll("late", "after=0&wait=20").await;
+    let answer = Client::new(relay.addr)
+        .poll("late", "after=0&wait=20")
+        .await;
     assert_eq!(texts(&answer.messages), ["one"]);
     let took = asked.elapsed();
     assert!(took < linger, "not held for another linger ({took:?})");

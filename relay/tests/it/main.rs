@@ -5,6 +5,7 @@ mod bad_input;
 mod delivery;
 mod ops;
 mod origin;
+mod overload;
 mod resume;
 mod scale_out;
 mod shutdown;

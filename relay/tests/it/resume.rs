@@ -87,6 +87,51 @@ async fn sse_resumes_from_last_event_id() {
 }
 
 #[tokio::test]
+async fn an_sse_id_names_its_epoch_so_a_last_event_id_from_another_history_is_reset() {
+    let relay = Relay::start().await;
+    let url = relay.url("/api/rooms/e/events");
+    let mut sse = Sse::connect(&url, &[]).await.expect("SSE opens");
+    let (epoch, _) = sse.welcome().await;
+    relay.post("e", "a", "1").await;
+    // `message` checks the form: `id: EPOCH:1`, in the welcome's epoch.
+    assert_eq!(sse.message().await.id, 1);
+    drop(sse);
+    for text in ["2", "3"] {
+        relay.post("e", "a", text).await;
+    }
+    // In its own epoch, the id resumes exactly.
+    let last = format!("{epoch}:1");
+    let mut sse = Sse::connect(&url, &[("last-event-id", &last)])
+        .await
+        .expect("SSE reopens");
+    sse.welcome().await;
+    assert_eq!(sse.message().await.text, "2");
+    assert_eq!(sse.message().await.text, "3");
+    // From another history (a relay that restarted since): ids 1..=2 of this one are not
+    // skipped as the bare id would skip them; the client is told and gets them all.
+    let mut sse = Sse::connect(&url, &[("last-event-id", "gone-epoch:2")])
+        .await
+        .expect("SSE reopens");
+    sse.welcome().await;
+    match sse.event().await {
+        (_, ServerEvent::Reset(reset)) => {
+            assert_eq!(reset.reason, ResetReason::EpochChanged);
+            assert_eq!(reset.oldest_id, 1);
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    for text in ["1", "2", "3"] {
+        assert_eq!(sse.message().await.text, text);
+    }
+    // The bare form is still understood (as an id of the current history).
+    let mut sse = Sse::connect(&url, &[("last-event-id", "2")])
+        .await
+        .expect("SSE reopens");
+    sse.welcome().await;
+    assert_eq!(sse.message().await.text, "3");
+}
+
+#[tokio::test]
 async fn polling_resume_gets_exactly_the_missed_messages() {
     let relay = Relay::start().await;
     for i in 1..=5 {

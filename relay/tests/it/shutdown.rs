@@ -8,14 +8,26 @@ use tokio::net::TcpStream;
 use crate::support::process::Process;
 use crate::support::*;
 
-/// Starts the relay binary on port 0 with a shutdown deadline.
+/// Starts the relay binary on port 0 with a shutdown deadline (and a drain window shorter).
 async fn spawn_relay(deadline: &str) -> (Process, std::net::SocketAddr) {
-    Process::spawn(&["--shutdown-deadline", deadline], &[]).await
+    Process::spawn(
+        &["--shutdown-deadline", deadline, "--drain-window", "500ms"],
+        &[],
+    )
+    .await
+}
+
+/// The advice in a close reason or event body: `{"retry_after_ms":N}`.
+fn advice(json: &str) -> u64 {
+    let advice: protocol::RetryAdvice =
+        serde_json::from_str(json).unwrap_or_else(|err| panic!("{json:?}: {err}"));
+    advice.retry_after_ms
 }
 
 #[tokio::test]
-async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
-    let (mut process, addr) = spawn_relay("5s").await;
+async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
+    let (mut process, addr) =
+        Process::spawn(&["--shutdown-deadline", "5s", "--drain-window", "1s"], &[]).await;
     let relay = Client::new(addr);
     let mut ws = Ws::connect(&relay.ws_url("bye", "")).await;
     ws.welcome().await;
@@ -45,17 +57,34 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
 
     process.sigterm();
 
+    // Each is told to come back within the drain window (1 s).
     let frame = ws.closed().await.expect("a close frame");
     assert_eq!(
         u16::from(frame.code),
-        1001,
-        "WebSocket closed as going away"
+        1012,
+        "WebSocket closed as restarting"
     );
-    assert_eq!(sse.next().await, None, "SSE stream ended cleanly");
+    assert!(advice(&frame.reason) <= 1000, "{frame:?}");
+    let (event, parsed) = sse.event().await;
+    let protocol::ServerEvent::Reconnect(told) = parsed else {
+        panic!("a reconnect event before the end: {event:?}");
+    };
+    assert_eq!(event.event.as_deref(), Some("reconnect"));
+    assert_eq!(
+        event.retry,
+        Some(told.retry_after_ms),
+        "a plain EventSource waits as long"
+    );
+    assert!(told.retry_after_ms <= 1000);
+    assert_eq!(sse.next().await, None, "then the SSE stream ends cleanly");
     let answer = within("the long poll to be answered", long_poll)
         .await
         .expect("long poll answered with 200");
     assert!(answer.messages.is_empty());
+    assert!(
+        answer.retry_after_ms.is_some_and(|ms| ms <= 1000),
+        "{answer:?}"
+    );
 
     let status = process.exited().await;
     assert!(status.success(), "exit status {status}");
@@ -67,6 +96,47 @@ async fn sigterm_ends_every_stream_cleanly_within_the_deadline() {
         "{log:#?}"
     );
     assert!(log.iter().any(|line| line.ends_with("stopped")), "{log:#?}");
+}
+
+#[tokio::test]
+async fn the_drain_closes_streams_one_after_another_over_its_window() {
+    let window = Duration::from_secs(2);
+    let (mut process, addr) =
+        Process::spawn(&["--shutdown-deadline", "8s", "--drain-window", "2s"], &[]).await;
+    let relay = Client::new(addr);
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        let mut ws = Ws::connect(&relay.ws_url("drain", "")).await;
+        ws.welcome().await;
+        sockets.push(ws);
+    }
+    let signalled = Instant::now();
+    process.sigterm();
+    let closes = futures_util::future::join_all(sockets.iter_mut().map(|ws| async {
+        let frame = ws.closed().await.expect("a close frame");
+        (Instant::now(), u16::from(frame.code), advice(&frame.reason))
+    }))
+    .await;
+    let mut at: Vec<Duration> = closes.iter().map(|(t, ..)| *t - signalled).collect();
+    at.sort();
+    // The k-th of 8 closes no earlier than k/8 of the window after the drain began (which
+    // is after the signal): lower bounds, which a busy machine cannot break. All at once,
+    // the last would close with the first.
+    for (k, at) in at.iter().enumerate() {
+        let turn = window.mul_f64(k as f64 / 8.0);
+        assert!(
+            *at >= turn,
+            "close {k} at {at:?}, before its turn at {turn:?}: {closes:?}"
+        );
+    }
+    assert!(closes.iter().all(|(_, code, _)| *code == 1012));
+    let told: std::collections::BTreeSet<u64> = closes.iter().map(|(.., ms)| *ms).collect();
+    assert!(
+        told.iter().all(|ms| *ms <= 2000),
+        "within a window: {told:?}"
+    );
+    assert!(told.len() > 1, "jittered, not one time for all: {told:?}");
+    assert!(process.exited().await.success());
 }
 
 /// A request in flight that never finishes: a `POST` whose body never comes. A graceful

@@ -170,13 +170,16 @@ impl RedisBus {
         // answer the long pollers coming back (pruning happens in `follow` and `rooms`).
         let follow = lock(&self.inner.follows).get(&room).cloned();
         let Some(follow) = follow else { return };
-        let envelope = Arc::new(Envelope::new(Message {
-            id: announcement.id,
-            room: room.to_string(),
-            from: announcement.from.to_owned(),
-            text: announcement.text.to_owned(),
-            ts: announcement.ts,
-        }));
+        let envelope = Arc::new(Envelope::new(
+            Message {
+                id: announcement.id,
+                room: room.to_string(),
+                from: announcement.from.to_owned(),
+                text: announcement.text.to_owned(),
+                ts: announcement.ts,
+            },
+            announcement.epoch,
+        ));
         if !follow.forward(announcement.epoch, envelope) {
             self.unfollow(&room, &follow);
         }

@@ -264,14 +264,18 @@ impl RedisBus {
             .arg(CHANNEL);
         self.creation_args(&mut invocation, may_create);
         // What the message costs kept, counted as the memory bus counts it (its envelope:
-        // the escaped JSON and framing; ids and times take their largest width).
-        let size = Envelope::new(protocol::Message {
-            id: u64::MAX,
-            room: room.to_string(),
-            from: from.to_owned(),
-            text: text.to_owned(),
-            ts: u64::MAX,
-        })
+        // the escaped JSON and framing; ids and times take their largest width, the epoch
+        // that of one made now).
+        let size = Envelope::new(
+            protocol::Message {
+                id: u64::MAX,
+                room: room.to_string(),
+                from: from.to_owned(),
+                text: text.to_owned(),
+                ts: u64::MAX,
+            },
+            &fresh_epoch(),
+        )
         .stored_bytes();
         invocation
             .arg(self.inner.limits.retention)

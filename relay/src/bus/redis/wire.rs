@@ -81,12 +81,13 @@ impl View {
             return Err(unexpected("read", "entries are not an array"));
         };
         let id_of = |value| text_id(value).ok_or_else(|| unexpected("read", "a stream id"));
+        let epoch = text(epoch).ok_or_else(|| unexpected("read", "the epoch"))?;
         let window = entries
             .into_iter()
-            .map(|entry| entry_envelope(room, entry))
+            .map(|entry| entry_envelope(room, &epoch, entry))
             .collect::<Result<_, _>>()?;
         Ok(View {
-            epoch: text(epoch).ok_or_else(|| unexpected("read", "the epoch"))?,
+            epoch,
             head: id_of(head)?,
             oldest: id_of(oldest)?,
             window,
@@ -104,7 +105,7 @@ fn text(value: Value) -> Option<String> {
 }
 
 /// A stream entry `[id, [f, from, t, text, ts, ts]]` as the message it holds.
-fn entry_envelope(room: &RoomName, entry: Value) -> Result<Arc<Envelope>, BusError> {
+fn entry_envelope(room: &RoomName, epoch: &str, entry: Value) -> Result<Arc<Envelope>, BusError> {
     let bad = || unexpected("a stream entry", "");
     let Value::Array(parts) = entry else {
         return Err(bad());
@@ -121,13 +122,16 @@ fn entry_envelope(room: &RoomName, entry: Value) -> Result<Arc<Envelope>, BusErr
     let text = field("t").ok_or_else(bad)?;
     let ts = field("ts").and_then(|ts| ts.parse().ok()).ok_or_else(bad)?;
     let id = text_id(id).ok_or_else(bad)?;
-    Ok(Arc::new(Envelope::new(Message {
-        id,
-        room: room.to_string(),
-        from,
-        text,
-        ts,
-    })))
+    Ok(Arc::new(Envelope::new(
+        Message {
+            id,
+            room: room.to_string(),
+            from,
+            text,
+            ts,
+        },
+        epoch,
+    )))
 }
 
 fn text_id(value: Value) -> Option<u64> {
@@ -191,7 +195,7 @@ mod tests {
             ]),
         ]);
         let room = RoomName::parse("r").expect("valid room");
-        let envelope = entry_envelope(&room, entry).expect("an entry");
+        let envelope = entry_envelope(&room, "r1", entry).expect("an entry");
         assert_eq!((envelope.id, envelope.ts), (3, 12));
         assert!(
             std::str::from_utf8(&envelope.json)

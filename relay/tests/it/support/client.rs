@@ -286,6 +286,8 @@ pub struct SseEvent {
 pub struct Sse {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
+    /// The epoch of the welcome, which every message's SSE id must name.
+    epoch: Option<String>,
 }
 
 impl Sse {
@@ -324,6 +326,7 @@ impl Sse {
         Ok(Sse {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
+            epoch: None,
         })
     }
 
@@ -360,11 +363,13 @@ impl Sse {
         match self.event().await {
             (raw, ServerEvent::Message(message)) => {
                 assert_eq!(raw.event.as_deref(), Some("message"));
-                assert_eq!(
-                    raw.id,
-                    Some(message.id.to_string()),
-                    "SSE id is the message id"
-                );
+                let id = raw.id.as_deref().expect("an SSE id");
+                let (epoch, parsed) = protocol::parse_event_id(id).expect("EPOCH:ID");
+                assert_eq!(parsed, message.id, "SSE id names the message");
+                let epoch = epoch.expect("the id carries the epoch");
+                if let Some(welcomed) = &self.epoch {
+                    assert_eq!(epoch, welcomed, "the stream's epoch");
+                }
                 message
             }
             other => panic!("expected a message, got {other:?}"),
@@ -373,7 +378,10 @@ impl Sse {
 
     pub async fn welcome(&mut self) -> (String, u64) {
         match self.event().await {
-            (_, ServerEvent::Welcome(welcome)) => (welcome.epoch, welcome.last_id),
+            (_, ServerEvent::Welcome(welcome)) => {
+                self.epoch = Some(welcome.epoch.clone());
+                (welcome.epoch, welcome.last_id)
+            }
             other => panic!("expected a welcome, got {other:?}"),
         }
     }

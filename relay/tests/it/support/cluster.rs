@@ -38,6 +38,7 @@ pub async fn ws_collect(mut stream: SplitStream<Socket>) -> Received {
             ServerEvent::Error(e) => received.errors.push(e.code),
             ServerEvent::Welcome(_) => {}
             ServerEvent::Reset(reset) => panic!("unexpected reset {reset:?}"),
+            ServerEvent::Reconnect(advice) => panic!("unexpected reconnect {advice:?}"),
         }
     }
 }

@@ -57,6 +57,7 @@ impl Relay {
         config.request_burst = 1_000_000.0;
         config.max_connections_per_client = 100_000;
         config.max_sockets_per_client = 100_000;
+        config.accept_rate = 1_000_000.0;
         config.static_dir = std::env::temp_dir().join("relay-tests-no-static-dir");
         adjust(&mut config);
         let addr = listener.local_addr().expect("local addr");
