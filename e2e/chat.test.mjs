@@ -49,7 +49,7 @@ test('four pages, one per transport, each sends: all show every message in the s
     // One at a time, so that the expected order is the sending order.
     for (const page of Object.values(byTransport)) {
       await page.waitForFunction(
-        (t) => [...document.querySelectorAll('#messages .text')].some((n) => n.textContent === t),
+        (t) => [...document.querySelectorAll('#messages li.message .text')].some((n) => n.textContent === t),
         `sent over ${transport}`,
         { timeout: PATIENCE },
       );
@@ -244,7 +244,7 @@ test('after a relay restart pages reconnect by themselves and show the epoch not
     await send(ws, 'after');
     for (const page of [ws, poll]) {
       await page.waitForFunction(
-        () => [...document.querySelectorAll('#messages .text')].some((n) => n.textContent === 'after'),
+        () => [...document.querySelectorAll('#messages li.message .text')].some((n) => n.textContent === 'after'),
         null,
         { timeout: PATIENCE },
       );

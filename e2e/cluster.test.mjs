@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   PATIENCE, launchBrowser, openChat, send, startNginx, startRedis, startRelay, texts,
-  waitConnected, waitConnectedVia, waitStatus,
+  waitConnected, waitConnectedVia, waitForMessages, waitStatus,
 } from './support.mjs';
 
 // nginx (in the test that uses it) connects from 127.0.0.1: the relays trust it as a proxy.
@@ -38,7 +38,8 @@ after(async () => {
 async function shownEverywhere(pages, text) {
   for (const page of pages) {
     await page.waitForFunction(
-      (t) => [...document.querySelectorAll('#messages .text')].some((n) => n.textContent === t),
+      (t) => [...document.querySelectorAll('#messages li.message .text')]
+        .some((n) => n.textContent === t),
       text,
       { timeout: PATIENCE },
     );
@@ -133,7 +134,7 @@ test('a relay restart keeps the history: its pages reconnect without a reset not
   }
 });
 
-test('while Redis is down sending is refused on the page; afterwards the pages carry on', async () => {
+test('while Redis is down sending waits on the page; afterwards each text is stored once', async () => {
   const onA = await openChat(browser, relays[0].url, { room: 'outage', transport: 'ws' });
   const onB = await openChat(browser, relays[1].url, { room: 'outage', transport: 'sse' });
   await send(onA, 'before');
@@ -152,11 +153,15 @@ test('while Redis is down sending is refused on the page; afterwards the pages c
 
   await redis.restart();
   for (const relay of relays) await waitStatus(`${relay.url}/readyz`, true);
+  // Each page kept its refused text and sends it again (same key) once it can: stored once
+  // each, whatever the number of attempts.
+  for (const page of [onA, onB]) await waitForMessages(page, 3);
   await send(onB, 'after');
   await shownEverywhere([onA, onB], 'after');
   for (const page of [onA, onB]) {
-    assert.deepEqual(await texts(page), ['before', 'after']);
+    assert.deepEqual(await texts(page), ['before', 'during', 'during', 'after']);
     assert.deepEqual(await warnings(page), [], 'Redis kept the history: no reset notice');
+    assert.equal(await page.$$eval('#messages li.pending', (nodes) => nodes.length), 0);
   }
 });
 
@@ -228,5 +233,40 @@ test('a relay that restarts drains its pages onto the other, each waiting as tol
   } finally {
     await balancer.stop();
     await draining.stop();
+  }
+});
+
+test('a page that sends while its relay restarts shows each text once, in order', async () => {
+  let restarting = await startRelay({ env: { ...REDIS_ENV(redis), RELAY_DRAIN_WINDOW: '200ms' } });
+  const port = restarting.port;
+  try {
+    const page = await openChat(browser, restarting.url, { room: 'outbox', transport: 'ws' });
+    const watcher = await openChat(browser, relays[0].url, { room: 'outbox', transport: 'sse' });
+    await send(page, 'one');
+    await shownEverywhere([page, watcher], 'one');
+
+    await restarting.stop();
+    // Written while the relay is away: shown as pending, not as messages.
+    await send(page, 'two');
+    await send(page, 'three');
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('#messages li.pending .text')].map((n) => n.textContent)
+        .join('|') === 'two|three',
+      null,
+      { timeout: PATIENCE },
+    );
+    assert.deepEqual(await texts(page), ['one']);
+
+    restarting = await startRelay({ port, env: REDIS_ENV(redis) });
+    await shownEverywhere([page, watcher], 'three');
+    // Sent over every way the page had (POST retries, then the WebSocket once back), each
+    // stored once: nobody sees a text twice, and nothing is left pending.
+    for (const p of [page, watcher]) {
+      assert.deepEqual(await texts(p), ['one', 'two', 'three']);
+    }
+    assert.equal(await page.$$eval('#messages li.pending', (nodes) => nodes.length), 0);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await restarting.stop();
   }
 });

@@ -131,6 +131,7 @@ mod tests {
             from: "r1".into(),
             text: encode(0, 9, 55, 64),
             ts: 1,
+            key: None,
         });
         let json = serde_json::to_string(&event).expect("serializable");
         assert_eq!(message_text(&json), Some(encode(0, 9, 55, 64).as_str()));

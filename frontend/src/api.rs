@@ -92,22 +92,68 @@ pub fn describe(error: &ErrorBody) -> String {
     }
 }
 
-/// Publishes a message with `POST`. Returns the id the relay gave it, or what to tell the
-/// user.
+/// Why a `POST` did not store a message: what to tell the user, and whether (and after how
+/// long) sending it again with the same key may succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotSent {
+    pub message: String,
+    /// `None`: refused for good (the text itself is the problem).
+    pub retry_ms: Option<u64>,
+}
+
+/// How long the page waits before sending again when the relay gave no time.
+pub const RESEND_MS: u64 = 1000;
+
+/// What a refusal means for the text: 429 and 5xx (the relay busy, restarting, its bus away,
+/// or the outcome unknown) pass; anything else is about the text, and resending is useless.
+pub fn not_sent(status: u16, error: Option<&ErrorBody>) -> NotSent {
+    let message = error.map_or_else(
+        || format!("the relay refused the message ({status})"),
+        describe,
+    );
+    let passes = status == 429 || status >= 500;
+    NotSent {
+        message,
+        retry_ms: passes.then(|| {
+            error
+                .and_then(|e| e.retry_after_ms)
+                .unwrap_or(RESEND_MS)
+                .max(RESEND_MS / 4)
+        }),
+    }
+}
+
+/// Publishes a message with `POST` under its idempotency key. Returns the id the relay gave
+/// it (the first one, if the key was stored before).
 #[cfg(target_arch = "wasm32")]
-pub async fn publish(room: &str, request: &PublishRequest) -> Result<u64, String> {
-    let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
-    let answer = crate::fetch::post_json(&publish_url(room), &json)
+pub async fn publish(room: &str, request: &PublishRequest, key: &str) -> Result<u64, NotSent> {
+    let json = serde_json::to_string(request).map_err(|e| NotSent {
+        message: e.to_string(),
+        retry_ms: None,
+    })?;
+    let answer = crate::fetch::post_json(&publish_url(room), &json, key)
         .await
-        .map_err(|_| "could not reach the relay; check your connection".to_owned())?;
+        .map_err(|_| NotSent {
+            message: "could not reach the relay; it will be sent again".to_owned(),
+            retry_ms: Some(RESEND_MS),
+        })?;
     if answer.ok() {
         return serde_json::from_str::<PublishResponse>(&answer.body)
             .map(|published| published.id)
-            .map_err(|e| e.to_string());
+            .map_err(|e| not_sent(answer.status, None).or(e.to_string()));
     }
-    match serde_json::from_str::<ServerEvent>(&answer.body) {
-        Ok(ServerEvent::Error(error)) => Err(describe(&error)),
-        _ => Err(format!("the relay refused the message ({})", answer.status)),
+    let error = match serde_json::from_str::<ServerEvent>(&answer.body) {
+        Ok(ServerEvent::Error(error)) => Some(error),
+        _ => None,
+    };
+    Err(not_sent(answer.status, error.as_ref()))
+}
+
+impl NotSent {
+    #[cfg(target_arch = "wasm32")]
+    fn or(mut self, message: String) -> NotSent {
+        self.message = message;
+        self
     }
 }
 
@@ -157,6 +203,39 @@ mod tests {
             format!("{}?wait=0&", Endpoint::Messages.path("r"))
         );
         assert_eq!(publish_url("r"), Endpoint::Messages.path("r"));
+    }
+
+    #[test]
+    fn a_refusal_that_passes_is_sent_again_and_one_about_the_text_is_not() {
+        let busy = ErrorBody {
+            code: ErrorCode::OutcomeUnknown,
+            message: "unknown".into(),
+            retry_after_ms: None,
+        };
+        assert_eq!(not_sent(504, Some(&busy)).retry_ms, Some(RESEND_MS));
+        let limited = ErrorBody {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after_ms: Some(3000),
+        };
+        assert_eq!(not_sent(429, Some(&limited)).retry_ms, Some(3000));
+        let too_long = ErrorBody {
+            code: ErrorCode::TextTooLong,
+            message: "too long".into(),
+            retry_after_ms: None,
+        };
+        assert_eq!(
+            not_sent(400, Some(&too_long)),
+            NotSent {
+                message: "too long".into(),
+                retry_ms: None
+            }
+        );
+        assert_eq!(
+            not_sent(502, None).retry_ms,
+            Some(RESEND_MS),
+            "a proxy's error page"
+        );
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub fn random() -> f64 {
     js_sys::Math::random()
 }
 
+/// A random id for this page load (12 hex digits): the prefix of its idempotency keys.
+pub fn page_id() -> String {
+    let draw = || (random() * f64::from(1u32 << 24)) as u32;
+    format!("{:06x}{:06x}", draw(), draw())
+}
+
 fn query_param(name: &str) -> Option<String> {
     let search = window().location().search().ok()?;
     web_sys::UrlSearchParams::new_with_str(&search)

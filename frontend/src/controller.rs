@@ -14,13 +14,14 @@ use std::rc::{Rc, Weak};
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use protocol::ErrorCode;
 use protocol::{ClientFrame, PublishRequest, Transport};
 
 use crate::api;
 use crate::browser;
 use crate::model::{
-    Counters, EchoTracker, Entry, Inbound, LatencySnapshot, LinkState, Links, Timeline,
-    TransportStats,
+    Counters, EchoTracker, Entry, Inbound, LatencySnapshot, LinkState, Links, Outbox, Pending,
+    Timeline, TransportStats,
 };
 use crate::transport::{Link, LinkContext, LinkEvent};
 
@@ -38,6 +39,8 @@ pub struct Ui {
     /// each row.
     pub stats: RwSignal<Vec<StatsRow>>,
     pub form_error: RwSignal<Option<String>>,
+    /// Texts sent but not yet confirmed by the relay, shown as pending after the messages.
+    pub pending: RwSignal<Vec<Pending>>,
     pub transport: RwSignal<Transport>,
     pub name: RwSignal<String>,
     /// A row for every transport, made with the page (so the page's owner releases their
@@ -53,6 +56,7 @@ impl Ui {
             status: RwSignal::new("connecting…".to_owned()),
             stats: RwSignal::new(Vec::new()),
             form_error: RwSignal::new(None),
+            pending: RwSignal::new(Vec::new()),
             transport: RwSignal::new(transport),
             name: RwSignal::new(name),
             rows: Transport::ALL.map(StatsRow::new),
@@ -91,6 +95,9 @@ pub struct Controller {
     links: Links,
     open: HashMap<u32, OpenLink>,
     echo: EchoTracker,
+    outbox: Outbox,
+    /// A `POST` of the outbox's oldest text is under way (or waiting to be retried).
+    posting: bool,
     /// One entry per transport used in this session, in order of first use.
     stats: Vec<TransportStats>,
     poll_interval_ms: Rc<Cell<u32>>,
@@ -117,6 +124,8 @@ impl Controller {
                 links: Links::default(),
                 open: HashMap::new(),
                 echo: EchoTracker::default(),
+                outbox: Outbox::new(browser::page_id()),
+                posting: false,
                 stats: Vec::new(),
                 poll_interval_ms: Rc::new(Cell::new(DEFAULT_POLL_INTERVAL_MS)),
                 ui,
@@ -236,7 +245,35 @@ impl Controller {
                 let close = self.links.set_state(id, LinkState::Retrying(wait));
                 self.close(close);
             }
-            LinkEvent::Refused(error) => self.ui.form_error.set(Some(api::describe(&error))),
+            LinkEvent::Refused(error) => {
+                // A text the relay will never take (too long, invalid): it leaves the
+                // outbox. (The error does not name its send; the oldest pending is it, since
+                // a WebSocket answers its frames in order.)
+                let permanent = !matches!(
+                    error.code,
+                    ErrorCode::RateLimited
+                        | ErrorCode::Unavailable
+                        | ErrorCode::OutcomeUnknown
+                        | ErrorCode::Overloaded
+                        | ErrorCode::ShuttingDown
+                );
+                if permanent && let Some(first) = self.outbox.pending().first().cloned() {
+                    self.outbox.refused(&first.key);
+                    self.publish_pending();
+                } else if !permanent {
+                    // Pending, and sent again once the relay's advice has passed.
+                    let ms = error.retry_after_ms.unwrap_or(api::RESEND_MS);
+                    let this = self.this.clone();
+                    spawn_local(async move {
+                        gloo_timers::future::TimeoutFuture::new(ms as u32).await;
+                        if let Some(controller) = this.upgrade() {
+                            controller.borrow_mut().resend_pending();
+                        }
+                    });
+                }
+                self.ui.form_error.set(Some(api::describe(&error)));
+            }
+            LinkEvent::Acked(key) => self.confirm(&key),
             LinkEvent::Inbound(inbound) => self.inbound(id, transport, inbound),
         }
         self.publish_status();
@@ -250,6 +287,9 @@ impl Controller {
             }
             let close = self.links.set_state(id, LinkState::Live);
             self.close(close);
+            if self.links.is_current(id) {
+                self.resend_pending();
+            }
         }
         let Some(epoch) = self.open.get(&id).and_then(|l| l.epoch.clone()) else {
             return;
@@ -263,6 +303,17 @@ impl Controller {
         let me = self.ui.name.get_untracked();
         let now = browser::now_ms();
         let mut echoed = false;
+        let mut confirmed = false;
+        for entry in &added {
+            if let Entry::Message { message, .. } = entry
+                && let Some(key) = &message.key
+            {
+                confirmed |= self.outbox.confirmed(key);
+            }
+        }
+        if confirmed {
+            self.publish_pending();
+        }
         for entry in &added {
             if let Entry::Message { message, .. } = entry
                 && let Some(ms) = self.echo.echoed(message, &me, now)
@@ -303,35 +354,127 @@ impl Controller {
         }
     }
 
-    /// Sends over the WebSocket when that is the live transport, else with `POST`.
+    /// Sends a text: it waits in the outbox, shown as pending, until the relay confirms it.
     pub fn send(&mut self, text: String) {
-        self.echo.sent(&text, browser::now_ms());
-        self.ui.form_error.set(None);
+        let now = browser::now_ms();
+        self.echo.sent(&text, now);
+        let pending = self.outbox.add(text, now);
+        self.publish_pending();
+        self.transmit(pending);
+    }
+
+    /// Sends (again) one pending text, under its key: over the WebSocket when that is the
+    /// live transport, else with `POST`. A repeat of a key the relay stored is not stored
+    /// again, so sending whenever the fate of a text is unknown is safe.
+    fn transmit(&mut self, pending: Pending) {
         if let Some((id, Transport::Ws, LinkState::Live)) = self.links.current() {
-            let frame = serde_json::to_string(&ClientFrame::Send { text: text.clone() });
+            let frame = serde_json::to_string(&ClientFrame::Send {
+                text: pending.text,
+                key: Some(pending.key),
+            });
             if let (Some(link), Ok(frame)) = (self.open.get(&id), frame)
                 && link.link.send(frame)
             {
+                // Confirmed by its message or its ack; if the socket drops first, the next
+                // welcome sends it again.
                 return;
             }
         }
+        self.post_next();
+    }
+
+    /// `POST`s the oldest pending text, one at a time, so that texts sent while the relay
+    /// was away are stored in the order they were written. A refusal that passes is tried
+    /// again after the relay's advice (or a second); one about the text drops it.
+    fn post_next(&mut self) {
+        if self.posting {
+            return;
+        }
+        let now = browser::now_ms();
+        self.give_up(now);
+        let Some(pending) = self.outbox.pending().first().cloned() else {
+            return;
+        };
+        self.posting = true;
         let room = self.room.clone();
         let request = PublishRequest {
             from: self.ui.name.get_untracked(),
-            text,
+            text: pending.text,
         };
+        let key = pending.key;
         let this = self.this.clone();
-        let ui = self.ui;
         spawn_local(async move {
-            match api::publish(&room, &request).await {
-                Ok(id) => {
-                    if let Some(controller) = this.upgrade() {
-                        controller.borrow_mut().echo.acknowledged(&request.text, id);
-                    }
+            let result = api::publish(&room, &request, &key).await;
+            if let Err(api::NotSent {
+                retry_ms: Some(ms),
+                message,
+            }) = &result
+            {
+                // Still pending, tried again after the advice; the user sees why it waits.
+                if let Some(controller) = this.upgrade() {
+                    controller.borrow().ui.form_error.set(Some(message.clone()));
                 }
-                Err(message) => ui.form_error.set(Some(message)),
+                gloo_timers::future::TimeoutFuture::new(*ms as u32).await;
+            }
+            let Some(controller) = this.upgrade() else {
+                return;
+            };
+            let mut controller = controller.borrow_mut();
+            controller.posting = false;
+            match result {
+                Ok(id) => {
+                    controller.echo.acknowledged(&request.text, id);
+                    controller.confirm(&key);
+                }
+                Err(api::NotSent {
+                    retry_ms: Some(_), ..
+                }) => {}
+                Err(not_sent) => {
+                    controller.outbox.refused(&key);
+                    controller.publish_pending();
+                    controller.ui.form_error.set(Some(not_sent.message));
+                }
+            }
+            // What is left goes on the best way there is now (the WebSocket may be back).
+            if let Some(next) = controller.outbox.pending().first().cloned() {
+                controller.transmit(next);
             }
         });
+    }
+
+    /// A link became live: everything still pending goes again (the relay may have stored
+    /// some of it before the connection dropped; those are not stored twice).
+    fn resend_pending(&mut self) {
+        self.give_up(browser::now_ms());
+        for pending in self.outbox.pending().to_vec() {
+            self.transmit(pending);
+        }
+    }
+
+    /// Drops texts tried for too long, telling the user.
+    fn give_up(&mut self, now: f64) {
+        let expired = self.outbox.expire(now);
+        if !expired.is_empty() {
+            self.publish_pending();
+            self.ui.form_error.set(Some(format!(
+                "{} message(s) could not be sent; please send them again",
+                expired.len()
+            )));
+        }
+    }
+
+    /// The relay stored `key`. Once nothing is pending, a refusal shown earlier is over.
+    fn confirm(&mut self, key: &str) {
+        if self.outbox.confirmed(key) {
+            self.publish_pending();
+            if self.outbox.pending().is_empty() {
+                self.ui.form_error.set(None);
+            }
+        }
+    }
+
+    fn publish_pending(&self) {
+        self.ui.pending.set(self.outbox.pending().to_vec());
     }
 
     pub fn shutdown(&mut self) {

@@ -26,12 +26,14 @@ pub async fn get(url: &str, signal: Option<&AbortSignal>) -> Result<Answer, JsVa
     send(url, &init).await
 }
 
-pub async fn post_json(url: &str, json: &str) -> Result<Answer, JsValue> {
+/// `POST`s `json` under an idempotency key (`protocol::api::IDEMPOTENCY_KEY`).
+pub async fn post_json(url: &str, json: &str, key: &str) -> Result<Answer, JsValue> {
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_body(&JsValue::from_str(json));
     let request = Request::new_with_str_and_init(url, &init)?;
     request.headers().set("content-type", "application/json")?;
+    request.headers().set(protocol::api::IDEMPOTENCY_KEY, key)?;
     fetch(request).await
 }
 

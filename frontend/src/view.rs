@@ -16,7 +16,7 @@ use send_wrapper::SendWrapper;
 
 use crate::browser;
 use crate::controller::{Controller, StatsRow, Ui};
-use crate::model::Entry;
+use crate::model::{Entry, Pending};
 
 /// The relay's default rule for names, checked here first for an immediate answer (the relay
 /// is the authority if it was configured otherwise).
@@ -141,7 +141,7 @@ pub fn App() -> impl IntoView {
                 <input id="name" type="text" maxlength=DEFAULT_MAX_NAME_CHARS.to_string() autocomplete="nickname" prop:value=move || ui.name.get() on:change=on_name/>
                 <p id="status" role="status">{move || ui.status.get()}</p>
             </section>
-            <MessageList entries=ui.entries name=ui.name/>
+            <MessageList entries=ui.entries pending=ui.pending name=ui.name/>
             <form id="input-form" on:submit=on_submit>
                 <label for="message">"Enter Message:"</label>
                 <input id="message" type="text" autocomplete="off" node_ref=input/>
@@ -158,12 +158,15 @@ pub fn App() -> impl IntoView {
 fn MessageList(
     /// Lines to show, oldest first.
     entries: RwSignal<Vec<Entry>>,
+    /// The user's texts not yet confirmed by the relay, after the messages.
+    pending: RwSignal<Vec<Pending>>,
     /// The user's name, to mark their own messages.
     name: RwSignal<String>,
 ) -> impl IntoView {
     let list = NodeRef::<html::Ul>::new();
     Effect::new(move |_| {
         entries.track();
+        pending.track();
         if let Some(list) = list.get() {
             list.set_scroll_top(list.scroll_height());
         }
@@ -189,6 +192,15 @@ fn MessageList(
                         view! { <li class="notice" class:warning=warning>{text}</li> }.into_any()
                     }
                 }}
+            </For>
+            // Not `.message`: a pending text is not a message yet; it turns into one (and
+            // leaves this list) when the relay's copy arrives.
+            <For each=move || pending.get() key=|p| p.seq let:p>
+                <li class="pending" title="sending…">
+                    <bdi class="from">{move || name.get()}</bdi>
+                    <bdi class="text">{p.text}</bdi>
+                    <span class="state">"sending…"</span>
+                </li>
             </For>
         </ul>
     }

@@ -3,6 +3,9 @@
 /// Where the API lives on the relay.
 pub const PREFIX: &str = "/api";
 
+/// The header of a `POST` that carries an idempotency key (the IETF draft's name).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// The per-room endpoints. [`Endpoint::route`] is the router's pattern (under [`PREFIX`]);
 /// [`Endpoint::path`] the path a client requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -95,6 +95,10 @@ pub struct Message {
     pub text: String,
     /// Unix time in milliseconds, taken by the relay when it accepted the message.
     pub ts: u64,
+    /// The sender's idempotency key, when it gave one: how a sender on any transport
+    /// recognises its own message (and knows it was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Everything the relay pushes to a client.
@@ -109,6 +113,19 @@ pub enum ServerEvent {
     /// advised delay, resuming from the last id. Sent on streams that have no close code
     /// (SSE); a WebSocket gets the same advice as the reason of close code 1012.
     Reconnect(RetryAdvice),
+    /// To the sender of a WebSocket send that carried a key: the message's id (the original
+    /// one when the key was seen before and nothing new was stored).
+    Ack(Ack),
+}
+
+/// The answer to a keyed WebSocket send.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub id: u64,
+    pub key: String,
+    /// True when the key had been seen: nothing was stored this time.
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 impl ServerEvent {
@@ -120,6 +137,7 @@ impl ServerEvent {
             ServerEvent::Reset(_) => "reset",
             ServerEvent::Error(_) => "error",
             ServerEvent::Reconnect(_) => "reconnect",
+            ServerEvent::Ack(_) => "ack",
         }
     }
 }
@@ -219,12 +237,16 @@ pub enum ErrorCode {
     /// The relay admits new streams at `RELAY_ACCEPT_RATE` and is over it: come back after
     /// `retry_after_ms`.
     Overloaded,
+    /// The relay could not learn whether the message was stored (its bus did not answer
+    /// in time after the message was sent to it). Sending again with the same idempotency
+    /// key is safe: it is stored at most once.
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
     /// Every code, so that counters by reason can start at zero (a series that appears only
     /// after the first refusal breaks `rate()` in Prometheus).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidName,
@@ -243,6 +265,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::Overloaded,
+        ErrorCode::OutcomeUnknown,
     ];
 
     /// The wire name of the code, as it appears in JSON.
@@ -266,6 +289,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
         }
     }
 }
@@ -275,7 +299,13 @@ impl ErrorCode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Send { text: String },
+    Send {
+        text: String,
+        /// An idempotency key (see `limits::is_valid_key`): a send repeated with the same key
+        /// is stored once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
 }
 
 /// `POST /api/rooms/{room}/messages` body.
@@ -347,6 +377,7 @@ mod tests {
             from: "alice".into(),
             text: "hi".into(),
             ts: 1,
+            key: None,
         });
         let json = serde_json::to_string(&event).expect("serializes");
         assert_eq!(
@@ -413,7 +444,31 @@ mod tests {
     fn client_send_frame_parses() {
         let frame: ClientFrame =
             serde_json::from_str(r#"{"type":"send","text":"yo"}"#).expect("parses");
-        assert_eq!(frame, ClientFrame::Send { text: "yo".into() });
+        assert_eq!(
+            frame,
+            ClientFrame::Send {
+                text: "yo".into(),
+                key: None
+            }
+        );
+        let keyed: ClientFrame =
+            serde_json::from_str(r#"{"type":"send","text":"yo","key":"t.1"}"#).expect("parses");
+        assert_eq!(
+            keyed,
+            ClientFrame::Send {
+                text: "yo".into(),
+                key: Some("t.1".into())
+            }
+        );
+        let ack = ServerEvent::Ack(Ack {
+            id: 3,
+            key: "t.1".into(),
+            duplicate: true,
+        });
+        assert_eq!(
+            serde_json::to_string(&ack).expect("serializes"),
+            r#"{"type":"ack","id":3,"key":"t.1","duplicate":true}"#
+        );
     }
 
     #[test]

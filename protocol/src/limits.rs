@@ -29,6 +29,23 @@ pub const MAX_READ_MESSAGES: usize = 256;
 /// texts: at least one message, then as many as fit.
 pub const MAX_READ_BYTES: usize = 1024 * 1024;
 
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY_LEN: usize = 64;
+
+/// How long the relay remembers an idempotency key by default, in seconds
+/// (`RELAY_DEDUP_WINDOW`): longer than any page waits before sending again.
+pub const DEFAULT_DEDUP_WINDOW_SECS: u64 = 300;
+
+/// Whether `key` is a valid idempotency key: 1 to [`MAX_KEY_LEN`] bytes of
+/// `A-Z a-z 0-9 . _ : -` (it travels in a header, a Redis key and the message's JSON).
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// Whether `name` is a valid room name: 1 to [`MAX_ROOM_LEN`] bytes of `A-Z a-z 0-9 _ -`.
 pub fn is_valid_room(name: &str) -> bool {
     !name.is_empty()
@@ -175,6 +192,16 @@ mod tests {
         // 5 characters, 10 bytes.
         assert_eq!(check_text("ééééé", 8), Err(Refusal::TooLong));
         assert_eq!(check_text("12345678", 8), Ok("12345678"));
+    }
+
+    #[test]
+    fn keys_accept_the_documented_alphabet_and_length_only() {
+        assert!(is_valid_key("tab-3f9c.12:7_a"));
+        assert!(is_valid_key(&"k".repeat(MAX_KEY_LEN)));
+        for bad in ["", "a b", "a\nb", "é", "a/b", "a\"b"] {
+            assert!(!is_valid_key(bad), "{bad:?}");
+        }
+        assert!(!is_valid_key(&"k".repeat(MAX_KEY_LEN + 1)));
     }
 
     #[test]

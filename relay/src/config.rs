@@ -21,6 +21,10 @@ use crate::validate::TextLimits;
 static LONGPOLL_MAX_DEFAULT: LazyLock<String> =
     LazyLock::new(|| format!("{}s", limits::DEFAULT_LONGPOLL_MAX_SECS));
 
+/// `RELAY_DEDUP_WINDOW`'s default, from `protocol` (the page's resends stay within it).
+static DEDUP_WINDOW_DEFAULT: LazyLock<String> =
+    LazyLock::new(|| format!("{}s", limits::DEFAULT_DEDUP_WINDOW_SECS));
+
 /// The command line: the relay's settings, and an optional subcommand.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "relay", version, about = "Group-chat relay: WebSocket, SSE, long and short polling", long_about = None)]
@@ -232,6 +236,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_DRAIN_WINDOW", default_value = "3s", value_parser = parse_duration)]
     pub drain_window: Duration,
 
+    /// How long a publish's idempotency key (`Idempotency-Key`, a send frame's `key`) is
+    /// remembered: a repeat within it stores nothing and is answered with the first id. In
+    /// memory, also no longer than the message stays in history.
+    #[arg(long, env = "RELAY_DEDUP_WINDOW", default_value = DEDUP_WINDOW_DEFAULT.as_str(), value_parser = parse_duration)]
+    pub dedup_window: Duration,
+
     /// New streams (WebSocket, SSE; resumes included) this relay opens per second, with a
     /// burst of as many; over it, clients are told when to come back.
     #[arg(long, env = "RELAY_ACCEPT_RATE", default_value = "500")]
@@ -260,6 +270,7 @@ impl Config {
             history_bytes: self.history_bytes,
             max_rooms: self.max_rooms,
             ttl: self.room_ttl,
+            dedup_window: self.dedup_window,
         }
     }
 

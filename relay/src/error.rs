@@ -67,6 +67,7 @@ impl ApiError {
             | ErrorCode::ShuttingDown
             | ErrorCode::Overloaded
             | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -151,6 +152,14 @@ impl From<BusError> for ApiError {
                 ApiError::new(
                     ErrorCode::Unavailable,
                     "messages cannot be stored right now; try again in a moment",
+                )
+            }
+            BusError::OutcomeUnknown(why) => {
+                tracing::debug!(%why, "message bus did not answer a write");
+                ApiError::new(
+                    ErrorCode::OutcomeUnknown,
+                    "the relay could not learn whether the message was stored; try again with \
+                     the same idempotency key, which is stored at most once",
                 )
             }
         }

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 use crate::budget::{Budgets, ClientConnection};
-use crate::bus::{Bus, BusError, Cursor, Subscription};
+use crate::bus::{Bus, BusError, Cursor, Draft, Published, Subscription};
 use crate::client::{ClientKey, TrustedProxies};
 use crate::config::Config;
 use crate::drain::{self, Closing, Drain};
@@ -89,20 +89,19 @@ impl AppState {
     pub async fn publish(
         &self,
         room: &RoomName,
-        from: String,
-        text: String,
+        draft: Draft<'_>,
         client: ClientKey,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<Published, ApiError> {
         let may_create = self.may_create(client);
         let published = self
             .bus
-            .publish(room, from, text, may_create.is_ok())
+            .publish(room, draft, may_create.is_ok())
             .await
             .map_err(|err| self.refused(err, may_create))?;
         if published.created {
             self.created(client);
         }
-        Ok(published.id)
+        Ok(published)
     }
 
     /// Subscribes to a room for `client`, creating the room as [`AppState::publish`] does.

@@ -11,7 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use protocol::ErrorCode;
-use protocol::limits::{MAX_ROOM_LEN, Refusal, check_name, check_text, is_valid_room};
+use protocol::limits::{
+    MAX_KEY_LEN, MAX_ROOM_LEN, Refusal, check_name, check_text, is_valid_key, is_valid_room,
+};
 
 /// Input that breaks a rule: the stable code clients match on, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +111,18 @@ impl TextLimits {
                 "message text is empty",
             )),
         }
+    }
+}
+
+/// An idempotency key as the relay accepts it (`protocol::limits::is_valid_key`).
+pub fn key(raw: &str) -> Result<&str, Invalid> {
+    if is_valid_key(raw) {
+        Ok(raw)
+    } else {
+        Err(Invalid::new(
+            ErrorCode::BadRequest,
+            format!("an idempotency key is 1 to {MAX_KEY_LEN} characters of A-Z a-z 0-9 . _ : -"),
+        ))
     }
 }
 

@@ -2,7 +2,8 @@
 //! - [`Timeline`] (`timeline`): merges what every open link delivers into one list, in id
 //!   order, once;
 //! - [`Links`] (`links`): make-before-break bookkeeping when the user switches transport;
-//! - [`Backoff`] (`backoff`): the reconnection schedule;
+//! - [`Backoff`] (`backoff`): the reconnection schedule, and the relay's advice it obeys;
+//! - [`Outbox`] (`outbox`): sent texts not yet confirmed, each with its idempotency key;
 //! - `LatencyStats` and [`EchoTracker`] (`stats`): echo latency of the user's own messages,
 //!   and the per-transport figures the transport panel shows.
 //!
@@ -12,11 +13,13 @@
 
 mod backoff;
 mod links;
+mod outbox;
 mod stats;
 mod timeline;
 
 pub use backoff::{Backoff, Wait, Why};
 pub use links::{LinkState, Links};
+pub use outbox::{Outbox, Pending};
 pub use stats::{Counters, EchoTracker, LatencySnapshot, TransportStats};
 pub use timeline::{Cursor, Entry, Inbound, Timeline};
 
@@ -29,6 +32,7 @@ fn test_message(id: u64) -> protocol::Message {
         from: "a".into(),
         text: format!("m{id}"),
         ts: 0,
+        key: None,
     }
 }
 

@@ -34,6 +34,8 @@ pub enum LinkEvent {
     Inbound(Inbound),
     /// The relay refused something this link sent (WebSocket error events).
     Refused(ErrorBody),
+    /// The relay stored (or had stored) the send with this idempotency key.
+    Acked(String),
     /// The connection was lost; the next attempt follows after this wait.
     Lost {
         wait: Wait,
@@ -74,6 +76,7 @@ impl LinkContext {
             }
             Ok(ServerEvent::Reset(reset)) => self.emit(LinkEvent::Inbound(Inbound::Reset(reset))),
             Ok(ServerEvent::Error(error)) => self.emit(LinkEvent::Refused(error)),
+            Ok(ServerEvent::Ack(ack)) => self.emit(LinkEvent::Acked(ack.key)),
             Err(err) => {
                 leptos::logging::warn!("ignoring an event the page does not understand: {err}")
             }

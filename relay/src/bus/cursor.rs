@@ -267,6 +267,7 @@ mod tests {
                         from: "a".into(),
                         text: "\"".repeat(60_000),
                         ts: 0,
+                        key: None,
                     },
                     "e",
                 ))

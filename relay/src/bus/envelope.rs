@@ -26,6 +26,8 @@ pub struct Envelope {
     /// the frame is this, the JSON and `event::SSE_TAIL`, written as they are, without a
     /// copy.
     pub sse_head: Bytes,
+    /// The sender's idempotency key, if it gave one (the history's index of keys).
+    pub key: Option<Box<str>>,
 }
 
 impl Envelope {
@@ -33,6 +35,7 @@ impl Envelope {
     pub fn new(message: Message, epoch: &str) -> Envelope {
         let id = message.id;
         let ts = message.ts;
+        let key = message.key.as_deref().map(Box::from);
         let event = ServerEvent::Message(message);
         let json = event::json(&event);
         let sse_id = protocol::event_id(epoch, id);
@@ -43,6 +46,7 @@ impl Envelope {
             ws_head: wsframe::head(wsframe::TEXT, json.len()),
             json: Bytes::from(json),
             sse_head,
+            key,
         }
     }
 
@@ -52,6 +56,7 @@ impl Envelope {
         self.json.len()
             + self.sse_head.len()
             + self.ws_head.len()
+            + self.key.as_ref().map_or(0, |key| key.len())
             + std::mem::size_of::<Envelope>()
             + 64
     }
@@ -76,6 +81,7 @@ pub(super) fn test_envelope(id: u64) -> std::sync::Arc<Envelope> {
             from: "a".into(),
             text: format!("m{id}"),
             ts: 0,
+            key: None,
         },
         "e",
     ))
@@ -94,6 +100,7 @@ mod tests {
                 from: "a".into(),
                 text: "two\nlines".into(),
                 ts: 5,
+                key: None,
             },
             "e.1",
         );

@@ -249,6 +249,7 @@ mod tests {
                 from: "a".into(),
                 text: "x".repeat(text_bytes),
                 ts: 0,
+                key: None,
             },
             "e",
         ))

@@ -27,7 +27,7 @@ use protocol::{Message, ResetReason};
 
 use super::cursor::snapshot;
 use super::{
-    Bus, BusError, Cursor, Envelope, LiveQueue, NO_EPOCH, Published, RoomLimits, Snapshot,
+    Bus, BusError, Cursor, Draft, Envelope, LiveQueue, NO_EPOCH, Published, RoomLimits, Snapshot,
     Subscription,
 };
 use crate::clock::unix_millis;
@@ -62,6 +62,10 @@ struct History {
     retained: VecDeque<Arc<Envelope>>,
     /// Bytes of the retained messages, as stored.
     bytes: usize,
+    /// The idempotency keys of the retained messages that had one, and their ids: a key is
+    /// forgotten with its message, so that the index costs no more than history does (each
+    /// message's stored size counts its key).
+    keys: HashMap<Box<str>, u64>,
 }
 
 impl History {
@@ -87,14 +91,31 @@ impl History {
     fn push(&mut self, envelope: Arc<Envelope>, limits: &RoomLimits) {
         self.last_id = envelope.id;
         self.bytes += envelope.stored_bytes();
+        if let Some(key) = &envelope.key {
+            self.keys.insert(key.clone(), envelope.id);
+        }
         self.retained.push_back(envelope);
         while self.retained.len() > 1
             && (self.retained.len() > limits.retention || self.bytes > limits.history_bytes)
         {
             if let Some(oldest) = self.retained.pop_front() {
                 self.bytes -= oldest.stored_bytes();
+                if let Some(key) = &oldest.key
+                    && self.keys.get(key) == Some(&oldest.id)
+                {
+                    self.keys.remove(key);
+                }
             }
         }
+    }
+
+    /// The id of the retained message published with `key` at most `window` ago.
+    fn keyed(&self, key: &str, window: Duration) -> Option<u64> {
+        let id = *self.keys.get(key)?;
+        let index = self.retained.partition_point(|m| m.id < id);
+        let message = self.retained.get(index).filter(|m| m.id == id)?;
+        let age = unix_millis().saturating_sub(message.ts);
+        (u128::from(age) <= window.as_millis()).then_some(id)
     }
 }
 
@@ -194,27 +215,40 @@ impl MemoryBus {
         Ok((room, true))
     }
 
+    /// Publishes, or finds the message published with the same key (the envelope is then
+    /// the stored one, and nothing is sent).
     pub fn publish(
         &self,
         name: &RoomName,
-        from: String,
-        text: String,
+        draft: Draft<'_>,
         may_create: bool,
-    ) -> Result<(Arc<Envelope>, Published), BusError> {
+    ) -> Result<(Option<Arc<Envelope>>, Published), BusError> {
         loop {
             let (room, created) = self.room(name, may_create)?;
             let mut log = lock(&room.log);
             if log.removed {
                 continue;
             }
+            if let Some(id) = draft
+                .key
+                .and_then(|key| log.history.keyed(key, self.inner.limits.dedup_window))
+            {
+                let published = Published {
+                    id,
+                    created,
+                    duplicate: true,
+                };
+                return Ok((None, published));
+            }
             let id = log.history.last_id + 1;
             let envelope = Arc::new(Envelope::new(
                 Message {
                     id,
                     room: name.to_string(),
-                    from,
-                    text,
+                    from: draft.from.to_owned(),
+                    text: draft.text.to_owned(),
                     ts: unix_millis(),
+                    key: draft.key.map(str::to_owned),
                 },
                 &room.epoch,
             ));
@@ -225,7 +259,12 @@ impl MemoryBus {
             let fanout = room.live.send(&envelope);
             drop(log);
             fanout.deliver();
-            return Ok((envelope, Published { id, created }));
+            let published = Published {
+                id,
+                created,
+                duplicate: false,
+            };
+            return Ok((Some(envelope), published));
         }
     }
 
@@ -327,6 +366,15 @@ mod tests {
             history_bytes: usize::MAX,
             max_rooms,
             ttl: Duration::from_secs(3600),
+            dedup_window: Duration::from_secs(300),
+        }
+    }
+
+    fn draft<'a>(from: &'a str, text: &'a str) -> Draft<'a> {
+        Draft {
+            from,
+            text,
+            key: None,
         }
     }
 
@@ -349,23 +397,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_seen_before_stores_nothing_and_answers_the_first_id() {
+        let bus = bus_with(10, 10);
+        let r = room("k");
+        let keyed = |text| Draft {
+            from: "x",
+            text,
+            key: Some("tab.1"),
+        };
+        let (stored, first) = bus.publish(&r, keyed("hello"), true).expect("publish");
+        assert!(stored.is_some() && !first.duplicate);
+        bus.publish(&r, draft("x", "other"), true).expect("publish");
+        let (stored, again) = bus.publish(&r, keyed("hello"), true).expect("publish");
+        assert!(stored.is_none(), "nothing stored the second time");
+        assert_eq!((again.id, again.duplicate), (first.id, true));
+        let texts: Vec<u64> = bus
+            .read(&r, &Cursor::default(), 50)
+            .messages
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(texts, [1, 2], "history holds it once");
+        // Another room, or another key, is another message.
+        let (_, elsewhere) = bus
+            .publish(&room("k2"), keyed("hello"), true)
+            .expect("publish");
+        assert!(!elsewhere.duplicate);
+    }
+
+    #[tokio::test]
+    async fn a_key_is_forgotten_with_its_message() {
+        let bus = bus_with(2, 10);
+        let r = room("k");
+        let keyed = Draft {
+            from: "x",
+            text: "hello",
+            key: Some("tab.1"),
+        };
+        let (_, first) = bus.publish(&r, keyed, true).expect("publish");
+        for _ in 0..2 {
+            bus.publish(&r, draft("x", "t"), true).expect("publish");
+        }
+        // "hello" left the two-message history: its key with it, so this is new.
+        let (stored, again) = bus.publish(&r, keyed, true).expect("publish");
+        assert!(stored.is_some() && !again.duplicate);
+        assert_eq!(again.id, first.id + 3);
+    }
+
+    #[tokio::test]
     async fn ids_increase_per_room_independently() {
         let bus = bus_with(10, 10);
         let a = room("a");
         let b = room("b");
         let ids: Vec<u64> = (0..3)
             .map(|_| {
-                bus.publish(&a, "x".into(), "t".into(), true)
+                bus.publish(&a, draft("x", "t"), true)
                     .expect("publish")
-                    .0
+                    .1
                     .id
             })
             .collect();
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(
-            bus.publish(&b, "x".into(), "t".into(), true)
+            bus.publish(&b, draft("x", "t"), true)
                 .expect("publish")
-                .0
+                .1
                 .id,
             1
         );
@@ -376,8 +472,7 @@ mod tests {
         let bus = bus_with(3, 10);
         let r = room("r");
         for _ in 0..5 {
-            bus.publish(&r, "x".into(), "t".into(), true)
-                .expect("publish");
+            bus.publish(&r, draft("x", "t"), true).expect("publish");
         }
         let cursor = Cursor {
             after: Some(1),
@@ -397,8 +492,7 @@ mod tests {
         let bus = bus_with(100, 10);
         let r = room("r");
         for _ in 0..3 {
-            bus.publish(&r, "x".into(), "t".into(), true)
-                .expect("publish");
+            bus.publish(&r, draft("x", "t"), true).expect("publish");
         }
         let cursor = Cursor {
             after: Some(1),
@@ -406,8 +500,7 @@ mod tests {
         };
         let mut sub = bus.subscribe(&r, &cursor, 50, true).expect("subscribe").0;
         assert_eq!(sub.head(), 3);
-        bus.publish(&r, "x".into(), "t".into(), true)
-            .expect("publish");
+        bus.publish(&r, draft("x", "t"), true).expect("publish");
         for expected in 2..=4 {
             assert_eq!(next_id(&mut sub).await, expected);
         }
@@ -423,8 +516,7 @@ mod tests {
             .0;
         let total = 3 * LIVE_QUEUE as u64;
         for _ in 0..total {
-            bus.publish(&r, "x".into(), "t".into(), true)
-                .expect("publish");
+            bus.publish(&r, draft("x", "t"), true).expect("publish");
         }
         for expected in 1..=total {
             assert_eq!(next_id(&mut sub).await, expected);
@@ -442,8 +534,7 @@ mod tests {
         assert!(sub.try_next().is_none(), "nothing ready");
         let total = 2 * LIVE_QUEUE as u64;
         for _ in 0..total {
-            bus.publish(&r, "x".into(), "t".into(), true)
-                .expect("publish");
+            bus.publish(&r, draft("x", "t"), true).expect("publish");
         }
         // The live queue overflowed: try_next stops at the lag, next catches up.
         let mut got = Vec::new();
@@ -467,8 +558,7 @@ mod tests {
             .0;
         let total = 3 * LIVE_QUEUE as u64;
         for _ in 0..total {
-            bus.publish(&r, "x".into(), "t".into(), true)
-                .expect("publish");
+            bus.publish(&r, draft("x", "t"), true).expect("publish");
         }
         match sub.next().await {
             Some(Delivery::Reset(reset)) => {
@@ -483,7 +573,7 @@ mod tests {
     #[tokio::test]
     async fn at_the_room_cap_the_least_recently_active_unlistened_room_makes_way() {
         let bus = bus_with(10, 2);
-        bus.publish(&room("a"), "x".into(), "t".into(), true)
+        bus.publish(&room("a"), draft("x", "t"), true)
             .expect("publish");
         let listener = bus
             .subscribe(&room("b"), &Cursor::default(), 50, true)
@@ -491,7 +581,7 @@ mod tests {
             .0;
         // "a" has history but nobody listens: it goes; "b" is listened to and stays.
         let (_, published) = bus
-            .publish(&room("c"), "x".into(), "t".into(), true)
+            .publish(&room("c"), draft("x", "t"), true)
             .expect("a place is made");
         assert!(published.created);
         assert_eq!(bus.rooms(), 2);
@@ -501,14 +591,14 @@ mod tests {
             "a is gone"
         );
         // Now "b" (listened) and "c" (not): "c" makes way, "b" never does.
-        bus.publish(&room("d"), "x".into(), "t".into(), true)
+        bus.publish(&room("d"), draft("x", "t"), true)
             .expect("c makes way");
         let listener_d = bus
             .subscribe(&room("d"), &Cursor::default(), 50, true)
             .expect("subscribe")
             .0;
         assert_eq!(
-            bus.publish(&room("e"), "x".into(), "t".into(), true)
+            bus.publish(&room("e"), draft("x", "t"), true)
                 .expect_err("every room is listened to"),
             BusError::TooManyRooms
         );
@@ -518,12 +608,12 @@ mod tests {
     #[tokio::test]
     async fn each_incarnation_of_a_room_has_its_own_epoch() {
         let bus = bus_with(10, 1);
-        bus.publish(&room("a"), "x".into(), "t".into(), true)
+        bus.publish(&room("a"), draft("x", "t"), true)
             .expect("publish");
         let first = bus.read(&room("a"), &Cursor::default(), 50).epoch;
-        bus.publish(&room("b"), "x".into(), "t".into(), true)
+        bus.publish(&room("b"), draft("x", "t"), true)
             .expect("a makes way");
-        bus.publish(&room("a"), "x".into(), "t".into(), true)
+        bus.publish(&room("a"), draft("x", "t"), true)
             .expect("b makes way");
         let cursor = Cursor {
             after: Some(1),
@@ -544,7 +634,7 @@ mod tests {
             ttl: Duration::ZERO,
             ..limits(10, 10)
         });
-        bus.publish(&room("quiet"), "x".into(), "t".into(), true)
+        bus.publish(&room("quiet"), draft("x", "t"), true)
             .expect("publish");
         let _listener = bus
             .subscribe(&room("busy"), &Cursor::default(), 50, true)
@@ -567,7 +657,7 @@ mod tests {
         });
         let r = room("r");
         for _ in 0..10 {
-            bus.publish(&r, "x".into(), "y".repeat(3000), true)
+            bus.publish(&r, draft("x", &"y".repeat(3000)), true)
                 .expect("publish");
         }
         let snap = bus.read(
@@ -583,7 +673,7 @@ mod tests {
         assert_eq!(snap.messages.len(), 3);
         assert_eq!(snap.messages.last().map(|m| m.id), Some(10));
         // A message larger than the budget is still kept, alone.
-        bus.publish(&r, "x".into(), "z".repeat(20_000), true)
+        bus.publish(&r, draft("x", &"z".repeat(20_000)), true)
             .expect("publish");
         assert_eq!(
             bus.read(
@@ -612,12 +702,13 @@ mod tests {
             .expect("subscribe")
             .0;
         let first = Arc::downgrade(
-            &bus.publish(&r, "x".into(), "y".repeat(9_000), true)
+            &bus.publish(&r, draft("x", &"y".repeat(9_000)), true)
                 .expect("publish")
-                .0,
+                .0
+                .expect("stored"),
         );
         for _ in 0..9 {
-            bus.publish(&r, "x".into(), "y".repeat(9_000), true)
+            bus.publish(&r, draft("x", &"y".repeat(9_000)), true)
                 .expect("publish");
         }
         // The subscriber has not read anything: its live queue still names all ten, but
@@ -635,7 +726,7 @@ mod tests {
     async fn a_refused_creation_creates_nothing() {
         let bus = bus_with(10, 10);
         assert_eq!(
-            bus.publish(&room("new"), "x".into(), "t".into(), false)
+            bus.publish(&room("new"), draft("x", "t"), false)
                 .expect_err("no budget for a new room"),
             BusError::NewRoomRefused
         );

@@ -53,8 +53,11 @@ pub enum BusError {
     /// The room does not exist and the caller may not create one (its client's new-room
     /// budget is spent).
     NewRoomRefused,
-    /// The backing store cannot be reached.
+    /// The backing store cannot be reached: nothing was done.
     Unavailable(String),
+    /// The backing store did not answer in time after the request was sent to it: it may
+    /// or may not have been carried out.
+    OutcomeUnknown(String),
 }
 
 /// What rooms may hold and how long they live unused, from configuration.
@@ -69,6 +72,18 @@ pub struct RoomLimits {
     pub max_rooms: usize,
     /// A room without a message or a listener for this long expires (`RELAY_ROOM_TTL`).
     pub ttl: std::time::Duration,
+    /// How long a publish's idempotency key is remembered (`RELAY_DEDUP_WINDOW`; in memory,
+    /// also no longer than its message stays in history).
+    pub dedup_window: std::time::Duration,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Draft<'a> {
+    pub from: &'a str,
+    pub text: &'a str,
+    /// The sender's idempotency key (valid: `protocol::limits::is_valid_key`).
+    pub key: Option<&'a str>,
 }
 
 /// A message accepted into a room.
@@ -78,6 +93,9 @@ pub struct Published {
     /// Whether the publish brought the room into being (it counts against the client's
     /// new-room budget).
     pub created: bool,
+    /// The key was seen within the dedup window: nothing was stored, `id` is the message
+    /// stored the first time.
+    pub duplicate: bool,
 }
 
 /// Handle on the message bus. Cheap to clone.
@@ -88,20 +106,20 @@ pub enum Bus {
 }
 
 impl Bus {
-    /// Appends a message to the room and delivers it to every subscriber. The room is
-    /// created if it does not exist and `may_create` allows.
+    /// Appends a message to the room and delivers it to every subscriber, unless its key
+    /// was seen within the dedup window (then nothing is stored and the first id returned).
+    /// The room is created if it does not exist and `may_create` allows.
     pub async fn publish(
         &self,
         room: &RoomName,
-        from: String,
-        text: String,
+        draft: Draft<'_>,
         may_create: bool,
     ) -> Result<Published, BusError> {
         match self {
             Bus::Memory(bus) => bus
-                .publish(room, from, text, may_create)
+                .publish(room, draft, may_create)
                 .map(|(_, published)| published),
-            Bus::Redis(bus) => bus.publish(room, &from, &text, may_create).await,
+            Bus::Redis(bus) => bus.publish(room, draft, may_create).await,
         }
     }
 

@@ -19,18 +19,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use protocol::api::IDEMPOTENCY_KEY;
 use protocol::{ErrorCode, PublishRequest, PublishResponse, Reset, RetryAdvice, Transport};
 use serde::{Deserialize, Serialize};
 
 use super::{cursor, join_limit};
-use crate::bus::Snapshot;
+use crate::bus::{Draft, Snapshot};
 use crate::client::ClientKey;
 use crate::clock::unix_millis;
 use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
 use crate::state::AppState;
-use crate::validate::RoomName;
+use crate::validate::{self, RoomName};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PollQuery {
@@ -200,9 +201,25 @@ pub async fn publish(
     let request: PublishRequest = serde_json::from_slice(&body)?;
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
-    let id = state.publish(&room, from, text, client).await?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => Some(validate::key(value.to_str().unwrap_or_default())?),
+        None => None,
+    };
+    let draft = Draft {
+        from: &from,
+        text: &text,
+        key,
+    };
+    let published = state.publish(&room, draft, client).await?;
+    // A repeat of a key already stored: nothing new, the first id.
+    if published.duplicate {
+        return Ok((StatusCode::OK, Json(PublishResponse { id: published.id })));
+    }
     state.metrics.published(Via::Http);
-    Ok((StatusCode::CREATED, Json(PublishResponse { id })))
+    Ok((
+        StatusCode::CREATED,
+        Json(PublishResponse { id: published.id }),
+    ))
 }
 
 /// The request body, at most `RELAY_MAX_FRAME_BYTES`, arriving within
@@ -245,6 +262,7 @@ mod tests {
                         from: "a".into(),
                         text: "\"quoted\" <b>".into(),
                         ts: 1,
+                        key: None,
                     },
                     "e",
                 ))

@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use protocol::{ClientFrame, ErrorCode, RetryAdvice, ServerEvent, Transport};
+use protocol::{Ack, ClientFrame, ErrorCode, RetryAdvice, ServerEvent, Transport};
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -44,7 +44,7 @@ use tungstenite::Message;
 
 use self::codec::ClientFrames;
 use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
-use crate::bus::{Delivery, Framing, Outlet};
+use crate::bus::{Delivery, Draft, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::drain::Closing;
 use crate::error::ApiError;
@@ -53,6 +53,7 @@ use crate::metrics::{Via, reason};
 use crate::rate::TokenBucket;
 use crate::server::io::Guarded;
 use crate::state::AppState;
+use crate::validate;
 use crate::wsframe;
 
 mod codec;
@@ -390,7 +391,13 @@ impl Session {
     /// socket open.
     async fn on_text(&mut self, wire: &Wire, frame: &str) -> Result<(), End> {
         match self.publish(frame).await {
-            Ok(()) => Ok(()),
+            Ok(None) => Ok(()),
+            // A keyed send is answered with its id: how the sender learns that a repeat was
+            // not stored again (its first copy is the message it already has).
+            Ok(Some(ack)) => {
+                wire.outlet.push(event_frame(&ServerEvent::Ack(ack)));
+                self.flush(wire).await
+            }
             Err(err) => {
                 tracing::debug!(peer = %self.stream.conn.peer, code = err.code.as_str(), "frame refused");
                 self.stream.conn.metrics.rejected(err.code.as_str());
@@ -400,7 +407,7 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, frame: &str) -> Result<(), ApiError> {
+    async fn publish(&mut self, frame: &str) -> Result<Option<Ack>, ApiError> {
         let now = Instant::now();
         self.bucket.take(now).map_err(ApiError::rate_limited)?;
         self.state
@@ -410,23 +417,31 @@ impl Session {
             .map_err(ApiError::rate_limited)?;
         // A frame that looks like JSON must be a valid client frame; anything else is the
         // message text itself, as the tutorial's `webSocket.send('hello')` sends it.
-        let text = if frame.trim_start().starts_with('{') {
-            let ClientFrame::Send { text } = serde_json::from_str(frame)?;
-            text
+        let (text, key) = if frame.trim_start().starts_with('{') {
+            let ClientFrame::Send { text, key } = serde_json::from_str(frame)?;
+            (text, key)
         } else {
-            frame.to_owned()
+            (frame.to_owned(), None)
         };
         let text = self.state.limits.text(&text)?;
-        self.state
-            .publish(
-                &self.stream.room,
-                self.stream.name.clone(),
-                text,
-                self.client,
-            )
+        let key = key.as_deref().map(validate::key).transpose()?;
+        let draft = Draft {
+            from: &self.stream.name,
+            text: &text,
+            key,
+        };
+        let published = self
+            .state
+            .publish(&self.stream.room, draft, self.client)
             .await?;
-        self.stream.conn.metrics.published(Via::Ws);
-        Ok(())
+        if !published.duplicate {
+            self.stream.conn.metrics.published(Via::Ws);
+        }
+        Ok(key.map(|key| Ack {
+            id: published.id,
+            key: key.to_owned(),
+            duplicate: published.duplicate,
+        }))
     }
 
     /// Queues `first` and whatever else is ready (up to `WRITE_BATCH`), then writes them.

@@ -3,6 +3,7 @@
 mod attack;
 mod bad_input;
 mod delivery;
+mod exactly_once;
 mod ops;
 mod origin;
 mod overload;

@@ -177,6 +177,7 @@ impl RedisBus {
                 from: announcement.from.to_owned(),
                 text: announcement.text.to_owned(),
                 ts: announcement.ts,
+                key: announcement.key.map(str::to_owned),
             },
             announcement.epoch,
         ));

@@ -50,7 +50,9 @@ use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
 use super::cursor::snapshot;
-use super::{Bus, BusError, Cursor, Envelope, Live, Published, RoomLimits, Snapshot, Subscription};
+use super::{
+    Bus, BusError, Cursor, Draft, Envelope, Live, Published, RoomLimits, Snapshot, Subscription,
+};
 use crate::clock::unix_millis;
 use crate::sync::lock;
 use crate::validate::RoomName;
@@ -242,15 +244,39 @@ impl RedisBus {
         }
     }
 
+    /// Like [`RedisBus::call`], for a command that changes something: once it may have
+    /// been sent, a missing answer does not mean it did not run, and the caller is told so
+    /// (`OutcomeUnknown`), rather than that nothing happened.
+    async fn call_write<T>(
+        &self,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, BusError> {
+        let uncertain = |err: &RedisError| {
+            err.is_timeout()
+                || err.is_connection_dropped()
+                || (err.is_io_error() && !err.is_connection_refusal())
+        };
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Err(err)) if uncertain(&err) => {
+                Err(BusError::OutcomeUnknown(format!("redis: {err}")))
+            }
+            Ok(result) => self.call(std::future::ready(result)).await,
+            Err(_) => Err(BusError::OutcomeUnknown(format!(
+                "redis did not answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
     /// Returns the id only: this relay builds the message's envelope once, like every other
     /// relay, when its announcement arrives.
     pub async fn publish(
         &self,
         room: &RoomName,
-        from: &str,
-        text: &str,
+        draft: Draft<'_>,
         may_create: bool,
     ) -> Result<Published, BusError> {
+        let Draft { from, text, key } = draft;
         let ts = unix_millis();
         let mut conn = self.inner.conn.clone();
         let mut invocation = self.inner.publish.prepare_invoke();
@@ -273,6 +299,7 @@ impl RedisBus {
                 from: from.to_owned(),
                 text: text.to_owned(),
                 ts: u64::MAX,
+                key: key.map(str::to_owned),
             },
             &fresh_epoch(),
         )
@@ -280,13 +307,16 @@ impl RedisBus {
         invocation
             .arg(self.inner.limits.retention)
             .arg(self.inner.limits.history_bytes)
-            .arg(size);
-        let (_epoch, id, created): (String, String, i64) =
-            self.call(invocation.invoke_async(&mut conn)).await?;
+            .arg(size)
+            .arg(key.unwrap_or_default())
+            .arg(self.inner.limits.dedup_window.as_millis() as u64);
+        let (_epoch, id, created, duplicate): (String, String, i64, i64) =
+            self.call_write(invocation.invoke_async(&mut conn)).await?;
         let id = parse_id(&id).ok_or_else(|| unexpected("stream id", &id))?;
         Ok(Published {
             id,
             created: created == 1,
+            duplicate: duplicate == 1,
         })
     }
 

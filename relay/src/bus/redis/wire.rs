@@ -14,13 +14,15 @@ use protocol::Message;
 use crate::bus::{BusError, Envelope};
 use crate::validate::RoomName;
 
-/// An announcement: `room\nepoch\nstream id\nts\nfrom\ntext` (the text may hold line breaks).
+/// An announcement: `room\nepoch\nstream id\nts\nkey\nfrom\ntext` (the key empty when the
+/// sender gave none; the text may hold line breaks).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Announcement<'a> {
     pub(super) room: &'a str,
     pub(super) epoch: &'a str,
     pub(super) id: u64,
     pub(super) ts: u64,
+    pub(super) key: Option<&'a str>,
     pub(super) from: &'a str,
     pub(super) text: &'a str,
 }
@@ -28,12 +30,13 @@ pub(super) struct Announcement<'a> {
 impl<'a> Announcement<'a> {
     pub(super) fn parse(payload: &'a [u8]) -> Option<Announcement<'a>> {
         let payload = std::str::from_utf8(payload).ok()?;
-        let mut parts = payload.splitn(6, '\n');
+        let mut parts = payload.splitn(7, '\n');
         Some(Announcement {
             room: parts.next()?,
             epoch: parts.next()?,
             id: parse_id(parts.next()?)?,
             ts: parts.next()?.parse().ok()?,
+            key: Some(parts.next()?).filter(|key| !key.is_empty()),
             from: parts.next()?,
             text: parts.next()?,
         })
@@ -121,6 +124,8 @@ fn entry_envelope(room: &RoomName, epoch: &str, entry: Value) -> Result<Arc<Enve
     let from = field("f").ok_or_else(bad)?;
     let text = field("t").ok_or_else(bad)?;
     let ts = field("ts").and_then(|ts| ts.parse().ok()).ok_or_else(bad)?;
+    let _size = field("n");
+    let key = field("k");
     let id = text_id(id).ok_or_else(bad)?;
     Ok(Arc::new(Envelope::new(
         Message {
@@ -129,6 +134,7 @@ fn entry_envelope(room: &RoomName, epoch: &str, entry: Value) -> Result<Arc<Enve
             from,
             text,
             ts,
+            key,
         },
         epoch,
     )))
@@ -144,7 +150,7 @@ mod tests {
 
     #[test]
     fn announcements_round_trip_with_line_breaks_in_the_text() {
-        let payload = b"lobby\nr1f\n0-42\n1700000000000\nann\nline one\nline two";
+        let payload = b"lobby\nr1f\n0-42\n1700000000000\ntab.7\nann\nline one\nline two";
         assert_eq!(
             Announcement::parse(payload),
             Some(Announcement {
@@ -152,10 +158,13 @@ mod tests {
                 epoch: "r1f",
                 id: 42,
                 ts: 1_700_000_000_000,
+                key: Some("tab.7"),
                 from: "ann",
                 text: "line one\nline two",
             })
         );
+        let keyless = Announcement::parse(b"lobby\nr1f\n0-43\n1\n\nann\nhi").expect("parses");
+        assert_eq!((keyless.key, keyless.text), (None, "hi"));
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub async fn ws_collect(mut stream: SplitStream<Socket>) -> Received {
             ServerEvent::Welcome(_) => {}
             ServerEvent::Reset(reset) => panic!("unexpected reset {reset:?}"),
             ServerEvent::Reconnect(advice) => panic!("unexpected reconnect {advice:?}"),
+            ServerEvent::Ack(ack) => panic!("unexpected ack {ack:?}"),
         }
     }
 }

@@ -8,18 +8,35 @@
 -- ARGV: 1 room, 2 from, 3 text, 4 ts, 5 announcement channel, 6 fresh epoch, 7 now (ms),
 --       8 TTL (ms), 9 most rooms, 10 how long a listen mark lasts (ms, unused here),
 --       11 may create ('1'/'0'), 12 retention, 13 max bytes, 14 the message's size as kept
---       (counted by the relay as the memory bus counts it)
--- Returns {epoch, stream id, created}.
+--       (counted by the relay as the memory bus counts it), 15 the idempotency key ('' for
+--       none), 16 how long a key is remembered (ms)
+-- Returns {epoch, stream id, created, duplicate}: with a key seen in this epoch within the
+-- window, nothing is stored or announced and the id is the first one's.
 local room = ARGV[1]
 local epoch, created = ensure_room(KEYS[1], KEYS[2], room, ARGV[6], tonumber(ARGV[7]),
   tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[11])
 if not epoch then
   return redis.error_reply(created)
 end
+local key = ARGV[15]
+local key_key = room_key(room, 'key:' .. epoch .. ':' .. key)
+if key ~= '' then
+  local first = redis.call('GET', key_key)
+  if first then
+    return {epoch, first, created, 1}
+  end
+end
 local log_key = room_key(room, 'log')
 local bytes_key = room_key(room, 'bytes')
 local size = tonumber(ARGV[14])
-local id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size)
+local id
+if key ~= '' then
+  id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size,
+    'k', key)
+  redis.call('SET', key_key, id, 'PX', tonumber(ARGV[16]))
+else
+  id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size)
+end
 local total = redis.call('INCRBY', bytes_key, size)
 local retention = tonumber(ARGV[12])
 local max_bytes = tonumber(ARGV[13])
@@ -37,7 +54,8 @@ end
 local ttl = tonumber(ARGV[8])
 redis.call('PEXPIRE', log_key, ttl)
 redis.call('PEXPIRE', bytes_key, ttl)
--- room, epoch, id, ts and sender never contain a line break; the text goes last and may.
+-- room, epoch, id, ts, key and sender never contain a line break; the text goes last and may.
 redis.call('PUBLISH', ARGV[5],
-  room .. '\n' .. epoch .. '\n' .. id .. '\n' .. ARGV[4] .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
-return {epoch, id, created}
+  room .. '\n' .. epoch .. '\n' .. id .. '\n' .. ARGV[4] .. '\n' .. key .. '\n' .. ARGV[2]
+  .. '\n' .. ARGV[3])
+return {epoch, id, created, 0}
