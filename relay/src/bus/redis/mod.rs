@@ -277,6 +277,11 @@ impl RedisBus {
         may_create: bool,
     ) -> Result<Published, BusError> {
         let Draft { from, text, key } = draft;
+        // Known to be away (the listener lost it): refused before anything is sent, so the
+        // answer is a certain "nothing stored" rather than an unknown outcome.
+        if !self.connected() {
+            return Err(BusError::Unavailable("redis is unreachable".into()));
+        }
         let ts = unix_millis();
         let mut conn = self.inner.conn.clone();
         let mut invocation = self.inner.publish.prepare_invoke();
