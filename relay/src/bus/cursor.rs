@@ -74,9 +74,16 @@ pub(super) fn snapshot(
         Some(after) if after.saturating_add(1) < oldest_id => Some(ResetReason::HistoryGap),
         _ => None,
     };
-    let (messages, more, cursor_if_empty) = match (reset_reason, cursor.after) {
-        // Continue after the cursor (or, past a gap, from the oldest retained message).
-        (None | Some(ResetReason::HistoryGap), Some(after)) => {
+    // Where a resuming client continues: after its cursor; past a gap, from the oldest
+    // retained message; from another history (the room's history was replaced while it was
+    // away), from the start of this one — every message of the new epoch may be one it has
+    // never seen, so it is owed all that is retained, not only the newest.
+    let from = match (reset_reason, cursor.after) {
+        (Some(ResetReason::EpochChanged), Some(_)) => Some(oldest_id.saturating_sub(1)),
+        (_, after) => after,
+    };
+    let (messages, more, cursor_if_empty) = match from {
+        Some(after) => {
             let skip = window.partition_point(|m| m.id <= after);
             let newer = window.len() - skip;
             let take = fitting(window.range(skip..), newer.min(limit));
@@ -91,8 +98,8 @@ pub(super) fn snapshot(
             let more = newer > take || messages.last().is_some_and(|m| m.id < last_id);
             (messages, more, stop)
         }
-        // A newcomer, or a cursor from another history: the most recent `limit`.
-        _ => {
+        // A newcomer: the most recent `limit`.
+        None => {
             let take = fitting(window.iter().rev(), limit.min(window.len()));
             let skip = window.len() - take;
             (window.range(skip..).cloned().collect(), false, last_id)
@@ -217,17 +224,20 @@ mod tests {
     }
 
     #[test]
-    fn foreign_epoch_resets_and_serves_like_a_newcomer() {
+    fn foreign_epoch_resets_and_serves_the_new_history_from_its_start() {
         let cursor = Cursor {
             after: Some(3),
             epoch: Some("old".into()),
         };
-        let snap = snapshot(&window(1..=10), 10, 1, &epoch(), &cursor, 2);
+        let snap = snapshot(&window(4..=10), 10, 4, &epoch(), &cursor, 2);
         assert_eq!(
             snap.reset.as_ref().map(|r| r.reason),
             Some(ResetReason::EpochChanged)
         );
-        assert_eq!(ids(&snap), [9, 10]);
+        assert_eq!(ids(&snap), [4, 5], "the oldest retained first, paged");
+        assert!(snap.more);
+        let newcomer = snapshot(&window(4..=10), 10, 4, &epoch(), &Cursor::default(), 2);
+        assert_eq!(ids(&newcomer), [9, 10], "a newcomer still gets the newest");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{Message, ResetReason};
+use protocol::Message;
 
 use super::cursor::snapshot;
 use super::{
@@ -296,14 +296,9 @@ impl MemoryBus {
                 log.history
                     .snapshot(&room.epoch, cursor, self.inner.limits.retention);
             drop(log);
-            // A resuming client is owed everything it missed; a newcomer (or a client whose
-            // ids belong to a lost epoch) gets the newest `limit`, like a first poll.
-            let newcomer = cursor.after.is_none()
-                || snapshot
-                    .reset
-                    .as_ref()
-                    .is_some_and(|r| r.reason == ResetReason::EpochChanged);
-            if newcomer {
+            // A resuming client is owed everything it missed (from another epoch: all of
+            // this one); a newcomer gets the newest `limit`, like a first poll.
+            if cursor.after.is_none() {
                 snapshot.keep_latest(limit);
             }
             let sub = Subscription::new(
@@ -357,6 +352,8 @@ async fn expire_rooms(inner: Weak<Inner>) {
 
 #[cfg(test)]
 mod tests {
+    use protocol::ResetReason;
+
     use super::super::{Delivery, LIVE_QUEUE};
     use super::*;
 

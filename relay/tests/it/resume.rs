@@ -132,6 +132,67 @@ async fn an_sse_id_names_its_epoch_so_a_last_event_id_from_another_history_is_re
 }
 
 #[tokio::test]
+async fn a_client_from_a_replaced_history_is_sent_all_of_the_new_one_not_only_the_newest() {
+    // More messages in the new history than a newcomer is shown (the join window, 50).
+    let relay = Relay::start().await;
+    for i in 1..=60 {
+        relay.post("replaced", "a", &i.to_string()).await;
+    }
+    let everything: Vec<String> = (1..=60).map(|i| i.to_string()).collect();
+    // A WebSocket resuming with a cursor from a history that is gone.
+    let mut ws = Ws::connect(&relay.ws_url("replaced", "after=70&epoch=gone")).await;
+    ws.welcome().await;
+    match ws.event().await {
+        ServerEvent::Reset(reset) => {
+            assert_eq!(reset.reason, ResetReason::EpochChanged);
+            assert_eq!(reset.oldest_id, 1);
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    let mut got = Vec::new();
+    for _ in 1..=60 {
+        got.push(ws.message().await.text);
+    }
+    assert_eq!(
+        got, everything,
+        "every message of the new history, from its start"
+    );
+    // A poller: told once, then paged from the start.
+    let first = relay.poll("replaced", "after=70&epoch=gone&limit=40").await;
+    assert_eq!(
+        first.reset.map(|r| r.reason),
+        Some(ResetReason::EpochChanged)
+    );
+    assert!(first.more);
+    let mut got: Vec<String> = first.messages.iter().map(|m| m.text.clone()).collect();
+    let rest = relay
+        .poll(
+            "replaced",
+            &format!("after={}&epoch={}&limit=40", first.last_id, first.epoch),
+        )
+        .await;
+    assert!(rest.reset.is_none());
+    got.extend(rest.messages.iter().map(|m| m.text.clone()));
+    assert_eq!(got, everything);
+}
+
+#[tokio::test]
+async fn with_redis_a_client_from_a_replaced_history_is_read_from_its_start() {
+    let redis = crate::support::redis::RedisServer::start().await;
+    let relay = crate::support::redis::relay_on(&redis).await;
+    for i in 1..=60 {
+        relay.post("replaced", "a", &i.to_string()).await;
+    }
+    let first = relay.poll("replaced", "after=70&epoch=gone&limit=40").await;
+    assert_eq!(
+        first.reset.map(|r| r.reason),
+        Some(ResetReason::EpochChanged)
+    );
+    assert_eq!(ids(&first.messages), (1..=40).collect::<Vec<u64>>());
+    assert!(first.more);
+}
+
+#[tokio::test]
 async fn polling_resume_gets_exactly_the_missed_messages() {
     let relay = Relay::start().await;
     for i in 1..=5 {

@@ -42,7 +42,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, RedisResult, Script, Value};
-use protocol::ResetReason;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -431,16 +430,11 @@ impl RedisBus {
                 );
                 return Ok((sub, false));
             }
-            let (mut snapshot, created) = self
+            // From another epoch, the read starts at this one's oldest message: all of it is
+            // owed (see `cursor::snapshot`).
+            let (snapshot, created) = self
                 .read_or_open(room, cursor, wanted, Some(may_create))
                 .await?;
-            if snapshot
-                .reset
-                .as_ref()
-                .is_some_and(|r| r.reason == ResetReason::EpochChanged)
-            {
-                snapshot.keep_latest(limit);
-            }
             if !follow.start(&snapshot.epoch, snapshot.head) {
                 // The followed room belongs to a lost epoch; start following it afresh.
                 self.unfollow(room, &follow);

@@ -85,9 +85,13 @@ local function read_view(room, after_raw, cursor_epoch, limit, max_bytes)
     and (cursor_epoch == '' or cursor_epoch == epoch)
     and after <= tonumber(string.sub(head, 3))
   local entries = {}
-  if continues then
+  if after ~= nil then
+    -- Continuing, from after the cursor; from another history (a foreign epoch, or a cursor
+    -- past the head), from this one's start: the relay owes such a client all of it.
+    local start = '-'
+    if continues then start = '(0-' .. after_raw end
     local bytes = 0
-    for _, entry in ipairs(redis.call('XRANGE', log_key, '(0-' .. after_raw, '+', 'COUNT', limit + 1)) do
+    for _, entry in ipairs(redis.call('XRANGE', log_key, start, '+', 'COUNT', limit + 1)) do
       entries[#entries + 1] = entry
       bytes = bytes + entry_size(entry)
       if bytes > max_bytes then break end
