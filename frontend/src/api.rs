@@ -9,8 +9,8 @@
 //! Rooms are put into paths as they are: `crate::browser` only ever hands out names that pass
 //! `protocol::limits::is_valid_room`, whose alphabet needs no escaping.
 
-use protocol::ErrorBody;
 use protocol::api::Endpoint;
+use protocol::{ErrorBody, ErrorCode};
 #[cfg(target_arch = "wasm32")]
 use protocol::{PublishRequest, PublishResponse, ServerEvent};
 
@@ -103,6 +103,27 @@ pub struct NotSent {
 
 /// How long the page waits before sending again when the relay gave no time.
 pub const RESEND_MS: u64 = 1000;
+
+/// Whether a refusal is about the text itself (or the request), so that sending it again
+/// cannot help; otherwise (busy, restarting, rate limits, the bus away, an unknown outcome)
+/// it may pass later. The WebSocket's error events are classified by this; `POST` answers
+/// by status ([`not_sent`]), which says the same.
+pub fn is_final(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadRequest
+            | ErrorCode::InvalidRoom
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidText
+            | ErrorCode::TextTooLong
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::KeyReused
+            | ErrorCode::ForbiddenOrigin
+            | ErrorCode::InvalidHost
+            | ErrorCode::NotFound
+            | ErrorCode::MethodNotAllowed
+    )
+}
 
 /// What a refusal means for the text: 429 and 5xx (the relay busy, restarting, its bus away,
 /// or the outcome unknown) pass; anything else is about the text, and resending is useless.
@@ -211,18 +232,21 @@ mod tests {
             code: ErrorCode::OutcomeUnknown,
             message: "unknown".into(),
             retry_after_ms: None,
+            key: None,
         };
         assert_eq!(not_sent(504, Some(&busy)).retry_ms, Some(RESEND_MS));
         let limited = ErrorBody {
             code: ErrorCode::RateLimited,
             message: "slow down".into(),
             retry_after_ms: Some(3000),
+            key: None,
         };
         assert_eq!(not_sent(429, Some(&limited)).retry_ms, Some(3000));
         let too_long = ErrorBody {
             code: ErrorCode::TextTooLong,
             message: "too long".into(),
             retry_after_ms: None,
+            key: None,
         };
         assert_eq!(
             not_sent(400, Some(&too_long)),
@@ -244,6 +268,7 @@ mod tests {
             code: ErrorCode::RateLimited,
             message: "slow down".into(),
             retry_after_ms: Some(1500),
+            key: None,
         };
         assert_eq!(describe(&error), "slow down (try again in 1.5 s)");
         error.retry_after_ms = None;

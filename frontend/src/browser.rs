@@ -24,10 +24,21 @@ pub fn random() -> f64 {
     js_sys::Math::random()
 }
 
-/// A random id for this page load (12 hex digits): the prefix of its idempotency keys.
-pub fn page_id() -> String {
-    let draw = || (random() * f64::from(1u32 << 24)) as u32;
-    format!("{:06x}{:06x}", draw(), draw())
+/// A fresh idempotency key: 128 random bits from the browser's cryptographic generator, so
+/// that nobody who sees this page's earlier keys (they travel with its messages) can guess
+/// its next one. (`Math.random` would not do: its state can be recovered from its outputs.)
+pub fn random_key() -> String {
+    let mut bytes = [0u8; 16];
+    let filled = window()
+        .crypto()
+        .and_then(|crypto| crypto.get_random_values_with_u8_array(&mut bytes));
+    if filled.is_err() {
+        // No Web Crypto (very old browsers): a key that is at least unique.
+        for byte in &mut bytes {
+            *byte = (random() * 256.0) as u8;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn query_param(name: &str) -> Option<String> {

@@ -14,7 +14,6 @@ use std::rc::{Rc, Weak};
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use protocol::ErrorCode;
 use protocol::{ClientFrame, PublishRequest, Transport};
 
 use crate::api;
@@ -98,6 +97,8 @@ pub struct Controller {
     outbox: Outbox,
     /// A `POST` of the outbox's oldest text is under way (or waiting to be retried).
     posting: bool,
+    /// A resend of what is pending is scheduled (one at a time, however many refusals).
+    resend_scheduled: bool,
     /// One entry per transport used in this session, in order of first use.
     stats: Vec<TransportStats>,
     poll_interval_ms: Rc<Cell<u32>>,
@@ -124,8 +125,9 @@ impl Controller {
                 links: Links::default(),
                 open: HashMap::new(),
                 echo: EchoTracker::default(),
-                outbox: Outbox::new(browser::page_id()),
+                outbox: Outbox::default(),
                 posting: false,
+                resend_scheduled: false,
                 stats: Vec::new(),
                 poll_interval_ms: Rc::new(Cell::new(DEFAULT_POLL_INTERVAL_MS)),
                 ui,
@@ -246,30 +248,17 @@ impl Controller {
                 self.close(close);
             }
             LinkEvent::Refused(error) => {
-                // A text the relay will never take (too long, invalid): it leaves the
-                // outbox. (The error does not name its send; the oldest pending is it, since
-                // a WebSocket answers its frames in order.)
-                let permanent = !matches!(
-                    error.code,
-                    ErrorCode::RateLimited
-                        | ErrorCode::Unavailable
-                        | ErrorCode::OutcomeUnknown
-                        | ErrorCode::Overloaded
-                        | ErrorCode::ShuttingDown
-                );
-                if permanent && let Some(first) = self.outbox.pending().first().cloned() {
-                    self.outbox.refused(&first.key);
-                    self.publish_pending();
-                } else if !permanent {
-                    // Pending, and sent again once the relay's advice has passed.
-                    let ms = error.retry_after_ms.unwrap_or(api::RESEND_MS);
-                    let this = self.this.clone();
-                    spawn_local(async move {
-                        gloo_timers::future::TimeoutFuture::new(ms as u32).await;
-                        if let Some(controller) = this.upgrade() {
-                            controller.borrow_mut().resend_pending();
-                        }
-                    });
+                // The error names the send it is about (by key). A text the relay will never
+                // take leaves the outbox; one that may pass later is sent again once the
+                // relay's advice has passed.
+                if let Some(key) = &error.key {
+                    if api::is_final(error.code) {
+                        self.outbox.refused(key);
+                        self.publish_pending();
+                    } else {
+                        let ms = error.retry_after_ms.unwrap_or(api::RESEND_MS);
+                        self.schedule_resend(ms);
+                    }
                 }
                 self.ui.form_error.set(Some(api::describe(&error)));
             }
@@ -358,7 +347,7 @@ impl Controller {
     pub fn send(&mut self, text: String) {
         let now = browser::now_ms();
         self.echo.sent(&text, now);
-        let pending = self.outbox.add(text, now);
+        let pending = self.outbox.add(text, browser::random_key(), now);
         self.publish_pending();
         self.transmit(pending);
     }
@@ -438,6 +427,24 @@ impl Controller {
             // What is left goes on the best way there is now (the WebSocket may be back).
             if let Some(next) = controller.outbox.pending().first().cloned() {
                 controller.transmit(next);
+            }
+        });
+    }
+
+    /// Sends what is pending again after `ms`: one timer at a time, however many refusals
+    /// asked for it, so that resends cannot multiply.
+    fn schedule_resend(&mut self, ms: u64) {
+        if self.resend_scheduled {
+            return;
+        }
+        self.resend_scheduled = true;
+        let this = self.this.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(ms as u32).await;
+            if let Some(controller) = this.upgrade() {
+                let mut controller = controller.borrow_mut();
+                controller.resend_scheduled = false;
+                controller.resend_pending();
             }
         });
     }

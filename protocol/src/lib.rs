@@ -202,10 +202,14 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable; may change between versions. Match on `code`.
     pub message: String,
-    /// For `rate_limited`, `too_many_connections`, `overloaded`, `shutting_down` and
-    /// `unavailable`: when the next attempt may succeed (also in `Retry-After`).
+    /// For `rate_limited`, `too_many_connections`, `overloaded` and `shutting_down`: when
+    /// the next attempt may succeed (also in `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// For a refused WebSocket send that carried a key: that key, so that the sender knows
+    /// which of its sends this is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Stable error codes. Adding one is compatible; renaming one is not.
@@ -241,12 +245,15 @@ pub enum ErrorCode {
     /// in time after the message was sent to it). Sending again with the same idempotency
     /// key is safe: it is stored at most once.
     OutcomeUnknown,
+    /// The idempotency key was already used for another sender or text: nothing was stored.
+    /// Use a fresh key for a new message.
+    KeyReused,
 }
 
 impl ErrorCode {
     /// Every code, so that counters by reason can start at zero (a series that appears only
     /// after the first refusal breaks `rate()` in Prometheus).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidName,
@@ -266,6 +273,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Overloaded,
         ErrorCode::OutcomeUnknown,
+        ErrorCode::KeyReused,
     ];
 
     /// The wire name of the code, as it appears in JSON.
@@ -290,6 +298,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::OutcomeUnknown => "outcome_unknown",
+            ErrorCode::KeyReused => "key_reused",
         }
     }
 }
@@ -394,6 +403,7 @@ mod tests {
             code: ErrorCode::TextTooLong,
             message: "too long".into(),
             retry_after_ms: None,
+            key: None,
         });
         let json = serde_json::to_string(&event).expect("serializes");
         assert_eq!(

@@ -54,9 +54,11 @@ impl Admission {
         let Err(refill) = state.bucket.take(now) else {
             return Ok(());
         };
-        let next = (state.promised.max(now) + self.interval)
-            .max(now + refill)
-            .min(now + HORIZON);
+        // Each addend is at most the horizon, so that a tiny rate cannot overflow `Instant`.
+        let horizon = now + HORIZON;
+        let next = (state.promised.clamp(now, horizon) + self.interval.min(HORIZON))
+            .max(now + refill.min(HORIZON))
+            .min(horizon);
         state.promised = next;
         Err(next - now)
     }
@@ -95,6 +97,15 @@ mod tests {
             .map(|_| admission.admit(now).expect_err("refused"))
             .last();
         assert_eq!(last, Some(HORIZON));
+    }
+
+    #[test]
+    fn a_vanishingly_small_rate_refuses_without_overflowing() {
+        let now = Instant::now();
+        let admission = Admission::new(f64::MIN_POSITIVE, now);
+        assert_eq!(admission.admit(now), Ok(()), "the burst is one");
+        assert_eq!(admission.admit(now), Err(HORIZON));
+        assert_eq!(admission.admit(now), Err(HORIZON));
     }
 
     #[test]

@@ -357,15 +357,13 @@ impl Config {
                 ));
             }
         }
-        if self.drain_window >= self.shutdown_deadline {
+        // Below a second, a key could be forgotten before its sender's retry arrives (and
+        // Redis refuses an expiry of 0 ms).
+        if self.dedup_window < Duration::from_secs(1) {
             return Err(InvalidSetting::new(
-                "RELAY_DRAIN_WINDOW",
-                "--drain-window",
-                format!(
-                    "must be shorter than RELAY_SHUTDOWN_DEADLINE ({:?}), which must leave time \
-                     for the last streams to close",
-                    self.shutdown_deadline
-                ),
+                "RELAY_DEDUP_WINDOW",
+                "--dedup-window",
+                "must be at least 1s",
             ));
         }
         if self.longpoll_linger > Duration::from_secs(5) {

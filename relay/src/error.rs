@@ -68,6 +68,7 @@ impl ApiError {
             | ErrorCode::Overloaded
             | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +79,7 @@ impl ApiError {
             code: self.code,
             message: self.message.clone(),
             retry_after_ms: self.retry_after.map(|d| d.as_millis() as u64),
+            key: None,
         })
     }
 
@@ -154,6 +156,11 @@ impl From<BusError> for ApiError {
                     "messages cannot be stored right now; try again in a moment",
                 )
             }
+            BusError::KeyReused => ApiError::new(
+                ErrorCode::KeyReused,
+                "this idempotency key was used for another message; nothing was stored (use a \
+                 fresh key for every new message)",
+            ),
             BusError::OutcomeUnknown(why) => {
                 tracing::debug!(%why, "message bus did not answer a write");
                 ApiError::new(

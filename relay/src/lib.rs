@@ -144,6 +144,18 @@ pub async fn serve(
 ) -> io::Result<()> {
     // What decides the default host policy is where the relay really listens.
     config.addr = listener.local_addr()?;
+    // The drain must end within the deadline, with time left for the last close frames. A
+    // deadline set short before the drain existed keeps working: the window shrinks to fit.
+    if config.drain_window >= config.shutdown_deadline {
+        let fitted = config.shutdown_deadline / 2;
+        tracing::warn!(
+            drain_window = ?config.drain_window,
+            shutdown_deadline = ?config.shutdown_deadline,
+            ?fitted,
+            "RELAY_DRAIN_WINDOW is not shorter than RELAY_SHUTDOWN_DEADLINE; using half the deadline"
+        );
+        config.drain_window = fitted;
+    }
     config
         .validate()
         .map_err(|invalid| io::Error::new(io::ErrorKind::InvalidInput, invalid))?;

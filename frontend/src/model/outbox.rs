@@ -1,6 +1,6 @@
 //! The outbox: what the user sent that the relay has not yet confirmed storing.
 //!
-//! Every send gets an idempotency key (this page's random id and a sequence number), and is
+//! Every send gets an idempotency key (128 random bits, unguessable), and is
 //! sent again — with the same key — whenever its fate is unknown: after a reconnect, a relay
 //! restart, a `POST` that failed or timed out. The relay stores a key once, so a text the
 //! relay already had is not stored twice; and the page shows a pending text only until the
@@ -23,25 +23,17 @@ pub struct Pending {
 
 #[derive(Debug, Default)]
 pub struct Outbox {
-    /// Prefixes every key: unique to this page load (a reload starts a new outbox).
-    page: String,
     next: u64,
     pending: Vec<Pending>,
 }
 
 impl Outbox {
-    pub fn new(page: String) -> Outbox {
-        Outbox {
-            page,
-            ..Outbox::default()
-        }
-    }
-
-    /// A new text to send; the pending entry (with its key) to transmit.
-    pub fn add(&mut self, text: String, now_ms: f64) -> Pending {
+    /// A new text to send under `key` (fresh for every send); the pending entry to
+    /// transmit.
+    pub fn add(&mut self, text: String, key: String, now_ms: f64) -> Pending {
         self.next += 1;
         let pending = Pending {
-            key: format!("{}.{}", self.page, self.next),
+            key,
             text,
             since: now_ms,
             seq: self.next,
@@ -84,24 +76,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_send_gets_its_own_key_under_the_page_id() {
-        let mut outbox = Outbox::new("p1".into());
-        let a = outbox.add("a".into(), 0.0);
-        let b = outbox.add("a".into(), 0.0);
-        assert_eq!((a.key.as_str(), b.key.as_str()), ("p1.1", "p1.2"));
-        assert!(protocol::limits::is_valid_key(&a.key));
-        assert_eq!(
-            outbox.pending().len(),
-            2,
-            "the same text twice is two sends"
-        );
+    fn the_same_text_twice_is_two_sends() {
+        let mut outbox = Outbox::default();
+        let a = outbox.add("a".into(), "k1".into(), 0.0);
+        let b = outbox.add("a".into(), "k2".into(), 0.0);
+        assert_ne!(a.seq, b.seq);
+        assert_eq!(outbox.pending().len(), 2);
     }
 
     #[test]
     fn a_confirmed_or_refused_text_leaves_the_outbox_once() {
-        let mut outbox = Outbox::new("p".into());
-        let a = outbox.add("a".into(), 0.0);
-        let b = outbox.add("b".into(), 0.0);
+        let mut outbox = Outbox::default();
+        let a = outbox.add("a".into(), "k1".into(), 0.0);
+        let b = outbox.add("b".into(), "k2".into(), 0.0);
         assert!(outbox.confirmed(&a.key));
         assert!(
             !outbox.confirmed(&a.key),
@@ -113,9 +100,9 @@ mod tests {
 
     #[test]
     fn texts_tried_too_long_are_given_up_inside_the_dedup_window() {
-        let mut outbox = Outbox::new("p".into());
-        let old = outbox.add("old".into(), 0.0);
-        let young = outbox.add("young".into(), GIVE_UP_MS - 1.0);
+        let mut outbox = Outbox::default();
+        let old = outbox.add("old".into(), "k1".into(), 0.0);
+        let young = outbox.add("young".into(), "k2".into(), GIVE_UP_MS - 1.0);
         assert!(outbox.expire(GIVE_UP_MS - 1.0).is_empty());
         let expired = outbox.expire(GIVE_UP_MS);
         assert_eq!(expired, [old]);

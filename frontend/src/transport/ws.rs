@@ -108,6 +108,7 @@ fn on_close(ctx: &LinkContext, backoff: &mut Backoff, code: u16, reason: &str) {
             code: ErrorCode::PayloadTooLarge,
             message: "that message was too large for the relay and was not sent".into(),
             retry_after_ms: None,
+            key: None,
         })),
         _ => {}
     }

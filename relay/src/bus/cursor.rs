@@ -296,4 +296,60 @@ mod tests {
         assert_eq!(snap.messages.last().map(|m| m.id), Some(20));
         assert_eq!(snap.messages.len(), MAX_READ_BYTES / kept);
     }
+
+    proptest::proptest! {
+        /// Against a reference model of the rule: from any history (ids `oldest..=last`, or
+        /// none) and any cursor (a newcomer, in this epoch, from another one, ahead of the
+        /// head, behind the history), paging with `next_after` until `more` is false yields
+        /// exactly the ids the model says, once each and in order, with the model's reset
+        /// on the first answer and none after.
+        #[test]
+        fn paging_yields_what_the_reference_model_says(
+            oldest in 1u64..40,
+            len in 0u64..60,
+            after in proptest::option::of(0u64..120),
+            foreign in proptest::bool::ANY,
+            limit in 1usize..20,
+        ) {
+            let last = oldest + len - 1;
+            let history = if len == 0 { VecDeque::new() } else { window(oldest..=last) };
+            let cursor = Cursor {
+                after,
+                epoch: Some(if foreign { "old" } else { "e1" }.into()),
+            };
+            // The model.
+            let reason = match after {
+                _ if foreign => Some(ResetReason::EpochChanged),
+                Some(a) if a > last => Some(ResetReason::EpochChanged),
+                Some(a) if a + 1 < oldest => Some(ResetReason::HistoryGap),
+                _ => None,
+            };
+            let expected: Vec<u64> = match (after, reason) {
+                (None, _) => (oldest.max((last + 1).saturating_sub(limit as u64))..=last).collect(),
+                (Some(_), Some(ResetReason::EpochChanged)) => (oldest..=last).collect(),
+                (Some(a), _) => (a.max(oldest - 1) + 1..=last).collect(),
+            };
+            // The rule, paged as a client pages.
+            let first = snapshot(&history, last, oldest, &epoch(), &cursor, limit);
+            proptest::prop_assert_eq!(first.reset.as_ref().map(|r| r.reason), reason);
+            let mut got = ids(&first);
+            let mut more = first.more;
+            let mut next = first.next_after();
+            let mut pages = 0;
+            while more {
+                let page = snapshot(&history, last, oldest, &epoch(), &self::after(next), limit);
+                proptest::prop_assert_eq!(page.reset.as_ref(), None);
+                proptest::prop_assert!(!page.messages.is_empty(), "more promised, none given");
+                got.extend(ids(&page));
+                more = page.more;
+                next = page.next_after();
+                pages += 1;
+                proptest::prop_assert!(pages <= 200, "paging does not end");
+            }
+            proptest::prop_assert_eq!(&got, &expected);
+            if after.is_some() {
+                proptest::prop_assert_eq!(next, last, "the cursor ends at the head");
+            }
+        }
+    }
 }

@@ -26,8 +26,9 @@ pub struct Envelope {
     /// the frame is this, the JSON and `event::SSE_TAIL`, written as they are, without a
     /// copy.
     pub sse_head: Bytes,
-    /// The sender's idempotency key, if it gave one (the history's index of keys).
-    pub key: Option<Box<str>>,
+    /// The sender's idempotency key, if it gave one (the history's index of keys), and the
+    /// fingerprint of the sender and text it is bound to (`Draft::fingerprint`).
+    pub key: Option<(Box<str>, u64)>,
 }
 
 impl Envelope {
@@ -35,7 +36,12 @@ impl Envelope {
     pub fn new(message: Message, epoch: &str) -> Envelope {
         let id = message.id;
         let ts = message.ts;
-        let key = message.key.as_deref().map(Box::from);
+        let key = message.key.as_deref().map(|key| {
+            (
+                Box::from(key),
+                super::fingerprint(&message.from, &message.text),
+            )
+        });
         let event = ServerEvent::Message(message);
         let json = event::json(&event);
         let sse_id = protocol::event_id(epoch, id);
@@ -56,7 +62,7 @@ impl Envelope {
         self.json.len()
             + self.sse_head.len()
             + self.ws_head.len()
-            + self.key.as_ref().map_or(0, |key| key.len())
+            + self.key.as_ref().map_or(0, |(key, _)| key.len() + 8)
             + std::mem::size_of::<Envelope>()
             + 64
     }

@@ -91,7 +91,7 @@ impl History {
     fn push(&mut self, envelope: Arc<Envelope>, limits: &RoomLimits) {
         self.last_id = envelope.id;
         self.bytes += envelope.stored_bytes();
-        if let Some(key) = &envelope.key {
+        if let Some((key, _)) = &envelope.key {
             self.keys.insert(key.clone(), envelope.id);
         }
         self.retained.push_back(envelope);
@@ -100,7 +100,7 @@ impl History {
         {
             if let Some(oldest) = self.retained.pop_front() {
                 self.bytes -= oldest.stored_bytes();
-                if let Some(key) = &oldest.key
+                if let Some((key, _)) = &oldest.key
                     && self.keys.get(key) == Some(&oldest.id)
                 {
                     self.keys.remove(key);
@@ -109,13 +109,27 @@ impl History {
         }
     }
 
-    /// The id of the retained message published with `key` at most `window` ago.
-    fn keyed(&self, key: &str, window: Duration) -> Option<u64> {
-        let id = *self.keys.get(key)?;
+    /// The id of the retained message published with `draft`'s key at most `window` ago;
+    /// refused if that key was bound to another sender or text.
+    fn keyed(&self, draft: &Draft<'_>, window: Duration) -> Result<Option<u64>, BusError> {
+        let Some(key) = draft.key else {
+            return Ok(None);
+        };
+        let Some(&id) = self.keys.get(key) else {
+            return Ok(None);
+        };
         let index = self.retained.partition_point(|m| m.id < id);
-        let message = self.retained.get(index).filter(|m| m.id == id)?;
+        let Some(message) = self.retained.get(index).filter(|m| m.id == id) else {
+            return Ok(None);
+        };
         let age = unix_millis().saturating_sub(message.ts);
-        (u128::from(age) <= window.as_millis()).then_some(id)
+        if u128::from(age) > window.as_millis() {
+            return Ok(None);
+        }
+        match &message.key {
+            Some((_, bound)) if *bound == draft.fingerprint() => Ok(Some(id)),
+            _ => Err(BusError::KeyReused),
+        }
     }
 }
 
@@ -229,10 +243,7 @@ impl MemoryBus {
             if log.removed {
                 continue;
             }
-            if let Some(id) = draft
-                .key
-                .and_then(|key| log.history.keyed(key, self.inner.limits.dedup_window))
-            {
+            if let Some(id) = log.history.keyed(&draft, self.inner.limits.dedup_window)? {
                 let published = Published {
                     id,
                     created,
@@ -408,6 +419,13 @@ mod tests {
         let (stored, again) = bus.publish(&r, keyed("hello"), true).expect("publish");
         assert!(stored.is_none(), "nothing stored the second time");
         assert_eq!((again.id, again.duplicate), (first.id, true));
+        // The same key for another text (a guess, or a client's mistake) stores nothing
+        // and is refused, rather than answered as if it were the first message.
+        assert_eq!(
+            bus.publish(&r, keyed("something else"), true)
+                .map(|(_, p)| p),
+            Err(BusError::KeyReused)
+        );
         let texts: Vec<u64> = bus
             .read(&r, &Cursor::default(), 50)
             .messages

@@ -58,6 +58,8 @@ pub enum BusError {
     /// The backing store did not answer in time after the request was sent to it: it may
     /// or may not have been carried out.
     OutcomeUnknown(String),
+    /// The idempotency key was used before for another sender or text: nothing was stored.
+    KeyReused,
 }
 
 /// What rooms may hold and how long they live unused, from configuration.
@@ -84,6 +86,28 @@ pub struct Draft<'a> {
     pub text: &'a str,
     /// The sender's idempotency key (valid: `protocol::limits::is_valid_key`).
     pub key: Option<&'a str>,
+}
+
+impl Draft<'_> {
+    /// What a key is bound to: a repeat must carry the same sender and text, so that a key
+    /// someone else guessed (or reused by mistake) cannot stand in for a different message.
+    /// The same on every relay (SHA-256, not a per-process hash).
+    pub fn fingerprint(&self) -> u64 {
+        fingerprint(self.from, self.text)
+    }
+}
+
+/// See [`Draft::fingerprint`].
+pub fn fingerprint(from: &str, text: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(from.as_bytes())
+        .chain_update([0u8])
+        .chain_update(text.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// A message accepted into a room.

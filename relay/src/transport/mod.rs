@@ -119,8 +119,9 @@ impl StreamRequest {
     /// The second half: checks the name, admits the connection and subscribes at the
     /// client's cursor. `last_event_id` is given the request's headers by transports whose
     /// clients resume with a `Last-Event-ID` header (EventSource, which sends it when it
-    /// reconnects by itself); an explicit `after` wins over it, because the page sets it
-    /// deliberately when switching transports.
+    /// reconnects by itself); it wins over the URL's `after`, which for such a client says
+    /// only where it started (the page opens a new EventSource, without the header, on
+    /// every reconnection).
     ///
     /// Subscribing here, before any upgrade or response, fixes the seam between history and
     /// live messages, and lets "too many rooms" answer as a plain HTTP error. The connection
@@ -138,15 +139,17 @@ impl StreamRequest {
             Some(name) => state.limits.name(name)?,
             None => ANONYMOUS.to_owned(),
         };
-        let (after, epoch) = match (query.after, last_event_id) {
-            (Some(after), _) => (Some(after), query.epoch),
-            (None, Some(headers)) => match parse_last_event_id(headers)? {
-                // `EPOCH:ID` resumes exactly in that epoch, or is told it changed.
-                Some((Some(epoch), after)) => (Some(after), Some(epoch)),
-                Some((None, after)) => (Some(after), query.epoch),
-                None => (None, query.epoch),
-            },
-            (None, None) => (None, query.epoch),
+        // `Last-Event-ID` is where an EventSource really is: it reconnects by itself with the
+        // URL it was opened with, whose `after` only says where it started.
+        let header = match last_event_id {
+            Some(headers) => parse_last_event_id(headers)?,
+            None => None,
+        };
+        let (after, epoch) = match header {
+            // `EPOCH:ID` resumes exactly in that epoch, or is told it changed.
+            Some((Some(epoch), after)) => (Some(after), Some(epoch)),
+            Some((None, after)) => (Some(after), query.epoch),
+            None => (query.after, query.epoch),
         };
         let mut conn = state.admit(transport, &room, peer, client)?;
         let sub = state

@@ -201,8 +201,17 @@ pub async fn publish(
     let request: PublishRequest = serde_json::from_slice(&body)?;
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
+    // The IETF draft writes the value as a structured-field string (`"abc"`); the bare
+    // form is accepted as well.
     let key = match headers.get(IDEMPOTENCY_KEY) {
-        Some(value) => Some(validate::key(value.to_str().unwrap_or_default())?),
+        Some(value) => {
+            let raw = value.to_str().unwrap_or_default();
+            let unquoted = raw
+                .strip_prefix('"')
+                .and_then(|inner| inner.strip_suffix('"'))
+                .unwrap_or(raw);
+            Some(validate::key(unquoted)?)
+        }
         None => None,
     };
     let draft = Draft {

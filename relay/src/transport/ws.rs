@@ -401,7 +401,13 @@ impl Session {
             Err(err) => {
                 tracing::debug!(peer = %self.stream.conn.peer, code = err.code.as_str(), "frame refused");
                 self.stream.conn.metrics.rejected(err.code.as_str());
-                wire.outlet.push(event_frame(&err.event()));
+                let mut event = err.event();
+                // The sender learns which of its sends this is about (refused frames are rare:
+                // reading the key again costs nothing on the way of accepted ones).
+                if let ServerEvent::Error(body) = &mut event {
+                    body.key = frame_key(frame);
+                }
+                wire.outlet.push(event_frame(&event));
                 self.flush(wire).await
             }
         }
@@ -506,6 +512,17 @@ fn read_error(err: &tungstenite::Error) -> End {
     match err {
         tungstenite::Error::Capacity(_) => End::Close(close::TOO_BIG, "message too big".into()),
         _ => End::Gone,
+    }
+}
+
+/// The key of a send frame, if it is one and has a valid key.
+fn frame_key(frame: &str) -> Option<String> {
+    if !frame.trim_start().starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str(frame) {
+        Ok(ClientFrame::Send { key, .. }) => key.filter(|k| validate::key(k).is_ok()),
+        Err(_) => None,
     }
 }
 

@@ -36,7 +36,8 @@ async fn a_post_repeated_with_its_key_is_stored_once_and_answered_with_the_first
     let (status, first) = post_keyed(&relay, "once", "tab-1.1", "hello").await;
     assert_eq!(status, StatusCode::CREATED);
     relay.post("once", "bob", "in between").await;
-    let (status, again) = post_keyed(&relay, "once", "tab-1.1", "hello").await;
+    // The draft's quoted form names the same key.
+    let (status, again) = post_keyed(&relay, "once", "\"tab-1.1\"", "hello").await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -51,9 +52,18 @@ async fn a_post_repeated_with_its_key_is_stored_once_and_answered_with_the_first
         "the key travels"
     );
     assert_eq!(answer.messages[1].key, None);
+    // The key is bound to its text: someone who guessed it cannot stand in for another
+    // message (nor make this sender's retry look stored).
+    let (status, body) = post_keyed(&relay, "once", "tab-1.1", "not hello").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("\"key_reused\""), "{body}");
     // A key that is not one is refused, not ignored.
     let (status, body) = post_keyed(&relay, "once", "no spaces", "x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        texts(&relay.poll("once", "after=0").await.messages),
+        ["hello", "in between"]
+    );
 }
 
 #[tokio::test]
@@ -103,6 +113,12 @@ async fn a_send_retried_on_another_relay_is_stored_once() {
     let (status, again) = post_keyed(&b, "shared", "tab-3.1", "hello").await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(id_of(&again), id_of(&first));
+    let (status, body) = post_keyed(&b, "shared", "tab-3.1", "other").await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "bound across relays: {body}"
+    );
     for relay in [&a, &b] {
         let answer = relay.poll("shared", "after=0").await;
         assert_eq!(texts(&answer.messages), ["hello"]);

@@ -100,9 +100,9 @@ async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
 
 #[tokio::test]
 async fn the_drain_closes_streams_one_after_another_over_its_window() {
-    let window = Duration::from_secs(2);
+    let window = Duration::from_secs(4);
     let (mut process, addr) =
-        Process::spawn(&["--shutdown-deadline", "8s", "--drain-window", "2s"], &[]).await;
+        Process::spawn(&["--shutdown-deadline", "10s", "--drain-window", "4s"], &[]).await;
     let relay = Client::new(addr);
     let mut sockets = Vec::new();
     for _ in 0..8 {
@@ -129,10 +129,17 @@ async fn the_drain_closes_streams_one_after_another_over_its_window() {
             "close {k} at {at:?}, before its turn at {turn:?}: {closes:?}"
         );
     }
+    // And they did not all wait for the end: the first turn is at once, and even a very
+    // busy machine closes one socket in less than the 3.5 s before the last turn.
+    assert!(
+        at[0] < window.mul_f64(7.0 / 8.0),
+        "the first close waited until {:?}",
+        at[0]
+    );
     assert!(closes.iter().all(|(_, code, _)| *code == 1012));
     let told: std::collections::BTreeSet<u64> = closes.iter().map(|(.., ms)| *ms).collect();
     assert!(
-        told.iter().all(|ms| *ms <= 2000),
+        told.iter().all(|ms| *ms <= 4000),
         "within a window: {told:?}"
     );
     assert!(told.len() > 1, "jittered, not one time for all: {told:?}");

@@ -62,7 +62,10 @@ use protocol::limits::{MAX_READ_BYTES, MAX_READ_MESSAGES};
 const ROOMS_KEY: &str = "chat:rooms:active";
 /// The sorted set of rooms someone listens to, scored by when that stops being known.
 const LISTENED_KEY: &str = "chat:rooms:listened";
-const CHANNEL: &str = "chat:messages";
+/// The announcement channel. Versioned with the announcement's format (`wire::Announcement`):
+/// relays of another version on the same Redis then miss each other's announcements (their
+/// clients catch up from the stream on reconnecting) instead of misreading them.
+const CHANNEL: &str = "chat:messages:2";
 
 /// A room's epoch key. The braces (a hash tag) would keep a room's keys on one node of a
 /// Redis Cluster; the scripts also touch global keys, so Cluster itself is not supported.
@@ -227,6 +230,7 @@ impl RedisBus {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) if err.code() == Some("TOO_MANY_ROOMS") => Err(BusError::TooManyRooms),
             Ok(Err(err)) if err.code() == Some("NEW_ROOM_REFUSED") => Err(BusError::NewRoomRefused),
+            Ok(Err(err)) if err.code() == Some("KEY_REUSED") => Err(BusError::KeyReused),
             Ok(Err(err)) => {
                 // An outage is reported once by the listener; a refusal from a server that is
                 // up (a read-only replica, a missing permission) is a misconfiguration that
@@ -313,7 +317,8 @@ impl RedisBus {
             .arg(self.inner.limits.history_bytes)
             .arg(size)
             .arg(key.unwrap_or_default())
-            .arg(self.inner.limits.dedup_window.as_millis() as u64);
+            .arg(self.inner.limits.dedup_window.as_millis() as u64)
+            .arg(draft.fingerprint().to_string());
         let (_epoch, id, created, duplicate): (String, String, i64, i64) =
             self.call_write(invocation.invoke_async(&mut conn)).await?;
         let id = parse_id(&id).ok_or_else(|| unexpected("stream id", &id))?;

@@ -9,9 +9,11 @@
 --       8 TTL (ms), 9 most rooms, 10 how long a listen mark lasts (ms, unused here),
 --       11 may create ('1'/'0'), 12 retention, 13 max bytes, 14 the message's size as kept
 --       (counted by the relay as the memory bus counts it), 15 the idempotency key ('' for
---       none), 16 how long a key is remembered (ms)
+--       none), 16 how long a key is remembered (ms), 17 the fingerprint of sender and text
+--       the key is bound to
 -- Returns {epoch, stream id, created, duplicate}: with a key seen in this epoch within the
--- window, nothing is stored or announced and the id is the first one's.
+-- window, nothing is stored or announced and the id is the first one's — or, if the key was
+-- bound to another sender or text, the error KEY_REUSED.
 local room = ARGV[1]
 local epoch, created = ensure_room(KEYS[1], KEYS[2], room, ARGV[6], tonumber(ARGV[7]),
   tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[11])
@@ -23,7 +25,11 @@ local key_key = room_key(room, 'key:' .. epoch .. ':' .. key)
 if key ~= '' then
   local first = redis.call('GET', key_key)
   if first then
-    return {epoch, first, created, 1}
+    local id, bound = string.match(first, '^(%S+) (%S+)$')
+    if bound ~= ARGV[17] then
+      return redis.error_reply('KEY_REUSED the key was used for another message')
+    end
+    return {epoch, id, created, 1}
   end
 end
 local log_key = room_key(room, 'log')
@@ -33,7 +39,7 @@ local id
 if key ~= '' then
   id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size,
     'k', key)
-  redis.call('SET', key_key, id, 'PX', tonumber(ARGV[16]))
+  redis.call('SET', key_key, id .. ' ' .. ARGV[17], 'PX', tonumber(ARGV[16]))
 else
   id = redis.call('XADD', log_key, '0-*', 'f', ARGV[2], 't', ARGV[3], 'ts', ARGV[4], 'n', size)
 end
