@@ -229,8 +229,10 @@ test('a relay that restarts drains its pages onto the other, each waiting as tol
       const [toldAt, text] = statuses[told];
       const next = statuses.slice(told + 1).find(([, t]) => t === 'connecting…');
       assert.ok(next, `${transport} tried again: ${JSON.stringify(statuses)}`);
+      // Measured from when the line was drawn, which trails the timer's start by a frame or
+      // so (a busy machine: more): 100 ms of slack, far below any advice.
       const waited = (next[0] - toldAt) / 1000;
-      assert.ok(waited >= announced(text), `${transport} waited ${waited} s after "${text}"`);
+      assert.ok(waited >= announced(text) - 0.1, `${transport} waited ${waited} s after "${text}"`);
       assert.ok(announced(text) <= 2, `${transport}: advice within the 2 s window ("${text}")`);
     }
   } finally {

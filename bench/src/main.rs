@@ -10,6 +10,7 @@ mod idle;
 mod process;
 mod ramp;
 mod stats;
+mod storm;
 
 use std::time::Duration;
 
@@ -118,6 +119,30 @@ enum Mode {
     Floor {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: std::net::SocketAddr,
+    },
+    /// A relay restarts under a crowd: two relays on Redis (started here), clients on every
+    /// streaming transport, a steady publisher; relay A gets SIGTERM and comes back. Reports
+    /// the surviving relay's admissions per 100 ms, the time until every client is back, and
+    /// loss, duplicates and order per client.
+    Storm {
+        /// The relay binary to start (twice).
+        #[arg(long, default_value = "target/release/relay")]
+        relay_bin: std::path::PathBuf,
+        /// The Redis both relays share (loopback).
+        #[arg(long)]
+        redis_url: String,
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+        /// `RELAY_ACCEPT_RATE` for both relays (low enough that the returning crowd meets
+        /// it: the point of the run).
+        #[arg(long, default_value_t = 100.0)]
+        accept_rate: f64,
+        /// `RELAY_DRAIN_WINDOW` for both relays, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        drain_window: f64,
+        /// Messages per second from the publisher.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
     },
     /// Fan-out at rising rates until p99 passes a threshold: the highest sustained rate.
     Ramp {
@@ -258,6 +283,27 @@ async fn measure(mode: Mode) -> anyhow::Result<()> {
             let pid = target.pid.clone();
             let report = fill::run(&target.server()?, rooms, messages, text_bytes, pid).await?;
             emit(&report, fill::summary(&report))
+        }
+        Mode::Storm {
+            relay_bin,
+            redis_url,
+            clients,
+            accept_rate,
+            drain_window,
+            rate,
+        } => {
+            loopback(&redis_url.replacen("redis://", "http://", 1))?;
+            anyhow::ensure!(accept_rate > 0.0, "--accept-rate must be positive");
+            let report = storm::run(&storm::Options {
+                relay_bin,
+                redis_url,
+                clients,
+                accept_rate,
+                drain_window: seconds(drain_window, "--drain-window")?,
+                rate,
+            })
+            .await?;
+            emit(&report, storm::summary(&report))
         }
         Mode::Ramp {
             target,
