@@ -9,6 +9,7 @@
 //! - [`logging`]: the non-blocking log writer, its formats, and the summary of refusals.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into the token every stream watches.
 //! - [`serve`]: runs the relay on an already-bound listener until that token is cancelled.
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/`.
 //!
 //! Private, in dependency order (each depends only on those above it, and on `protocol`,
 //! which holds every rule the page shares: limits, paths, event shapes):
@@ -53,6 +54,8 @@
 // Public: what the binary (`main.rs`) and the integration tests use. The rest is private, so
 // that the compiler reports anything unused.
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod logging;
 pub mod shutdown;

@@ -286,4 +286,65 @@ mod tests {
         assert!(matches!(&out[0], Entry::Notice { warning: true, .. }));
         assert_eq!(shown(&out), [4]);
     }
+
+    /// One step of a page's life: a link opened from where the timeline stands, or a link
+    /// delivering its next message.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Open,
+        Deliver(usize),
+    }
+
+    fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![1 => Just(Step::Open), 6 => (0usize..4).prop_map(Step::Deliver)],
+            0..120,
+        )
+    }
+
+    proptest::proptest! {
+        /// Against the model "every message once, in id order": links opened at any moment
+        /// (each from the timeline's cursor then, as the page opens them when switching) and
+        /// delivering in any interleaving — one ahead, another catching up, overlaps — show
+        /// ids 1..=n exactly once, in order, with no notice of a gap.
+        #[test]
+        fn any_interleaving_of_links_shows_every_message_once_in_order(
+            n in 1u64..60,
+            script in steps(),
+        ) {
+            let mut timeline = Timeline::default();
+            let mut out = Vec::new();
+            // Each link: the next id it will deliver.
+            let mut links: Vec<u64> = Vec::new();
+            let open = |timeline: &mut Timeline, links: &mut Vec<u64>, out: &mut Vec<Entry>| {
+                let from = timeline.cursor().after.unwrap_or(0);
+                out.extend(timeline.apply("e", welcome("e")));
+                links.push(from + 1);
+            };
+            open(&mut timeline, &mut links, &mut out);
+            for step in script {
+                match step {
+                    Step::Open => open(&mut timeline, &mut links, &mut out),
+                    Step::Deliver(i) => {
+                        let i = i % links.len();
+                        if links[i] <= n {
+                            out.extend(timeline.apply("e", Inbound::Message(msg(links[i]))));
+                            links[i] += 1;
+                        }
+                    }
+                }
+            }
+            // Every link runs to the end.
+            for next in links.iter_mut() {
+                while *next <= n {
+                    out.extend(timeline.apply("e", Inbound::Message(msg(*next))));
+                    *next += 1;
+                }
+            }
+            proptest::prop_assert_eq!(shown(&out), (1..=n).collect::<Vec<u64>>());
+            let notices = out.iter().filter(|e| matches!(e, Entry::Notice { .. })).count();
+            proptest::prop_assert_eq!(notices, 0);
+        }
+    }
 }

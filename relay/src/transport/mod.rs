@@ -173,7 +173,9 @@ impl StreamRequest {
 
 /// The `Last-Event-ID` header: `EPOCH:ID` (what the relay sends as `id:`), or a bare `ID`
 /// (the form before epochs, still accepted); `None` when absent or empty.
-fn parse_last_event_id(headers: &HeaderMap) -> Result<Option<(Option<String>, u64)>, ApiError> {
+pub(crate) fn parse_last_event_id(
+    headers: &HeaderMap,
+) -> Result<Option<(Option<String>, u64)>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };

@@ -56,7 +56,7 @@ use crate::state::AppState;
 use crate::validate;
 use crate::wsframe;
 
-mod codec;
+pub(crate) mod codec;
 
 /// How long a close frame may take to leave before the socket is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
