@@ -14,16 +14,23 @@ use crate::transport::ws::codec::ClientFrames;
 use crate::transport::{StreamQuery, cursor, parse_last_event_id};
 
 /// A client's WebSocket bytes, as a session's codec reads them (with the default frame limit):
-/// frames until the bytes run out or one is refused.
+/// frames until the bytes run out or one is refused — after which, as in a session, the
+/// codec is not read again (the connection is closed).
 pub fn client_frames(data: &[u8]) {
     let mut codec = ClientFrames::new(64 * 1024);
     // Fed in two pieces, as a socket may deliver them.
     let (first, rest) = data.split_at(data.len() / 2);
-    codec.feed(first);
-    while let Ok(Some(_)) = codec.next() {}
-    codec.feed(rest);
-    while let Ok(Some(_)) = codec.next() {}
-    let _ = codec.take_output();
+    for piece in [first, rest] {
+        codec.feed(piece);
+        loop {
+            match codec.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        let _ = codec.take_output();
+    }
 }
 
 /// A request head on the lean path: parsed, and built into the request axum sees.
