@@ -10,6 +10,7 @@
 //! - [`shutdown`]: turning SIGINT/SIGTERM into the token every stream watches.
 //! - [`serve`]: runs the relay on an already-bound listener until that token is cancelled.
 //! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/`.
+//! - `conformance` (hidden): an echo server of the relay's WebSocket parts, for Autobahn.
 //!
 //! Private, in dependency order (each depends only on those above it, and on `protocol`,
 //! which holds every rule the page shares: limits, paths, event shapes):
@@ -54,6 +55,8 @@
 // Public: what the binary (`main.rs`) and the integration tests use. The rest is private, so
 // that the compiler reports anything unused.
 pub mod config;
+#[doc(hidden)]
+pub mod conformance;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod healthcheck;

@@ -178,7 +178,7 @@ fn advice_reason(advice: RetryAdvice) -> String {
 
 /// Checks that the request is a WebSocket handshake (RFC 6455 §4.2.1) and computes its
 /// `Sec-WebSocket-Accept`.
-fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+pub(crate) fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
     let refuse = |what: &str| {
         ApiError::new(
             ErrorCode::BadRequest,
