@@ -4,6 +4,7 @@ mod attack;
 mod bad_input;
 mod delivery;
 mod exactly_once;
+mod faults;
 mod ops;
 mod origin;
 mod overload;

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod fault;
 pub mod process;
 pub mod raw;
 pub mod redis;
