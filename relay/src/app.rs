@@ -151,10 +151,9 @@ async fn api_method_not_allowed() -> ApiError {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let rooms = state.bus.rooms();
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(rooms, state.bus.connected()),
+        state.metrics.render(state.bus.view()),
     )
 }
 

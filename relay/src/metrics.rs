@@ -9,7 +9,10 @@
 //! - `relay_delivery_lag_seconds{transport}`: publish-to-write time of each delivery (history
 //!   replays count too, and land in the upper buckets);
 //! - `relay_rejected_total{reason}`: refused requests and frames, by error code or close reason;
-//! - `relay_rooms`: rooms the bus holds.
+//! - `relay_rooms`: rooms the bus holds;
+//! - `relay_bus_connected`: whether the bus is live;
+//! - `relay_bus_reads_shared_total`: history reads answered by an identical read already in
+//!   flight (Redis; see `bus::redis::flights`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +28,17 @@ use crate::clock::unix_millis;
 const LAG_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+
+/// What the bus reports into `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusView {
+    /// Rooms the bus holds (with Redis: follows).
+    pub rooms: usize,
+    /// Always, in memory; with Redis, whether the relay is subscribed to it.
+    pub connected: bool,
+    /// History reads answered by an identical read in flight.
+    pub reads_shared: u64,
+}
 
 /// How a message reached the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,9 +191,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every series.
-    /// `bus_connected`: whether the bus is live (always, in memory; with Redis, whether the
-    /// relay is subscribed to it).
-    pub fn render(&self, rooms: usize, bus_connected: bool) -> String {
+    pub fn render(&self, bus: BusView) -> String {
         let mut out = String::with_capacity(4096);
         let transports = Transport::ALL.map(|t| (t, slot(t)));
 
@@ -264,12 +276,15 @@ impl Metrics {
 
         out.push_str("# HELP relay_rooms Rooms held by the message bus (with Redis: followed by this relay).\n");
         out.push_str("# TYPE relay_rooms gauge\n");
-        let _ = writeln!(out, "relay_rooms {rooms}");
+        let _ = writeln!(out, "relay_rooms {}", bus.rooms);
         out.push_str(
             "# HELP relay_bus_connected 1 while the message bus is reachable (Redis subscribed).\n",
         );
         out.push_str("# TYPE relay_bus_connected gauge\n");
-        let _ = writeln!(out, "relay_bus_connected {}", u8::from(bus_connected));
+        let _ = writeln!(out, "relay_bus_connected {}", u8::from(bus.connected));
+        out.push_str("# HELP relay_bus_reads_shared_total History reads answered by an identical read in flight.\n");
+        out.push_str("# TYPE relay_bus_reads_shared_total counter\n");
+        let _ = writeln!(out, "relay_bus_reads_shared_total {}", bus.reads_shared);
         out
     }
 }
@@ -283,7 +298,11 @@ mod tests {
         let metrics = Metrics::default();
         let old = unix_millis().saturating_sub(60_000);
         metrics.delivered_many(Transport::Sse, [(unix_millis(), 3), (old, 2), (old, 0)]);
-        let text = metrics.render(0, true);
+        let text = metrics.render(BusView {
+            rooms: 0,
+            connected: true,
+            reads_shared: 0,
+        });
         assert!(text.contains("relay_messages_delivered_total{transport=\"sse\"} 5\n"));
         assert!(
             text.contains("relay_delivery_lag_seconds_bucket{transport=\"sse\",le=\"10\"} 3\n")
@@ -311,7 +330,11 @@ mod tests {
         metrics.delivered(Transport::Ws, unix_millis());
         metrics.delivered(Transport::Ws, unix_millis().saturating_sub(60_000));
         metrics.rejected("rate_limited");
-        let text = metrics.render(3, true);
+        let text = metrics.render(BusView {
+            rooms: 3,
+            connected: true,
+            reads_shared: 0,
+        });
         assert!(text.contains("relay_connections{transport=\"sse\"} 1\n"));
         assert!(text.contains("relay_messages_published_total{via=\"http\"} 1\n"));
         assert!(text.contains("relay_messages_delivered_total{transport=\"ws\"} 2\n"));

@@ -307,7 +307,11 @@ mod tests {
         assert!(behind.offer(&mut encoded) && ahead.offer(&mut encoded));
         encoded.count_deliveries();
         // Messages 1 and 2 reached one socket, message 3 both.
-        let text = metrics.render(0, true);
+        let text = metrics.render(crate::metrics::BusView {
+            rooms: 0,
+            connected: true,
+            reads_shared: 0,
+        });
         assert!(
             text.contains("relay_messages_delivered_total{transport=\"ws\"} 4\n"),
             "{text}"

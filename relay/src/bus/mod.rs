@@ -43,6 +43,7 @@ pub use subscription::{Delivery, LIVE_QUEUE, Live, Subscription};
 /// this continues into whatever incarnation comes next without a gap (see `Cursor`).
 pub const NO_EPOCH: &str = "";
 
+use crate::metrics::BusView;
 use crate::validate::RoomName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +206,18 @@ impl Bus {
         match self {
             Bus::Memory(_) => true,
             Bus::Redis(bus) => bus.ready().await,
+        }
+    }
+
+    /// What `/metrics` reports of the bus.
+    pub fn view(&self) -> BusView {
+        BusView {
+            rooms: self.rooms(),
+            connected: self.connected(),
+            reads_shared: match self {
+                Bus::Memory(_) => 0,
+                Bus::Redis(bus) => bus.shared_reads(),
+            },
         }
     }
 

@@ -624,3 +624,49 @@ async fn pollers_that_keep_up_are_answered_without_asking_redis() {
         "the publish of m21 and nothing else"
     );
 }
+
+#[tokio::test]
+async fn a_crowd_resuming_a_room_together_is_answered_by_one_read() {
+    let redis = RedisServer::start().await;
+    // Patient, so that Redis may be held still while the crowd arrives.
+    let a = relay_on_with(&redis, |config| config.redis_timeout = Duration::from_secs(30)).await;
+    let room = "crowd";
+    for n in 1..=5 {
+        a.post(room, "a", &format!("m{n}")).await;
+    }
+    let epoch = a.poll(room, "limit=0").await.epoch;
+    let mut conn = redis.connection().await;
+    let before = script_calls(&mut conn).await;
+
+    // Redis is held still (SIGSTOP): the first client's read of the room waits in flight, and
+    // the others, resuming from the same cursor, join it instead of sending their own.
+    redis.signal("STOP");
+    const CROWD: usize = 20;
+    let clients: Vec<_> = (0..CROWD)
+        .map(|n| {
+            let url = a.ws_url(room, &format!("name=c{n}&after=2&epoch={epoch}"));
+            tokio::spawn(async move {
+                let mut ws = Ws::connect(&url).await;
+                ws.welcome().await;
+                let mut got = Vec::new();
+                for _ in 0..4 {
+                    got.push(ws.message().await.text);
+                }
+                got
+            })
+        })
+        .collect();
+    a.wait_metric("relay_bus_reads_shared_total", (CROWD - 1) as f64)
+        .await;
+    redis.signal("CONT");
+    // m6 is published after they all joined the room's queue: it arrives live.
+    a.post(room, "a", "m6").await;
+    for client in clients {
+        let got = within_long("a resumed client", client).await.expect("client");
+        assert_eq!(got, ["m3", "m4", "m5", "m6"]);
+    }
+    // One read for the crowd and m6's publish; at most one more call, should the relay's
+    // periodic mark of listened rooms fall in between.
+    let calls = script_calls(&mut conn).await - before;
+    assert!((2..=3).contains(&calls), "{calls} script calls");
+}

@@ -49,6 +49,9 @@ struct FollowSync {
     recent: VecDeque<Arc<Envelope>>,
     /// Bytes of `recent`, as stored.
     recent_bytes: usize,
+    /// Messages forwarded so far: reads may be shared only by callers that saw the same
+    /// count (see `flights`).
+    forwarded: u64,
 }
 
 impl Follow {
@@ -64,6 +67,7 @@ impl Follow {
                 last: None,
                 recent: VecDeque::new(),
                 recent_bytes: 0,
+                forwarded: 0,
             }),
             max_bytes,
         };
@@ -103,6 +107,9 @@ impl Follow {
             }
         }
         sync.last = Some(envelope.id);
+        // Counted before it is queued: a subscriber that joins the queue and then sees an
+        // unchanged count receives this message live.
+        sync.forwarded += 1;
         // Queued under the follow's lock, in id order; written directly to lent sockets after
         // it is released (see `LiveQueue::send`).
         let fanout = self.live.send(&envelope);
@@ -142,6 +149,11 @@ impl Follow {
             None => sync.recent.len() >= limit,
         };
         answerable.then(|| snapshot(&sync.recent, last, first, epoch, cursor, limit))
+    }
+
+    /// Messages forwarded so far (see `flights`).
+    pub(super) fn forwarded(&self) -> u64 {
+        lock(&self.sync).forwarded
     }
 
     /// Whether nobody listens and nobody has for [`FOLLOW_LINGER`].

@@ -27,10 +27,12 @@
 //! - `listener.rs`: the task that keeps the relay subscribed to the announcement channel,
 //!   reconnecting with backoff; on each (re)subscription it checks the server and catches up
 //!   every followed room, then hands each announcement to its room.
+//! - `flights.rs`: identical reads of a followed room asked for together share one call.
 //! - `wire.rs`: parsing what Redis sends back (announcements, the read script's reply, stream
 //!   entries, `INFO`).
 //! - `lua/`: the scripts that make publishing, reading and replacing the epoch atomic.
 
+mod flights;
 mod follow;
 mod listener;
 mod wire;
@@ -45,6 +47,7 @@ use ::redis::{Client, RedisError, RedisResult, Script, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use self::flights::{Flights, ReadKey, ReadResult};
 use self::follow::{Follow, prune_idle_follows};
 use self::listener::{RECONNECT_MAX, listen};
 use self::wire::{View, parse_id, unexpected};
@@ -108,6 +111,8 @@ struct Inner {
     follows: Mutex<HashMap<RoomName, Arc<Follow>>>,
     /// Whether the listener is subscribed to the announcement channel.
     listening: AtomicBool,
+    /// Reads in flight, shared by identical callers.
+    flights: Flights,
     /// Stops the listener when the last handle on the bus goes.
     _stop: DropGuard,
 }
@@ -162,6 +167,7 @@ impl RedisBus {
             timeout,
             follows: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
+            flights: Flights::default(),
             _stop: stop.clone().drop_guard(),
         });
         tokio::spawn(listen(
@@ -203,6 +209,11 @@ impl RedisBus {
     /// The listener calls it on its ping timer; `follow` also does before adding a room.
     pub(super) fn prune(&self) {
         prune_idle_follows(&mut lock(&self.inner.follows));
+    }
+
+    /// Reads answered by an identical read in flight, since the relay started.
+    pub fn shared_reads(&self) -> u64 {
+        self.inner.flights.shared()
     }
 
     /// Whether the listener is subscribed to the announcements.
@@ -338,11 +349,15 @@ impl RedisBus {
         limit: usize,
     ) -> Result<Snapshot, BusError> {
         let follow = lock(&self.inner.follows).get(room).cloned();
-        if let Some(snapshot) = follow.and_then(|follow| self.serve_locally(&follow, cursor, limit))
-        {
+        let Some(follow) = follow else {
+            return self.read_stored(room, cursor, limit).await;
+        };
+        if let Some(snapshot) = self.serve_locally(&follow, cursor, limit) {
             return Ok(snapshot);
         }
-        self.read_stored(room, cursor, limit).await
+        self.read_shared(room, cursor, limit, None, &follow)
+            .await
+            .map(|(snapshot, _)| snapshot)
     }
 
     /// Answers from a follow only while the listener is subscribed: otherwise the follow may
@@ -352,6 +367,32 @@ impl RedisBus {
             return None;
         }
         follow.serve(cursor, limit)
+    }
+
+    /// Like [`RedisBus::read_or_open`], shared with identical reads of the followed room
+    /// asked for meanwhile (see `flights`). A subscriber calls it after joining the follow's
+    /// queue.
+    async fn read_shared(
+        &self,
+        room: &RoomName,
+        cursor: &Cursor,
+        limit: usize,
+        create: Option<bool>,
+        follow: &Follow,
+    ) -> ReadResult {
+        let key = ReadKey {
+            room: room.clone(),
+            after: cursor.after,
+            epoch: cursor.epoch.clone(),
+            limit,
+            create,
+            forwarded: follow.forwarded(),
+        };
+        let start = || {
+            let (bus, room, cursor) = (self.clone(), room.clone(), cursor.clone());
+            Box::pin(async move { bus.read_or_open(&room, &cursor, limit, create).await }) as _
+        };
+        self.inner.flights.run(key, start).await
     }
 
     /// What `cursor` is owed, read from Redis (never more than one read's worth).
@@ -438,7 +479,7 @@ impl RedisBus {
             // From another epoch, the read starts at this one's oldest message: all of it is
             // owed (see `cursor::snapshot`).
             let (snapshot, created) = self
-                .read_or_open(room, cursor, wanted, Some(may_create))
+                .read_shared(room, cursor, wanted, Some(may_create), &follow)
                 .await?;
             if !follow.start(&snapshot.epoch, snapshot.head) {
                 // The followed room belongs to a lost epoch; start following it afresh.
