@@ -3,12 +3,14 @@
 //! Results: one JSON line per run on stdout, a human summary on stderr.
 
 mod clients;
+mod crowd;
 mod fanout;
 mod fill;
 mod floor;
 mod idle;
 mod process;
 mod ramp;
+mod soak;
 mod stats;
 mod storm;
 
@@ -143,6 +145,33 @@ enum Mode {
         /// Messages per second from the publisher.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
+    },
+    /// Connection churn on all four transports for a long while (one relay, in memory): the
+    /// relay's resident memory and open descriptors sampled throughout must stay within
+    /// ±10 % after the warm-up, and nothing may be lost, duplicated or reordered.
+    Soak {
+        /// The relay binary to start.
+        #[arg(long, default_value = "target/release/relay")]
+        relay_bin: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        clients: usize,
+        /// Length of the run, in seconds.
+        #[arg(long, default_value_t = 600)]
+        duration: u64,
+        /// Seconds before the samples that are judged.
+        #[arg(long, default_value_t = 120)]
+        warmup: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10)]
+        sample: u64,
+        /// Messages per second from the publisher.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Shortest and longest stay of a client's connection, in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        stay_min: f64,
+        #[arg(long, default_value_t = 10.0)]
+        stay_max: f64,
     },
     /// Fan-out at rising rates until p99 passes a threshold: the highest sustained rate.
     Ramp {
@@ -304,6 +333,36 @@ async fn measure(mode: Mode) -> anyhow::Result<()> {
             })
             .await?;
             emit(&report, storm::summary(&report))
+        }
+        Mode::Soak {
+            relay_bin,
+            clients,
+            duration,
+            warmup,
+            sample,
+            rate,
+            stay_min,
+            stay_max,
+        } => {
+            anyhow::ensure!(sample > 0, "--sample must be positive");
+            anyhow::ensure!(
+                stay_min <= stay_max,
+                "--stay-min must not exceed --stay-max"
+            );
+            let report = soak::run(&soak::Options {
+                relay_bin,
+                clients,
+                duration: Duration::from_secs(duration),
+                warmup: Duration::from_secs(warmup),
+                sample_every: Duration::from_secs(sample),
+                rate,
+                stay: (
+                    seconds(stay_min, "--stay-min")?,
+                    seconds(stay_max, "--stay-max")?,
+                ),
+            })
+            .await?;
+            emit(&report, soak::summary(&report))
         }
         Mode::Ramp {
             target,

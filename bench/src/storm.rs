@@ -6,23 +6,20 @@
 //! every client was back, and what each client received: nothing lost, duplicated or
 //! reordered.
 //!
-//! The clients behave as the page does: they resume with their cursor, obey the relay's
-//! advice (close 1012/1013 reasons, `reconnect` events, `retry_after_ms`), otherwise back off
-//! with full jitter, and try the other relay after a drop.
+//! The clients behave as the page does (see [`crate::crowd`]), and try the other relay after
+//! a drop.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use protocol::api::{Endpoint, IDEMPOTENCY_KEY};
-use protocol::{ErrorBody, PollResponse, RetryAdvice, ServerEvent, Transport};
+use protocol::Transport;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::crowd::{Plan, Shared, client, lock, publish, tally};
 
 const ROOM: &str = "storm";
 /// Transports the crowd is spread over, in turn.
@@ -66,16 +63,6 @@ pub struct Report {
     /// Clients that missed, repeated or reordered anything.
     pub clients_wrong: usize,
     pub met: bool,
-}
-
-/// What every client shares with the coordinator.
-#[derive(Default)]
-struct Shared {
-    /// Clients with a live connection (a welcome, or a poll answered).
-    live: AtomicUsize,
-    /// Streams opened: (ms since start, relay index).
-    accepts: Mutex<Vec<(u64, usize)>>,
-    refusals: AtomicUsize,
 }
 
 /// A relay process the tool started.
@@ -138,30 +125,32 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let http = reqwest::Client::new();
     let mut a = start_relay(options, free_port()?)?;
     let b = start_relay(options, free_port()?)?;
-    let urls = Arc::new([a.url(), b.url()]);
+    let urls = Arc::new(vec![a.url(), b.url()]);
     for url in urls.iter() {
         wait_ready(&http, url).await?;
     }
     let origin = Instant::now();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(options.clients));
     let (stop_tx, stop) = watch::channel(false);
+    let (stop_publisher, publisher_stop) = watch::channel(false);
 
     let publisher = tokio::spawn(publish(
         http.clone(),
         urls[1].clone(),
+        ROOM,
         options.rate,
-        stop.clone(),
+        publisher_stop,
     ));
     let clients: Vec<_> = (0..options.clients)
         .map(|i| {
-            tokio::spawn(client(
-                i,
-                TRANSPORTS[i % TRANSPORTS.len()],
-                urls.clone(),
-                shared.clone(),
-                origin,
-                stop.clone(),
-            ))
+            let plan = Plan {
+                index: i,
+                room: ROOM,
+                transport: TRANSPORTS[i % TRANSPORTS.len()],
+                urls: urls.clone(),
+                stay: None,
+            };
+            tokio::spawn(client(plan, shared.clone(), origin, stop.clone()))
         })
         .collect();
 
@@ -187,8 +176,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let back = killed.elapsed();
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop_tx.send(true);
+    let _ = stop_publisher.send(true);
     let acked = publisher.await??;
+    // Everyone has the last acknowledged message before the clients stop: what is missing
+    // then is lost, not late.
+    shared
+        .caught_up(acked.last().copied().unwrap_or(0), Duration::from_secs(30))
+        .await?;
+    let _ = stop_tx.send(true);
     let mut received = Vec::new();
     for client in clients {
         received.push(client.await?);
@@ -214,22 +209,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .max()
         .unwrap_or(0);
 
-    let acked_set: Vec<u64> = acked;
-    let (mut lost, mut duplicated, mut reordered, mut wrong) = (0, 0, 0, 0);
-    for got in &received {
-        let from = got.first_after.unwrap_or(u64::MAX);
-        let expected: Vec<u64> = acked_set.iter().copied().filter(|id| *id > from).collect();
-        let unique: HashSet<u64> = got.ids.iter().copied().collect();
-        let missing = expected.iter().filter(|id| !unique.contains(id)).count();
-        let dup = got.ids.len() - unique.len();
-        let back_steps = got.ids.windows(2).filter(|w| w[1] < w[0]).count();
-        lost += missing;
-        duplicated += dup;
-        reordered += back_steps;
-        if missing + dup + back_steps > 0 {
-            wrong += 1;
-        }
-    }
+    let tally = tally(&acked, &received);
     let allowed_1s = options.accept_rate * 2.0;
     let back_ms = back.as_millis() as u64;
     let bound_ms = bound.as_millis() as u64;
@@ -246,12 +226,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         refusals: shared.refusals.load(Relaxed),
         back_after_ms: back_ms,
         back_bound_ms: bound_ms,
-        published: acked_set.len(),
-        lost,
-        duplicated,
-        reordered,
-        clients_wrong: wrong,
-        met: (max_1s as f64) <= allowed_1s && back_ms <= bound_ms && wrong == 0,
+        published: acked.len(),
+        lost: tally.lost,
+        duplicated: tally.duplicated,
+        reordered: tally.reordered,
+        clients_wrong: tally.wrong,
+        met: (max_1s as f64) <= allowed_1s && back_ms <= bound_ms && tally.wrong == 0,
     })
 }
 
@@ -279,10 +259,6 @@ pub fn summary(r: &Report) -> String {
     )
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -290,340 +266,4 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
-}
-
-/// Publishes `rate` messages a second through `url` until stopped, each under its own
-/// idempotency key and retried with it until acknowledged; returns the acknowledged ids.
-async fn publish(
-    http: reqwest::Client,
-    url: String,
-    rate: f64,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<u64>> {
-    let mut acked = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let path = Endpoint::Messages.path(ROOM);
-    for n in 0u64.. {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => break,
-        }
-        let key = format!("storm-{n}");
-        let body = serde_json::json!({"from": "publisher", "text": n.to_string()});
-        loop {
-            let answer = http
-                .post(format!("{url}{path}"))
-                .header(IDEMPOTENCY_KEY, &key)
-                .json(&body)
-                .send()
-                .await;
-            if let Ok(answer) = answer
-                && answer.status().is_success()
-                && let Ok(published) = answer.json::<protocol::PublishResponse>().await
-            {
-                acked.push(published.id);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(acked)
-}
-
-/// What one client received.
-struct Received {
-    /// The room's head at its first welcome: it is owed every message after it.
-    first_after: Option<u64>,
-    ids: Vec<u64>,
-}
-
-/// A client's place in the room, carried across its connections.
-struct Cursor {
-    after: Option<u64>,
-    epoch: Option<String>,
-    received: Received,
-}
-
-impl Cursor {
-    fn query(&self) -> String {
-        match (&self.after, &self.epoch) {
-            (Some(after), Some(epoch)) => format!("after={after}&epoch={epoch}"),
-            _ => "limit=0".to_owned(),
-        }
-    }
-
-    fn welcome(&mut self, epoch: &str, last_id: u64) {
-        if self.epoch.is_none() {
-            self.epoch = Some(epoch.to_owned());
-            self.after = Some(last_id);
-            self.received.first_after = Some(last_id);
-        }
-    }
-
-    fn message(&mut self, id: u64) {
-        self.received.ids.push(id);
-        self.after = Some(self.after.map_or(id, |a| a.max(id)));
-    }
-}
-
-/// How one connection ended: what the relay advised, and whether it had been live.
-struct Ended {
-    advice_ms: Option<u64>,
-    live: bool,
-}
-
-async fn client(
-    index: usize,
-    transport: Transport,
-    urls: Arc<[String; 2]>,
-    shared: Arc<Shared>,
-    origin: Instant,
-    stop: watch::Receiver<bool>,
-) -> Received {
-    let mut relay = index % 2;
-    let mut cursor = Cursor {
-        after: None,
-        epoch: None,
-        received: Received {
-            first_after: None,
-            ids: Vec::new(),
-        },
-    };
-    let http = reqwest::Client::new();
-    let mut failures = 0u32;
-    while !*stop.borrow() {
-        let session = Session {
-            index,
-            relay,
-            url: &urls[relay],
-            shared: &shared,
-            origin,
-        };
-        let mut stopping = stop.clone();
-        let ended = tokio::select! {
-            ended = session.run(transport, &http, &mut cursor) => ended,
-            _ = stopping.wait_for(|s| *s) => break,
-        };
-        if ended.live {
-            shared.live.fetch_sub(1, Relaxed);
-            failures = 0;
-        }
-        // As the page: the advice is a floor; the first retry is full jitter in 0–1 s, later
-        // ones back off.
-        let jitter = rand_unit(index, failures);
-        let own = if failures == 0 {
-            1000.0 * jitter
-        } else {
-            (500.0 * 2f64.powi(failures.min(5) as i32)).min(10_000.0) * (0.5 + 0.5 * jitter)
-        };
-        failures += 1;
-        let wait = (own as u64).max(ended.advice_ms.unwrap_or(0));
-        let mut stopping = stop.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = stopping.wait_for(|s| *s) => break,
-        }
-        relay = 1 - relay;
-    }
-    cursor.received
-}
-
-/// A cheap, well-spread number in [0, 1) per client and attempt (no RNG dependency).
-fn rand_unit(index: usize, attempt: u32) -> f64 {
-    let mut x = (index as u64) << 32 | u64::from(attempt);
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-struct Session<'a> {
-    index: usize,
-    relay: usize,
-    url: &'a str,
-    shared: &'a Shared,
-    origin: Instant,
-}
-
-impl Session<'_> {
-    async fn run(
-        &self,
-        transport: Transport,
-        http: &reqwest::Client,
-        cursor: &mut Cursor,
-    ) -> Ended {
-        match transport {
-            Transport::Ws => self.ws(cursor).await,
-            Transport::Sse => self.sse(http, cursor).await,
-            _ => self.poll(http, cursor).await,
-        }
-    }
-
-    fn opened(&self, stream: bool) {
-        self.shared.live.fetch_add(1, Relaxed);
-        if stream {
-            let at = self.origin.elapsed().as_millis() as u64;
-            lock(&self.shared.accepts).push((at, self.relay));
-        }
-    }
-
-    fn refused(&self, advice: Option<u64>) -> Ended {
-        self.shared.refusals.fetch_add(1, Relaxed);
-        Ended {
-            advice_ms: advice,
-            live: false,
-        }
-    }
-
-    /// Handles one event; `Some` when the stream is to end with that advice.
-    fn event(&self, json: &str, cursor: &mut Cursor, live: &mut bool) -> Option<u64> {
-        match serde_json::from_str::<ServerEvent>(json) {
-            Ok(ServerEvent::Welcome(welcome)) => {
-                cursor.welcome(&welcome.epoch, welcome.last_id);
-                if !*live {
-                    *live = true;
-                    self.opened(true);
-                }
-            }
-            Ok(ServerEvent::Message(message)) => cursor.message(message.id),
-            Ok(ServerEvent::Reconnect(advice)) => return Some(advice.retry_after_ms),
-            _ => {}
-        }
-        None
-    }
-
-    async fn ws(&self, cursor: &mut Cursor) -> Ended {
-        let base = self.url.replacen("http://", "ws://", 1);
-        let url = format!(
-            "{base}{}?name=c{}&{}",
-            Endpoint::Ws.path(ROOM),
-            self.index,
-            cursor.query()
-        );
-        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
-            return Ended {
-                advice_ms: None,
-                live: false,
-            };
-        };
-        let mut live = false;
-        while let Some(Ok(frame)) = socket.next().await {
-            match frame {
-                Frame::Text(text) => {
-                    self.event(text.as_str(), cursor, &mut live);
-                }
-                Frame::Close(close) => {
-                    let (code, reason) = close
-                        .map(|c| (u16::from(c.code), c.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
-                    let advice = serde_json::from_str::<RetryAdvice>(&reason)
-                        .ok()
-                        .map(|a| a.retry_after_ms);
-                    if code == protocol::close::TRY_AGAIN && !live {
-                        return self.refused(advice);
-                    }
-                    return Ended {
-                        advice_ms: advice,
-                        live,
-                    };
-                }
-                _ => {}
-            }
-        }
-        Ended {
-            advice_ms: None,
-            live,
-        }
-    }
-
-    async fn sse(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
-        let url = format!(
-            "{}{}?name=c{}&{}",
-            self.url,
-            Endpoint::Events.path(ROOM),
-            self.index,
-            cursor.query()
-        );
-        let Ok(answer) = http.get(url).send().await else {
-            return Ended {
-                advice_ms: None,
-                live: false,
-            };
-        };
-        if !answer.status().is_success() {
-            let advice = answer
-                .json::<ServerEvent>()
-                .await
-                .ok()
-                .and_then(|e| match e {
-                    ServerEvent::Error(ErrorBody { retry_after_ms, .. }) => retry_after_ms,
-                    _ => None,
-                });
-            return self.refused(advice);
-        }
-        let mut live = false;
-        let mut advice = None;
-        let mut buffer = String::new();
-        let mut body = answer.bytes_stream();
-        while let Some(Ok(chunk)) = body.next().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                    advice = advice.or(self.event(data, cursor, &mut live));
-                }
-            }
-        }
-        Ended {
-            advice_ms: advice,
-            live,
-        }
-    }
-
-    async fn poll(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
-        let mut live = false;
-        loop {
-            let wait = if cursor.epoch.is_some() { 25 } else { 0 };
-            let url = format!(
-                "{}{}?wait={wait}&{}",
-                self.url,
-                Endpoint::Messages.path(ROOM),
-                cursor.query()
-            );
-            let Ok(answer) = http.get(url).send().await else {
-                return Ended {
-                    advice_ms: None,
-                    live,
-                };
-            };
-            if !answer.status().is_success() {
-                return Ended {
-                    advice_ms: None,
-                    live,
-                };
-            }
-            let Ok(answer) = answer.json::<PollResponse>().await else {
-                return Ended {
-                    advice_ms: None,
-                    live,
-                };
-            };
-            cursor.welcome(&answer.epoch, answer.last_id);
-            if !live {
-                live = true;
-                self.opened(false);
-            }
-            for message in &answer.messages {
-                cursor.message(message.id);
-            }
-            cursor.after = Some(answer.last_id.max(cursor.after.unwrap_or(0)));
-            if let Some(ms) = answer.retry_after_ms {
-                return Ended {
-                    advice_ms: Some(ms),
-                    live,
-                };
-            }
-        }
-    }
 }

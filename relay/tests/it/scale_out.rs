@@ -629,7 +629,10 @@ async fn pollers_that_keep_up_are_answered_without_asking_redis() {
 async fn a_crowd_resuming_a_room_together_is_answered_by_one_read() {
     let redis = RedisServer::start().await;
     // Patient, so that Redis may be held still while the crowd arrives.
-    let a = relay_on_with(&redis, |config| config.redis_timeout = Duration::from_secs(30)).await;
+    let a = relay_on_with(&redis, |config| {
+        config.redis_timeout = Duration::from_secs(30)
+    })
+    .await;
     let room = "crowd";
     for n in 1..=5 {
         a.post(room, "a", &format!("m{n}")).await;
@@ -662,7 +665,9 @@ async fn a_crowd_resuming_a_room_together_is_answered_by_one_read() {
     // m6 is published after they all joined the room's queue: it arrives live.
     a.post(room, "a", "m6").await;
     for client in clients {
-        let got = within_long("a resumed client", client).await.expect("client");
+        let got = within_long("a resumed client", client)
+            .await
+            .expect("client");
         assert_eq!(got, ["m3", "m4", "m5", "m6"]);
     }
     // One read for the crowd and m6's publish; at most one more call, should the relay's

@@ -170,7 +170,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         release.send(7).expect("the read waits");
-        let (first, second) = (first.await.expect("first caller"), second.await.expect("second caller"));
+        let (first, second) = (
+            first.await.expect("first caller"),
+            second.await.expect("second caller"),
+        );
         let (a, created_a) = first.expect("an answer");
         let (b, created_b) = second.expect("an answer");
         assert_eq!((a.head, b.head), (7, 7));
