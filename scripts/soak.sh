@@ -13,5 +13,5 @@ cd "$(dirname "$0")/.."
 export_load_test_budgets
 cargo build --release --locked -q -p relay -p relay-bench
 report=$(target/release/relay-bench soak --relay-bin target/release/relay "$@")
-echo "$report" >> docs/bench/soak.jsonl
+echo "$report" | tee -a docs/bench/soak.jsonl
 echo "$report" | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["met"] else 1)'
