@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds the page (release, optimised) into dist/ and prints its gzipped first-load size.
+# Builds the page (release, optimised, minified) into dist/, writes a Brotli (.br) and a gzip
+# (.gz) copy next to every file for the relay to serve by Accept-Encoding, and prints the
+# sizes. What a browser really transfers is measured by the browser test
+# (e2e/page-load.test.mjs), not here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,11 +10,19 @@ export PATH="$PWD/node_modules/.bin:$PATH"   # wasm-opt 132 (see Trunk.toml)
 export TRUNK_SKIP_VERSION_CHECK=true
 trunk build --release
 
-# What a first visit downloads: the HTML, the JS glue, the wasm and the CSS.
-total=0
-for file in dist/index.html dist/*.js dist/*.wasm dist/*.css; do
-    size=$(gzip -9 -c "$file" | wc -c)
-    total=$((total + size))
-    printf '  %-48s %7d bytes gzipped\n' "$file" "$size"
+# Compressed once, at the strongest settings: the relay never compresses on the fly.
+total_br=0
+total_gz=0
+printf '  %-44s %8s %8s %8s\n' file bytes gzip brotli
+for file in dist/*; do
+    case "$file" in *.br|*.gz) continue ;; esac
+    gzip -9 -n -k -f "$file"
+    brotli -q 11 -k -f "$file"
+    raw=$(wc -c < "$file")
+    gz=$(wc -c < "$file.gz")
+    br=$(wc -c < "$file.br")
+    total_gz=$((total_gz + gz))
+    total_br=$((total_br + br))
+    printf '  %-44s %8d %8d %8d\n' "$file" "$raw" "$gz" "$br"
 done
-printf 'page first load: %d bytes gzipped (%d KB)\n' "$total" $(((total + 999) / 1000))
+printf 'page files: %d bytes with Brotli, %d with gzip\n' "$total_br" "$total_gz"

@@ -12,12 +12,16 @@ cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d)}
 cargo build --release --locked -q -p relay --example ws_echo
 port=$(free_port)
-target/release/examples/ws_echo "127.0.0.1:$port" 2>/dev/null & echo_pid=$!
-trap 'kill "$echo_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+log=$(mktemp)
+target/release/examples/ws_echo "127.0.0.1:$port" 2>"$log" & echo_pid=$!
+trap 'kill "$echo_pid" 2>/dev/null || true; rm -f "$log"' EXIT
+# The echo server says where it listens once it does (and nothing else can have the port).
+for _ in $(seq 200); do
+    grep -q "listening on 127.0.0.1:$port" "$log" && break
+    kill -0 "$echo_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
     sleep 0.05
 done
+grep -q "listening on 127.0.0.1:$port" "$log" || { echo "the echo server did not start" >&2; exit 1; }
 # Over 64 KiB: 9.1.2–9.1.6 and 9.2.2–9.2.6 (256 KiB to 16 MiB), and 9.3–9.6 (1–4 MiB,
 # fragmented or chopped).
 kosoku -p 2 -o "$out" \

@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 cd fuzz
 cargo +nightly fuzz build
-for target in $(cargo +nightly fuzz list); do
+# Listed first, so that a failing or empty list fails the script instead of running nothing.
+targets=$(cargo +nightly fuzz list)
+[ -n "$targets" ] || { echo "fuzz: no targets" >&2; exit 1; }
+for target in $targets; do
     echo "fuzz: $target for $seconds s"
     # -timeout: an input that takes over 10 s is a hang; -rss_limit_mb: one that needs 2 GiB
     # is a leak. The summary line (runs, coverage) is all that is kept of libFuzzer's output.

@@ -6,6 +6,7 @@
 #   trunk 0.21.14                        (cargo install; 0.22 needs a newer rustc)
 #   wasm-bindgen-cli = the wasm-bindgen version in Cargo.lock (trunk refuses any other)
 #   wasm-opt 132, Playwright             (npm, pinned in package-lock.json)
+#   brotli                                (Debian package: the page's precompressed copies)
 #   express + ws for the benchmark peer  (npm, pinned in bench/peer/package-lock.json)
 #   Chromium + chromedriver              (Debian packages; only with --browser)
 #   buildah, hadolint                     (Debian package, PyPI; only with --container)
@@ -74,6 +75,12 @@ apt_install() {
     $sudo_cmd apt-get update -qq
     $sudo_cmd apt-get install -y -qq "$@" >/dev/null
 }
+
+# The page build writes a Brotli copy of every file (scripts/build-page.sh).
+if ! have brotli; then
+    say "installing brotli (Debian package)"
+    apt_install brotli
+fi
 
 if [ ! -d bench/peer/node_modules ] || [ bench/peer/package-lock.json -nt bench/peer/node_modules/.package-lock.json ]; then
     say "installing the benchmark peer (express + ws) from bench/peer/package-lock.json"

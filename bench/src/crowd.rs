@@ -5,7 +5,7 @@
 //! sends under idempotency keys and repeats each text until it is acknowledged.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,10 +113,17 @@ pub async fn publish(
         }
         let key = format!("{room}-{n}");
         let body = serde_json::json!({"from": "publisher", "text": n.to_string()});
+        // A relay that stops acknowledging ends the run with an error, not a hang.
+        let give_up = Instant::now() + Duration::from_secs(60);
         loop {
+            anyhow::ensure!(
+                Instant::now() < give_up,
+                "message {n} was not acknowledged within 60 s"
+            );
             let answer = http
                 .post(format!("{url}{path}"))
                 .header(IDEMPOTENCY_KEY, &key)
+                .timeout(Duration::from_secs(10))
                 .json(&body)
                 .send()
                 .await;
@@ -208,8 +215,10 @@ pub async fn client(
     let mut failures = 0u32;
     let mut round = 0u32;
     while !*stop.borrow() {
+        let went_live = AtomicBool::new(false);
         let session = Session {
             index,
+            went_live: &went_live,
             room: plan.room,
             relay,
             url: &plan.urls[relay],
@@ -229,7 +238,9 @@ pub async fn client(
         };
         let Some(ended) = ended else {
             // The client left on its own: it comes back soon, as a person reopening the tab.
-            shared.live.fetch_sub(1, Relaxed);
+            if went_live.load(Relaxed) {
+                shared.live.fetch_sub(1, Relaxed);
+            }
             failures = 0;
             let mut stopping = stop.clone();
             let pause = Duration::from_millis((500.0 * rand_unit(index, round)) as u64);
@@ -282,6 +293,8 @@ fn rand_unit(index: usize, attempt: u32) -> f64 {
 
 struct Session<'a> {
     index: usize,
+    /// Set once this connection went live (its end then takes it off `Shared::live`).
+    went_live: &'a AtomicBool,
     room: &'static str,
     relay: usize,
     url: &'a str,
@@ -305,6 +318,7 @@ impl Session<'_> {
     }
 
     fn opened(&self, stream: bool) {
+        self.went_live.store(true, Relaxed);
         self.shared.live.fetch_add(1, Relaxed);
         self.shared.connections.fetch_add(1, Relaxed);
         if stream {

@@ -68,6 +68,37 @@ fn sample_at(dir: &str) -> anyhow::Result<Sample> {
     })
 }
 
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+/// A server the tool started: killed when dropped, so that a run that fails half-way does not
+/// leave it running.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Asks it to stop (SIGTERM, so that it drains as in production).
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

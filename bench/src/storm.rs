@@ -10,7 +10,7 @@
 //! a drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::crowd::{Plan, Shared, client, lock, publish, tally};
+use crate::process::Spawned;
 
 const ROOM: &str = "storm";
 /// Transports the crowd is spread over, in turn.
@@ -67,7 +68,7 @@ pub struct Report {
 
 /// A relay process the tool started.
 struct Relay {
-    child: Child,
+    child: Spawned,
     port: u16,
 }
 
@@ -96,7 +97,10 @@ fn start_relay(options: &Options, port: u16) -> anyhow::Result<Relay> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
-    Ok(Relay { child, port })
+    Ok(Relay {
+        child: Spawned(child),
+        port,
+    })
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
@@ -110,14 +114,6 @@ async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "{url} did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn sigterm(child: &Child) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    anyhow::ensure!(status.success(), "kill -TERM failed");
-    Ok(())
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
@@ -162,10 +158,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 
     let killed = Instant::now();
     let killed_ms = killed.duration_since(origin).as_millis() as u64;
-    sigterm(&a.child)?;
+    a.child.terminate()?;
     // A drains, exits, and is started again on its port.
     let port = a.port;
-    let exited = tokio::task::spawn_blocking(move || a.child.wait().map(|_| ())).await?;
+    let exited = tokio::task::spawn_blocking(move || a.child.0.wait().map(|_| ())).await?;
     exited?;
     a = start_relay(options, port)?;
     wait_ready(&http, &a.url()).await?;
@@ -189,10 +185,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         received.push(client.await?);
     }
     for relay in [&a, &b] {
-        let _ = sigterm(&relay.child);
+        let _ = relay.child.terminate();
     }
     for mut relay in [a, b] {
-        let _ = tokio::task::spawn_blocking(move || relay.child.wait()).await;
+        let _ = tokio::task::spawn_blocking(move || relay.child.0.wait()).await;
     }
 
     // B's openings from the SIGTERM until everyone was back.

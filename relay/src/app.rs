@@ -70,6 +70,7 @@ async fn gate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let page_file = headers::PageFile::of(request.uri().path());
     let mut response = match admit(&state, peer, &mut request) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
@@ -78,6 +79,7 @@ async fn gate(
     if let Some(code) = response.extensions().get::<ErrorCode>() {
         state.metrics.rejected(code.as_str());
     }
+    let status = response.status();
     let answer = response.headers_mut();
     // The page sets its own policy; every other answer gets the one that allows nothing.
     answer
@@ -85,6 +87,14 @@ async fn gate(
         .or_insert(HeaderValue::from_static(headers::API_POLICY));
     for (name, value) in headers::common() {
         answer.insert(name, value);
+    }
+    if let Some(file) = page_file
+        && (status.is_success() || status == StatusCode::NOT_MODIFIED)
+    {
+        let html = answer
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+        answer.insert(header::CACHE_CONTROL, file.cache_control(html));
     }
     response
 }
@@ -130,10 +140,17 @@ fn page(dir: &Path) -> SetResponseHeader<ServeDir<ServeFile>, HeaderValue> {
 }
 
 /// The page's build output; unknown paths get `index.html` so that client-side URLs load.
+/// `scripts/build-page.sh` writes a Brotli (`.br`) and a gzip (`.gz`) file next to each one,
+/// compressed once at their best settings; each answer is the smallest the browser accepts.
 fn static_files(dir: &Path) -> ServeDir<ServeFile> {
     ServeDir::new(dir)
+        .precompressed_br()
         .precompressed_gzip()
-        .fallback(ServeFile::new(dir.join("index.html")))
+        .fallback(
+            ServeFile::new(dir.join("index.html"))
+                .precompressed_br()
+                .precompressed_gzip(),
+        )
 }
 
 async fn api_not_found() -> ApiError {

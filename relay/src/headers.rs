@@ -1,5 +1,5 @@
 //! Security headers on every answer: a Content-Security-Policy, `nosniff` and a
-//! `Referrer-Policy`.
+//! `Referrer-Policy`; and how long a browser may keep each of the page's files.
 //!
 //! The page's policy allows scripts from this origin only, plus the one inline script trunk
 //! writes into `index.html` to load the WebAssembly module. That script changes with every
@@ -29,6 +29,51 @@ pub fn common() -> [(HeaderName, HeaderValue); 2] {
             HeaderValue::from_static("no-referrer"),
         ),
     ]
+}
+
+/// How long the page's files may be kept. A build names its assets with a content hash
+/// (`frontend-69fb2846dec5efab_bg.wasm`), so those never change and are kept for a year
+/// without asking; everything else (`index.html`, which names the current assets, and the
+/// paths that fall back to it) is checked with the relay on every load.
+pub struct PageFile {
+    hashed: bool,
+}
+
+impl PageFile {
+    /// The page file `path` names; `None` for the API and the health endpoints, which set
+    /// their own caching (or none).
+    pub fn of(path: &str) -> Option<PageFile> {
+        if path.starts_with(protocol::api::PREFIX)
+            || ["/healthz", "/readyz", "/metrics"].contains(&path)
+        {
+            return None;
+        }
+        let name = path.rsplit('/').next().unwrap_or_default();
+        Some(PageFile {
+            hashed: is_hashed(name),
+        })
+    }
+
+    /// The `Cache-Control` of its answer. `html` says the answer is a document: a hashed name
+    /// that is not one of this build's files (an old build's, after an upgrade) is answered
+    /// with `index.html`, which must not be kept under that name.
+    pub fn cache_control(&self, html: bool) -> HeaderValue {
+        HeaderValue::from_static(if self.hashed && !html {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        })
+    }
+}
+
+/// Whether a file name carries trunk's content hash: `-` then 16 hex digits, right before
+/// the extension or before `_bg` (the wasm module), e.g. `style-f106589f12b353eb.css`.
+fn is_hashed(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default();
+    let stem = stem.strip_suffix("_bg").unwrap_or(stem);
+    stem.rsplit_once('-').is_some_and(|(base, hash)| {
+        !base.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// The page's policy, allowing exactly the inline scripts of `index_html`.
@@ -89,6 +134,42 @@ mod tests {
         assert_eq!(policy.matches("'sha256-").count(), 2, "{policy}");
         assert!(policy.contains("frame-ancestors 'none'"));
         assert!(!policy.contains("unsafe-inline"));
+    }
+
+    #[test]
+    fn hashed_assets_are_immutable_and_everything_else_is_revalidated() {
+        let policy = |path| {
+            PageFile::of(path).map(|file| {
+                let value = file.cache_control(false);
+                value.to_str().unwrap_or("?").to_owned()
+            })
+        };
+        let forever = Some("public, max-age=31536000, immutable".to_owned());
+        let revalidate = Some("no-cache".to_owned());
+        for hashed in [
+            "/frontend-69fb2846dec5efab.js",
+            "/frontend-69fb2846dec5efab_bg.wasm",
+            "/style-f106589f12b353eb.css",
+        ] {
+            assert_eq!(policy(hashed), forever, "{hashed}");
+        }
+        for plain in [
+            "/",
+            "/index.html",
+            "/room/lobby",
+            "/frontend.js",
+            "/x-69fb2846dec5efa.js",
+            "/-69fb2846dec5efab.js",
+            "/x-69fb2846dec5efag.js",
+        ] {
+            assert_eq!(policy(plain), revalidate, "{plain}");
+        }
+        for api in ["/api/rooms/a/messages", "/healthz", "/readyz", "/metrics"] {
+            assert_eq!(policy(api), None, "{api}");
+        }
+        // An old build's asset, answered with index.html by the fallback.
+        let old = PageFile::of("/frontend-0123456789abcdef.js").expect("a page file");
+        assert_eq!(old.cache_control(true), "no-cache");
     }
 
     #[test]

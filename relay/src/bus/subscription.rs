@@ -105,6 +105,12 @@ impl Subscription {
         sub
     }
 
+    /// Reads what follows its position from history before taking live messages again: for
+    /// a subscriber that may have missed messages that will not come live.
+    pub(super) fn catch_up(&mut self) {
+        self.lagged = true;
+    }
+
     pub fn epoch(&self) -> &str {
         &self.epoch
     }

@@ -36,7 +36,9 @@ const ROOM: &str = "faults";
 /// One answer a publisher was given.
 #[derive(Clone, Debug)]
 struct Answer {
-    /// The test's phase when the answer arrived (see [`Scene::phase`]).
+    /// The test's phase when the send left and when its answer arrived (see
+    /// [`Scene::phase`]): a send that straddles a change of phase belongs to neither.
+    sent: usize,
     phase: usize,
     status: StatusCode,
     code: Option<ErrorCode>,
@@ -79,6 +81,7 @@ fn publisher(relay: SocketAddr, name: &'static str, phase: Arc<AtomicUsize>) -> 
                 let text = format!("{name}-{n}");
                 loop {
                     let started = Instant::now();
+                    let sent = phase.load(Ordering::Acquire);
                     let response = within(
                         "a publish answer",
                         client
@@ -92,6 +95,7 @@ fn publisher(relay: SocketAddr, name: &'static str, phase: Arc<AtomicUsize>) -> 
                     let status = response.status();
                     let body = response.text().await.expect("a body");
                     let mut answer = Answer {
+                        sent,
                         phase: phase.load(Ordering::Acquire),
                         status,
                         code: None,
@@ -263,31 +267,43 @@ impl Scene {
     }
 }
 
-/// Answers given in `phase`.
+/// Answers to sends made and answered in `phase`.
 fn during(published: &Published, phase: usize) -> Vec<&Answer> {
     published
         .answers
         .iter()
-        .filter(|answer| answer.phase == phase)
+        .filter(|answer| answer.sent == phase && answer.phase == phase)
         .collect()
 }
 
 #[tokio::test]
 async fn a_stalled_link_to_redis_answers_sends_within_the_timeout_and_loses_nothing() {
-    let scene = Scene::start(Duration::from_secs(1)).await;
+    let timeout = Duration::from_secs(1);
+    let scene = Scene::start(timeout).await;
     let stalled_at = Instant::now();
     scene.proxy.set(Fault::Stall);
+    // Sends already answered when the stall began are not the stall's.
+    scene.on_a.refuses(1).await;
     scene.phase(1);
     // Redis neither answers nor closes anything. A says it is not ready, and keeps answering
-    // its senders (never a hang); B, on a link of its own, carries on.
+    // its senders (never a hang); B, on a link of its own, carries on. The listener's ping
+    // finds the subscription silent, and from then on sends are refused before they leave.
     wait_ready(&scene.a, false).await;
     scene.on_a.refuses(3).await;
     scene.on_b.acknowledges(10).await;
-    // The stall lasts at least 5 s: longer than a publish may wait, long enough for the
-    // listener's ping to find the subscription silent.
+    scene.a.wait_metric("relay_bus_connected", 0.0).await;
+    // (The first may have been on its way already.)
+    scene.on_a.refuses(2).await;
+    // At least 5 s in all.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(stalled_at.elapsed())).await;
     let (on_a, _) = scene.heal_and_check().await;
     let stalled = during(&on_a, 1);
+    assert!(stalled.len() >= 4, "{stalled:?}");
+    // Within the timeout, give or take a busy machine: a hang would last until the heal.
+    assert!(
+        stalled.iter().all(|answer| answer.took < timeout * 4),
+        "{stalled:?}"
+    );
     assert!(
         stalled.iter().all(|answer| matches!(
             answer.code,
@@ -297,11 +313,17 @@ async fn a_stalled_link_to_redis_answers_sends_within_the_timeout_and_loses_noth
     );
     // The first sends of the stall went out to Redis and were held: their outcome is unknown
     // until the link heals, and then they are stored — their repeats are answered 200 with
-    // the id given to the first.
+    // the id given to the first. Once the relay knew Redis was away, refusals were certain.
     assert!(
         stalled
             .iter()
             .any(|answer| answer.code == Some(ErrorCode::OutcomeUnknown)),
+        "{stalled:?}"
+    );
+    assert!(
+        stalled
+            .iter()
+            .any(|answer| answer.code == Some(ErrorCode::Unavailable)),
         "{stalled:?}"
     );
     let repeats = on_a
@@ -318,6 +340,7 @@ async fn a_stalled_link_to_redis_answers_sends_within_the_timeout_and_loses_noth
 #[tokio::test]
 async fn a_partition_keeps_clients_attached_refuses_sends_certainly_and_catches_up() {
     let scene = Scene::start(Duration::from_secs(1)).await;
+    let cut_at = Instant::now();
     scene.proxy.set(Fault::Partition);
     // Every connection to Redis is cut and new ones are refused: A knows at once that Redis
     // is away, so its refusals are certain (503 `unavailable`: nothing stored).
@@ -327,6 +350,9 @@ async fn a_partition_keeps_clients_attached_refuses_sends_certainly_and_catches_
     scene.on_a.refuses(3).await;
     // Meanwhile B goes on; A's readers stay attached, and get B's messages after the heal.
     scene.on_b.acknowledges(10).await;
+    // At least 5 s in all: several of the readers' ping intervals (1 s), and longer than the
+    // listener's longest wait between attempts to reconnect.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut_at.elapsed())).await;
     let (on_a, _) = scene.heal_and_check().await;
     let partitioned = during(&on_a, 1);
     assert!(!partitioned.is_empty());
@@ -349,7 +375,7 @@ async fn a_slow_link_to_redis_slows_sends_by_its_round_trip_and_refuses_nothing(
     // send crossed the slow link both ways.
     scene.on_a.acknowledges(1).await;
     scene.phase(1);
-    scene.on_a.acknowledges(10).await;
+    scene.on_a.acknowledges(11).await;
     let ready = http()
         .get(scene.a.url("/readyz"))
         .send()
@@ -377,6 +403,7 @@ async fn a_link_that_loses_one_direction_leaves_outcomes_unknown_and_retries_sto
     let scene = Scene::start(Duration::from_secs(1)).await;
     // Answers lost: A's scripts run in Redis, and A never hears back.
     scene.proxy.set(Fault::Lose(Way::ToRelay));
+    scene.on_a.refuses(1).await;
     scene.phase(1);
     scene.on_a.refuses(3).await;
     scene.proxy.heal();
@@ -385,6 +412,7 @@ async fn a_link_that_loses_one_direction_leaves_outcomes_unknown_and_retries_sto
     scene.on_a.acknowledges(3).await;
     // Commands lost: nothing A sends reaches Redis.
     scene.proxy.set(Fault::Lose(Way::ToRedis));
+    scene.on_a.refuses(1).await;
     scene.phase(3);
     scene.on_a.refuses(3).await;
     scene.phase(4);

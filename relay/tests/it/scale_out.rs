@@ -638,6 +638,10 @@ async fn a_crowd_resuming_a_room_together_is_answered_by_one_read() {
         a.post(room, "a", &format!("m{n}")).await;
     }
     let epoch = a.poll(room, "limit=0").await.epoch;
+    // A subscriber elsewhere loads the script that opens rooms into Redis's cache, so that
+    // the count below is not swollen by a first NOSCRIPT round.
+    let mut elsewhere = Ws::connect(&a.ws_url("elsewhere", "")).await;
+    elsewhere.welcome().await;
     let mut conn = redis.connection().await;
     let before = script_calls(&mut conn).await;
 
@@ -670,8 +674,9 @@ async fn a_crowd_resuming_a_room_together_is_answered_by_one_read() {
             .expect("client");
         assert_eq!(got, ["m3", "m4", "m5", "m6"]);
     }
-    // One read for the crowd and m6's publish; at most one more call, should the relay's
-    // periodic mark of listened rooms fall in between.
+    // One read for the crowd and m6's publish, where twenty reads would be one each; at most
+    // two more, should the relay's periodic mark of listened rooms (run every 5 s, perhaps
+    // for the first time) fall in between.
     let calls = script_calls(&mut conn).await - before;
-    assert!((2..=3).contains(&calls), "{calls} script calls");
+    assert!((2..=4).contains(&calls), "{calls} script calls");
 }

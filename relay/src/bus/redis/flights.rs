@@ -6,14 +6,17 @@
 //! Sharing must not cost a subscriber a message. A subscriber joins the room's live queue and
 //! then reads: every message newer than the read must arrive live. A read that began before
 //! this subscriber joined may have run before a message that the queue then carried before
-//! the join, so neither would hold it. Reads are therefore shared only between callers that
-//! saw the same count of messages forwarded into the room's follow ([`ReadKey::forwarded`]):
-//! nothing was forwarded between the shared read's start and the latest caller's join, so
-//! whatever the read missed reaches that caller live.
+//! the join, so neither would hold it. Reads are therefore shared only between callers of the
+//! same follow ([`ReadKey::follow`]: a follow that replaced another starts afresh) that saw
+//! the same count of messages forwarded into it ([`ReadKey::forwarded`]): nothing was
+//! forwarded between the shared read's start and the latest caller's join, so whatever the
+//! read missed reaches that caller live. (A follow's position can also move without a
+//! forward, when another subscriber's read starts it ahead; the subscription catches up in
+//! that case, shared read or not: see `RedisBus::subscribe`.)
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, WeakShared};
@@ -28,7 +31,8 @@ pub(super) type ReadResult = Result<(Snapshot, bool), BusError>;
 type Flight = BoxFuture<'static, ReadResult>;
 
 /// Entries whose every caller went away before the answer (a client that disconnected
-/// mid-read) are swept once the map holds this many.
+/// mid-read) are swept once the map holds this many, or twice as many as the last sweep
+/// left: sweeping costs one pass, so it must not run on every read when many are in flight.
 const SWEEP_AT: usize = 64;
 
 /// What makes two reads the same read.
@@ -40,15 +44,32 @@ pub(super) struct ReadKey {
     pub limit: usize,
     /// `Some(may_create)` for a read that opens the room.
     pub create: Option<bool>,
+    /// The follow the caller joined (each follow has its own number).
+    pub follow: u64,
     /// Messages forwarded into the room's follow when the caller asked (after joining its
     /// live queue, for a subscriber).
     pub forwarded: u64,
 }
 
-/// The reads in flight, held weakly: the callers waiting on one keep it alive.
+/// One read in flight: its number, the read (held weakly: its callers keep it alive), and
+/// whether a caller has claimed the room it created.
+struct InFlight {
+    id: u64,
+    read: WeakShared<Flight>,
+    claimed: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Map {
+    reads: HashMap<ReadKey, InFlight>,
+    /// Sweep when the map reaches this size.
+    sweep_at: usize,
+}
+
+/// The reads in flight.
 #[derive(Default)]
 pub(super) struct Flights {
-    flights: Mutex<HashMap<ReadKey, (u64, WeakShared<Flight>)>>,
+    map: Mutex<Map>,
     next_id: AtomicU64,
     /// Reads answered by another caller's call (`/metrics`).
     shared: AtomicU64,
@@ -57,45 +78,58 @@ pub(super) struct Flights {
 impl std::fmt::Debug for Flights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Flights")
-            .field("in_flight", &lock(&self.flights).len())
+            .field("in_flight", &lock(&self.map).reads.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Flights {
     /// Runs the read `start` makes, unless the same read is in flight: then waits for that
-    /// one's answer. Only the caller whose read ran may report that it created the room.
+    /// one's answer. Of the callers that receive an answer saying the read created the room,
+    /// exactly one is told so (the first): the room is charged to one client's budget, even
+    /// when the caller whose read ran went away before the answer.
     pub(super) async fn run(&self, key: ReadKey, start: impl FnOnce() -> Flight) -> ReadResult {
-        let (id, flight, led) = {
-            let mut flights = lock(&self.flights);
-            let joined = flights
-                .get(&key)
-                .and_then(|(id, weak)| Some((*id, weak.upgrade()?)));
+        let (id, read, claimed) = {
+            let mut map = lock(&self.map);
+            let joined = map.reads.get(&key).and_then(|entry| {
+                let read = entry.read.upgrade()?;
+                Some((entry.id, read, entry.claimed.clone()))
+            });
             match joined {
-                Some((id, flight)) => {
+                Some(joined) => {
                     self.shared.fetch_add(1, Ordering::Relaxed);
-                    (id, flight, false)
+                    joined
                 }
                 None => {
-                    if flights.len() >= SWEEP_AT {
-                        flights.retain(|_, (_, weak)| weak.upgrade().is_some());
+                    if map.reads.len() >= map.sweep_at.max(SWEEP_AT) {
+                        map.reads.retain(|_, entry| entry.read.upgrade().is_some());
+                        map.sweep_at = 2 * map.reads.len();
                     }
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let flight = start().shared();
-                    let weak = flight.downgrade().expect("a flight not yet polled");
-                    flights.insert(key.clone(), (id, weak));
-                    (id, flight, true)
+                    let read = start().shared();
+                    let weak = read.downgrade().expect("a read not yet polled");
+                    let claimed = Arc::new(AtomicBool::new(false));
+                    let entry = InFlight {
+                        id,
+                        read: weak,
+                        claimed: claimed.clone(),
+                    };
+                    map.reads.insert(key.clone(), entry);
+                    (id, read, claimed)
                 }
             }
         };
-        let answer = flight.await;
-        // Whoever finishes first retires the flight; later callers start a fresh read.
-        let mut flights = lock(&self.flights);
-        if flights.get(&key).is_some_and(|(known, _)| *known == id) {
-            flights.remove(&key);
+        let answer = read.await;
+        // Whoever finishes first retires the read; later callers start a fresh one.
+        let mut map = lock(&self.map);
+        if map.reads.get(&key).is_some_and(|entry| entry.id == id) {
+            map.reads.remove(&key);
         }
-        drop(flights);
-        answer.map(|(snapshot, created)| (snapshot, created && led))
+        drop(map);
+        answer.map(|(snapshot, created)| {
+            let first = created && !claimed.swap(true, Ordering::AcqRel);
+            (snapshot, first)
+        })
     }
 
     /// Reads answered by another caller's call, since the relay started.
@@ -106,7 +140,6 @@ impl Flights {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
     use tokio::sync::oneshot;
@@ -120,6 +153,7 @@ mod tests {
             epoch: Some("e".into()),
             limit: 10,
             create: Some(true),
+            follow: 1,
             forwarded,
         }
     }
@@ -152,7 +186,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reads_asked_together_run_once_and_only_the_first_reports_the_creation() {
+    async fn reads_asked_together_run_once_and_one_caller_reports_the_creation() {
         let flights = Arc::new(Flights::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let (release, gate) = oneshot::channel();
@@ -177,24 +211,59 @@ mod tests {
         let (a, created_a) = first.expect("an answer");
         let (b, created_b) = second.expect("an answer");
         assert_eq!((a.head, b.head), (7, 7));
-        assert_eq!((created_a, created_b), (true, false));
+        assert!(
+            created_a != created_b,
+            "exactly one is told the room was created"
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(lock(&flights.flights).is_empty(), "retired once answered");
+        assert!(lock(&flights.map).reads.is_empty(), "retired once answered");
     }
 
     #[tokio::test]
-    async fn a_message_forwarded_in_between_or_another_cursor_makes_another_read() {
+    async fn the_creation_is_reported_to_a_joiner_when_the_caller_whose_read_ran_left() {
+        let flights = Arc::new(Flights::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = oneshot::channel();
+        let leader = tokio::spawn({
+            let (flights, start) = (flights.clone(), gated(runs.clone(), gate));
+            async move { flights.run(key(3, 0), start).await }
+        });
+        while runs.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let (_unused, gate) = oneshot::channel();
+        let joiner = tokio::spawn({
+            let (flights, start) = (flights.clone(), gated(runs.clone(), gate));
+            async move { flights.run(key(3, 0), start).await }
+        });
+        while flights.shared() < 1 {
+            tokio::task::yield_now().await;
+        }
+        leader.abort();
+        let _ = leader.await;
+        release.send(7).expect("the joiner keeps the read going");
+        let (snapshot, created) = joiner.await.expect("joiner").expect("an answer");
+        assert_eq!((snapshot.head, created), (7, true));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_forwarded_in_between_another_follow_or_another_cursor_makes_another_read() {
         let flights = Arc::new(Flights::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let mut releases = Vec::new();
         let mut callers = Vec::new();
-        for key in [key(3, 0), key(3, 1), key(4, 0)] {
+        let other_follow = ReadKey {
+            follow: 2,
+            ..key(3, 0)
+        };
+        for key in [key(3, 0), key(3, 1), key(4, 0), other_follow] {
             let (release, gate) = oneshot::channel();
             releases.push(release);
             let (flights, start) = (flights.clone(), gated(runs.clone(), gate));
             callers.push(tokio::spawn(async move { flights.run(key, start).await }));
         }
-        while runs.load(Ordering::SeqCst) < 3 {
+        while runs.load(Ordering::SeqCst) < 4 {
             tokio::task::yield_now().await;
         }
         for (head, release) in releases.into_iter().enumerate() {
@@ -225,7 +294,7 @@ mod tests {
             caller.abort();
             let _ = caller.await;
         }
-        assert_eq!(lock(&flights.flights).len(), SWEEP_AT);
+        assert_eq!(lock(&flights.map).reads.len(), SWEEP_AT);
         // The same read again: the abandoned one cannot be joined, so this one runs, and
         // inserting it sweeps every abandoned entry.
         let (release, gate) = oneshot::channel();
@@ -236,6 +305,6 @@ mod tests {
             .expect("an answer");
         assert_eq!((snapshot.head, created), (9, true));
         assert_eq!(flights.shared(), 0);
-        assert!(lock(&flights.flights).is_empty());
+        assert!(lock(&flights.map).reads.is_empty());
     }
 }

@@ -8,6 +8,7 @@
 //! lingers for [`FOLLOW_LINGER`], then [`prune_idle_follows`] drops it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ const FOLLOW_LINGER: Duration = Duration::from_secs(30);
 /// announcements have been forwarded into it.
 #[derive(Debug)]
 pub(super) struct Follow {
+    /// This follow's own number: a follow that replaces another (a new epoch) is not it.
+    id: u64,
     pub(super) live: LiveQueue,
     sync: Mutex<FollowSync>,
     /// Most bytes of recent messages kept (`RELAY_HISTORY_BYTES`, as for a room's history).
@@ -59,7 +62,9 @@ impl Follow {
     pub(super) fn new(max_bytes: usize) -> (Follow, broadcast::Receiver<Live>) {
         let live = LiveQueue::new();
         let receiver = live.subscribe();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let follow = Follow {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             live,
             sync: Mutex::new(FollowSync {
                 used: Instant::now(),
@@ -154,6 +159,10 @@ impl Follow {
     /// Messages forwarded so far (see `flights`).
     pub(super) fn forwarded(&self) -> u64 {
         lock(&self.sync).forwarded
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether nobody listens and nobody has for [`FOLLOW_LINGER`].

@@ -386,6 +386,7 @@ impl RedisBus {
             epoch: cursor.epoch.clone(),
             limit,
             create,
+            follow: follow.id(),
             forwarded: follow.forwarded(),
         };
         let start = || {
@@ -486,13 +487,20 @@ impl RedisBus {
                 self.unfollow(room, &follow);
                 continue;
             }
-            let sub = Subscription::new(
+            // Another subscriber's read may have started the follow ahead of this one's:
+            // the announcements in between are then dropped as repeats and never reach this
+            // subscriber live, so it reads them (a shared read makes this likelier).
+            let behind = follow.position().1.is_some_and(|last| last > snapshot.head);
+            let mut sub = Subscription::new(
                 Bus::Redis(self.clone()),
                 room.clone(),
                 snapshot,
                 live,
                 &follow.live,
             );
+            if behind {
+                sub.catch_up();
+            }
             return Ok((sub, created));
         }
     }

@@ -39,7 +39,9 @@ pub enum Fault {
     /// Loses every byte going this way (the other way works). A connection that lost bytes is
     /// cut when the link heals: its stream is broken, as TCP would eventually find.
     Lose(Way),
-    /// Cuts every connection and refuses new ones until healed: a partition.
+    /// Cuts every connection and refuses new ones until healed: a partition. (A new
+    /// connection is accepted and closed at once, which the relay sees as a dropped connection;
+    /// a silent partition is [`Fault::Stall`].)
     Partition,
 }
 
@@ -136,15 +138,21 @@ async fn accept(
             drop(relay_side);
             continue;
         }
-        let Ok(redis_side) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-            continue;
-        };
+        // Listed before connecting upstream, so that a partition starting meanwhile cuts it.
         let cancel = stop.child_token();
         let broken = Arc::new(AtomicBool::new(false));
         links.lock().expect("links").push(Link {
             cancel: cancel.clone(),
             broken: broken.clone(),
         });
+        let connected = tokio::select! {
+            connected = TcpStream::connect(("127.0.0.1", upstream)) => connected,
+            () = cancel.cancelled() => continue,
+        };
+        let Ok(redis_side) = connected else {
+            cancel.cancel();
+            continue;
+        };
         let (relay_read, relay_write) = relay_side.into_split();
         let (redis_read, redis_write) = redis_side.into_split();
         let link = |way| (way, fault.subscribe(), broken.clone(), cancel.clone());
@@ -204,6 +212,10 @@ async fn pump(
                 if now == Fault::Lose(way) {
                     broken.store(true, Ordering::Release);
                     continue;
+                }
+                if now == Fault::Partition {
+                    cancel.cancel();
+                    return;
                 }
                 if to.write_all(&chunk).await.is_err() {
                     cancel.cancel();
