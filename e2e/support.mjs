@@ -297,3 +297,58 @@ export async function startNginx(upstreams) {
     },
   };
 }
+
+/**
+ * Loads the page in a fresh browser context (an empty cache) and records what Chromium's
+ * network layer says it transferred for each of the page's own files (everything outside
+ * /api: the HTML, JS, wasm, CSS and anything else it fetches), until `#status` says the page
+ * is connected. `encodedDataLength` counts the bytes on the wire, headers included.
+ * Returns the page, the files (url, status, headers, bytes) and the time from navigation to
+ * connected, in milliseconds.
+ */
+export async function loadMeasured(browser, base, { room, transport } = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  const byId = new Map();
+  cdp.on('Network.responseReceived', ({ requestId, response }) => {
+    byId.set(requestId, {
+      url: response.url,
+      status: response.status,
+      headers: response.headers,
+      cached: Boolean(response.fromDiskCache || response.fromMemoryCache),
+    });
+  });
+  const finished = new Map();
+  cdp.on('Network.loadingFinished', ({ requestId, encodedDataLength }) => {
+    finished.set(requestId, encodedDataLength);
+  });
+  const query = new URLSearchParams();
+  if (room) query.set('room', room);
+  if (transport) query.set('transport', transport);
+  const started = Date.now();
+  await page.goto(`${base}/?${query}`);
+  await waitConnectedVia(page, transport ?? 'ws');
+  const connectedMs = Date.now() - started;
+  // Every file the page asked for has finished loading once it runs; wait for the events.
+  const files = () => [...byId.entries()].filter(([, r]) => !new URL(r.url).pathname.startsWith('/api/'));
+  const deadline = Date.now() + PATIENCE;
+  while (files().some(([id]) => !finished.has(id))) {
+    if (Date.now() > deadline) throw new Error('page files did not finish loading');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const lower = (headers) => Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+  return {
+    page,
+    cdp,
+    connectedMs,
+    files: files().map(([id, r]) => ({
+      path: new URL(r.url).pathname,
+      status: r.status,
+      headers: lower(r.headers),
+      cached: r.cached,
+      bytes: finished.get(id),
+    })),
+  };
+}

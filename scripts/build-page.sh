@@ -8,7 +8,17 @@ cd "$(dirname "$0")/.."
 
 export PATH="$PWD/node_modules/.bin:$PATH"   # wasm-opt 132 (see Trunk.toml)
 export TRUNK_SKIP_VERSION_CHECK=true
+# The page is built with the nightly compiler, rebuilding the standard library so that a panic
+# aborts at once: the panic machinery and its message formatting then stay out of the
+# download (11 % of the wasm; docs/BENCHMARKS.md). Nothing else uses nightly features.
+# PAGE_TOOLCHAIN=stable builds the same page, larger, without it.
+if [ "${PAGE_TOOLCHAIN:-nightly}" = nightly ]; then
+    export RUSTUP_TOOLCHAIN=nightly
+    export CARGO_UNSTABLE_BUILD_STD=std,panic_abort
+    export RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zfmt-debug=none -Zlocation-detail=none"
+fi
 trunk build --release
+node scripts/minify-loader.mjs dist
 
 # Compressed once, at the strongest settings: the relay never compresses on the fly.
 total_br=0

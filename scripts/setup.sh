@@ -3,6 +3,7 @@
 # step checks first, so a second run takes seconds. Used by the README's commands and by CI.
 #
 #   Rust target wasm32-unknown-unknown  (rustup)
+#   nightly Rust + rust-src + wasm32      (rustup: the page's release build, build-page.sh)
 #   trunk 0.21.14                        (cargo install; 0.22 needs a newer rustc)
 #   wasm-bindgen-cli = the wasm-bindgen version in Cargo.lock (trunk refuses any other)
 #   wasm-opt 132, Playwright             (npm, pinned in package-lock.json)
@@ -46,6 +47,18 @@ for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# The page's release build uses nightly with the standard library's sources (build-page.sh).
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    say "installing a nightly Rust toolchain (the page's release build)"
+    rustup toolchain install nightly --profile minimal
+fi
+for component in rust-src; do
+    rustup component list --toolchain nightly --installed 2>/dev/null | grep -q "^$component" \
+        || rustup component add "$component" --toolchain nightly
+done
+rustup target list --toolchain nightly --installed | grep -qx wasm32-unknown-unknown \
+    || rustup target add wasm32-unknown-unknown --toolchain nightly
 
 TRUNK_VERSION=0.21.14
 if ! trunk --version 2>/dev/null | grep -q " $TRUNK_VERSION"; then

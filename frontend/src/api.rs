@@ -84,9 +84,9 @@ pub fn publish_url(room: &str) -> String {
 pub fn describe(error: &ErrorBody) -> String {
     match error.retry_after_ms {
         Some(ms) => format!(
-            "{} (try again in {:.1} s)",
+            "{} (try again in {} s)",
             error.message,
-            ms as f64 / 1000.0
+            crate::model::number::tenths(ms as f64 / 1000.0)
         ),
         None => error.message.clone(),
     }
@@ -148,8 +148,8 @@ pub fn not_sent(status: u16, error: Option<&ErrorBody>) -> NotSent {
 /// it (the first one, if the key was stored before).
 #[cfg(target_arch = "wasm32")]
 pub async fn publish(room: &str, request: &PublishRequest, key: &str) -> Result<u64, NotSent> {
-    let json = serde_json::to_string(request).map_err(|e| NotSent {
-        message: e.to_string(),
+    let json = crate::json::encode(request).ok_or_else(|| NotSent {
+        message: "the message could not be encoded".to_owned(),
         retry_ms: None,
     })?;
     let answer = crate::fetch::post_json(&publish_url(room), &json, key)
@@ -159,12 +159,14 @@ pub async fn publish(room: &str, request: &PublishRequest, key: &str) -> Result<
             retry_ms: Some(RESEND_MS),
         })?;
     if answer.ok() {
-        return serde_json::from_str::<PublishResponse>(&answer.body)
+        return crate::json::decode::<PublishResponse>(&answer.body)
             .map(|published| published.id)
-            .map_err(|e| not_sent(answer.status, None).or(e.to_string()));
+            .ok_or_else(|| {
+                not_sent(answer.status, None).or("the relay's answer was not understood".into())
+            });
     }
-    let error = match serde_json::from_str::<ServerEvent>(&answer.body) {
-        Ok(ServerEvent::Error(error)) => Some(error),
+    let error = match crate::json::decode::<ServerEvent>(&answer.body) {
+        Some(ServerEvent::Error(error)) => Some(error),
         _ => None,
     };
     Err(not_sent(answer.status, error.as_ref()))

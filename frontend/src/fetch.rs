@@ -1,9 +1,10 @@
-//! `fetch` on web-sys directly: the page needs GET and POST with a JSON body, an abort signal
-//! and the answer as text, which does not justify an HTTP client library in every download.
+//! The page's HTTP requests (polls and sends), through gloo-net's `fetch` wrapper: GET with an
+//! abort signal (a poll the page gives up on), POST with a JSON body and an idempotency key,
+//! and the answer as its status and text. The page decodes bodies itself (`api`, `transport`),
+//! so gloo-net's JSON helpers are not used.
 
-use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortSignal, Request, RequestInit, Response};
+use gloo_net::http::Request;
+use web_sys::AbortSignal;
 
 /// An HTTP answer: its status and its body.
 pub struct Answer {
@@ -17,37 +18,39 @@ impl Answer {
     }
 }
 
-pub async fn get(url: &str, signal: Option<&AbortSignal>) -> Result<Answer, JsValue> {
-    let init = RequestInit::new();
-    init.set_method("GET");
-    if let Some(signal) = signal {
-        init.set_signal(Some(signal));
-    }
-    send(url, &init).await
+pub async fn get(url: &str, signal: Option<&AbortSignal>) -> Result<Answer, Failed> {
+    let response = Request::get(url)
+        .abort_signal(signal)
+        .send()
+        .await
+        .map_err(failed)?;
+    answer(response).await
 }
 
 /// `POST`s `json` under an idempotency key (`protocol::api::IDEMPOTENCY_KEY`).
-pub async fn post_json(url: &str, json: &str, key: &str) -> Result<Answer, JsValue> {
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&JsValue::from_str(json));
-    let request = Request::new_with_str_and_init(url, &init)?;
-    request.headers().set("content-type", "application/json")?;
-    request.headers().set(protocol::api::IDEMPOTENCY_KEY, key)?;
-    fetch(request).await
+pub async fn post_json(url: &str, json: &str, key: &str) -> Result<Answer, Failed> {
+    let response = Request::post(url)
+        .header("content-type", "application/json")
+        .header(protocol::api::IDEMPOTENCY_KEY, key)
+        .body(json)
+        .map_err(failed)?
+        .send()
+        .await
+        .map_err(failed)?;
+    answer(response).await
 }
 
-async fn send(url: &str, init: &RequestInit) -> Result<Answer, JsValue> {
-    fetch(Request::new_with_str_and_init(url, init)?).await
-}
-
-async fn fetch(request: Request) -> Result<Answer, JsValue> {
-    let response: Response = JsFuture::from(leptos::prelude::window().fetch_with_request(&request))
-        .await?
-        .dyn_into()?;
-    let body = JsFuture::from(response.text()?).await?;
+async fn answer(response: gloo_net::http::Response) -> Result<Answer, Failed> {
     Ok(Answer {
         status: response.status(),
-        body: body.as_string().unwrap_or_default(),
+        body: response.text().await.map_err(failed)?,
     })
+}
+
+/// The request did not get an answer (the network, or an abort). Callers only need to know
+/// that (they retry, or show it); keeping gloo-net's reason would cost its formatting code.
+pub struct Failed;
+
+fn failed(_: gloo_net::Error) -> Failed {
+    Failed
 }

@@ -16,6 +16,7 @@ use send_wrapper::SendWrapper;
 
 use crate::browser;
 use crate::controller::{Controller, StatsRow, Ui};
+use crate::model::number::{tenths, whole};
 use crate::model::{Entry, Pending};
 
 /// The relay's default rule for names, checked here first for an immediate answer (the relay
@@ -63,9 +64,9 @@ pub fn App() -> impl IntoView {
     let on_interval = {
         let controller = controller.clone();
         move |ev| {
-            if let Ok(seconds) = event_target_value(&ev).parse::<f64>()
-                && seconds.is_finite()
-            {
+            // The browser parses the number (Rust's float parsing would cost page bytes).
+            let seconds = js_sys::parse_float(&event_target_value(&ev));
+            if seconds.is_finite() {
                 let ms = (seconds.clamp(0.1, 60.0) * 1000.0).round() as u32;
                 controller.borrow().set_poll_interval(ms);
             }
@@ -208,7 +209,7 @@ fn MessageList(
 
 /// A latency as a cell shows it.
 fn shown_ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"))
+    v.map_or_else(|| "–".to_owned(), |v| format!("{} ms", tenths(v)))
 }
 
 /// Per-transport figures and a chart of recent echo latencies.
@@ -302,7 +303,7 @@ fn LatencyChart(stats: RwSignal<Vec<StatsRow>>) -> impl IntoView {
                     let newest = points.last().copied().unwrap_or_default();
                     let points = points
                         .iter()
-                        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                        .map(|(x, y)| format!("{},{}", tenths(*x), tenths(*y)))
                         .collect::<Vec<_>>()
                         .join(" ");
                     Some((points, newest))
@@ -310,7 +311,7 @@ fn LatencyChart(stats: RwSignal<Vec<StatsRow>>) -> impl IntoView {
                 let class = row.transport.as_str();
                 // A round-capped zero-length line marks the newest sample: unlike a circle it
                 // stays round in the stretched chart, and shows before there is a line.
-                let (x, y) = (format!("{x:.1}"), format!("{y:.1}"));
+                let (x, y) = (tenths(x), tenths(y));
                 Some(view! {
                     <polyline class=format!("line {class}") points=points/>
                     <line class=format!("dot {class}") x1=x.clone() y1=y.clone() x2=x y2=y/>
@@ -320,7 +321,7 @@ fn LatencyChart(stats: RwSignal<Vec<StatsRow>>) -> impl IntoView {
     };
     let peak = move || {
         let max = largest_sample(&stats.get(), 0.0);
-        format!("max {max:.0} ms")
+        format!("max {} ms", whole(max))
     };
     view! {
         <figure class="chart">

@@ -67,7 +67,12 @@ pub struct UnknownTransport(pub String);
 
 impl fmt::Display for UnknownTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not one of ws, sse, longpoll, shortpoll", self.0)
+        // Quoted by hand: the page is built without `Debug` formatting (docs/BENCHMARKS.md).
+        write!(
+            f,
+            "\"{}\" is not one of ws, sse, longpoll, shortpoll",
+            self.0
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use axum::routing::get;
 use protocol::ErrorCode;
 use protocol::api::{self, Endpoint};
 use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::SetResponseHeader;
+use tower_http::set_header::{MakeHeaderValue, SetResponseHeader};
 
 use crate::error::ApiError;
 use crate::headers;
@@ -91,10 +91,11 @@ async fn gate(
     if let Some(file) = page_file
         && (status.is_success() || status == StatusCode::NOT_MODIFIED)
     {
-        let html = answer
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+        let html = headers::is_html(answer);
         answer.insert(header::CACHE_CONTROL, file.cache_control(html));
+        // The files come in Brotli, gzip or plain, by the request's Accept-Encoding: caches
+        // between here and the browser must keep them apart.
+        answer.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     response
 }
@@ -129,14 +130,30 @@ fn admit(state: &AppState, peer: SocketAddr, request: &mut Request) -> Result<()
     Ok(())
 }
 
-/// The page's files, with the policy that lets exactly its own scripts run.
-fn page(dir: &Path) -> SetResponseHeader<ServeDir<ServeFile>, HeaderValue> {
+/// The page's files; its document gets the policy that lets exactly its own scripts run.
+/// (A policy only governs documents: the scripts, wasm and style get the short one the gate
+/// gives every answer, rather than carrying the page's on every download.)
+fn page(dir: &Path) -> SetResponseHeader<ServeDir<ServeFile>, PagePolicy> {
     // Read once: the policy hashes the inline loader of the index.html being served. A
     // missing page (an API-only relay) allows no inline script at all.
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
     let policy = HeaderValue::from_str(&headers::page_policy(&index))
         .unwrap_or_else(|_| HeaderValue::from_static(headers::API_POLICY));
-    SetResponseHeader::overriding(static_files(dir), header::CONTENT_SECURITY_POLICY, policy)
+    SetResponseHeader::overriding(
+        static_files(dir),
+        header::CONTENT_SECURITY_POLICY,
+        PagePolicy(policy),
+    )
+}
+
+/// The page's policy, for its documents only.
+#[derive(Clone)]
+struct PagePolicy(HeaderValue);
+
+impl<B> MakeHeaderValue<axum::http::Response<B>> for PagePolicy {
+    fn make_header_value(&mut self, response: &axum::http::Response<B>) -> Option<HeaderValue> {
+        headers::is_html(response.headers()).then(|| self.0.clone())
+    }
 }
 
 /// The page's build output; unknown paths get `index.html` so that client-side URLs load.

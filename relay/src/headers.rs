@@ -8,7 +8,7 @@
 //! lets the page compile its WebAssembly and nothing else (no `eval`). API answers are never
 //! documents, so their policy allows nothing at all.
 
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -29,6 +29,13 @@ pub fn common() -> [(HeaderName, HeaderValue); 2] {
             HeaderValue::from_static("no-referrer"),
         ),
     ]
+}
+
+/// Whether an answer is a document (HTML).
+pub fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"))
 }
 
 /// How long the page's files may be kept. A build names its assets with a content hash
@@ -66,13 +73,16 @@ impl PageFile {
     }
 }
 
-/// Whether a file name carries trunk's content hash: `-` then 16 hex digits, right before
-/// the extension or before `_bg` (the wasm module), e.g. `style-f106589f12b353eb.css`.
+/// Whether a file name carries trunk's content hash: `-` then the hash in hex (a 64-bit number
+/// written without leading zeros: up to 16 digits, fewer when it starts with zeros), right
+/// before the extension or before `_bg` (the wasm module), e.g. `style-f106589f12b353eb.css`.
 fn is_hashed(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or_default();
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
     stem.rsplit_once('-').is_some_and(|(base, hash)| {
-        !base.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        !base.is_empty()
+            && (8..=16).contains(&hash.len())
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
     })
 }
 
@@ -150,6 +160,7 @@ mod tests {
             "/frontend-69fb2846dec5efab.js",
             "/frontend-69fb2846dec5efab_bg.wasm",
             "/style-f106589f12b353eb.css",
+            "/frontend-e8bd18e50fef7d6_bg.wasm",
         ] {
             assert_eq!(policy(hashed), forever, "{hashed}");
         }
@@ -158,7 +169,8 @@ mod tests {
             "/index.html",
             "/room/lobby",
             "/frontend.js",
-            "/x-69fb2846dec5efa.js",
+            "/x-69fb284.js",
+            "/x-69fb2846dec5efab0.js",
             "/-69fb2846dec5efab.js",
             "/x-69fb2846dec5efag.js",
         ] {

@@ -37,9 +37,9 @@ impl Why {
     pub fn status(self, ms: u32) -> String {
         let seconds = f64::from(ms) / 1000.0;
         let when = if ms < 1000 {
-            format!("{seconds:.1} s")
+            format!("{} s", super::number::tenths(seconds))
         } else {
-            format!("{} s", seconds.round())
+            format!("{} s", super::number::whole(seconds))
         };
         let what = match self {
             Why::Lost => "connection lost",

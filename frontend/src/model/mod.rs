@@ -4,6 +4,7 @@
 //! - [`Links`] (`links`): make-before-break bookkeeping when the user switches transport;
 //! - [`Backoff`] (`backoff`): the reconnection schedule, and the relay's advice it obeys;
 //! - [`Outbox`] (`outbox`): sent texts not yet confirmed, each with its idempotency key;
+//! - `number`: numbers as the page shows them, without float formatting;
 //! - `LatencyStats` and [`EchoTracker`] (`stats`): echo latency of the user's own messages,
 //!   and the per-transport figures the transport panel shows.
 //!
@@ -13,6 +14,7 @@
 
 mod backoff;
 mod links;
+pub mod number;
 mod outbox;
 mod stats;
 mod timeline;

@@ -62,24 +62,22 @@ impl LinkContext {
     /// Handles one JSON event from the relay; a welcome means the connection is good.
     fn deliver(&self, json: &str, backoff: &mut Backoff) {
         self.emit(LinkEvent::Bytes(json.len()));
-        match serde_json::from_str::<ServerEvent>(json) {
-            Ok(ServerEvent::Welcome(welcome)) => {
+        match crate::json::decode::<ServerEvent>(json) {
+            Some(ServerEvent::Welcome(welcome)) => {
                 backoff.connected(browser::now_ms());
                 self.emit(LinkEvent::Inbound(Inbound::Welcome(welcome)));
             }
             // The stream ends next (the relay is restarting): come back as advised.
-            Ok(ServerEvent::Reconnect(advice)) => {
+            Some(ServerEvent::Reconnect(advice)) => {
                 backoff.advise(advice.retry_after_ms, Why::Restarting);
             }
-            Ok(ServerEvent::Message(message)) => {
+            Some(ServerEvent::Message(message)) => {
                 self.emit(LinkEvent::Inbound(Inbound::Message(message)))
             }
-            Ok(ServerEvent::Reset(reset)) => self.emit(LinkEvent::Inbound(Inbound::Reset(reset))),
-            Ok(ServerEvent::Error(error)) => self.emit(LinkEvent::Refused(error)),
-            Ok(ServerEvent::Ack(ack)) => self.emit(LinkEvent::Acked(ack.key)),
-            Err(err) => {
-                leptos::logging::warn!("ignoring an event the page does not understand: {err}")
-            }
+            Some(ServerEvent::Reset(reset)) => self.emit(LinkEvent::Inbound(Inbound::Reset(reset))),
+            Some(ServerEvent::Error(error)) => self.emit(LinkEvent::Refused(error)),
+            Some(ServerEvent::Ack(ack)) => self.emit(LinkEvent::Acked(ack.key)),
+            None => leptos::logging::warn!("ignoring an event the page does not understand"),
         }
     }
 

@@ -99,13 +99,13 @@ async fn fetch(url: &str, signal: Option<&AbortSignal>) -> Polled {
         return Polled::Failed;
     };
     if !answer.ok() {
-        return match serde_json::from_str(&answer.body) {
-            Ok(ServerEvent::Error(error)) => Polled::Refused(error),
+        return match crate::json::decode(&answer.body) {
+            Some(ServerEvent::Error(error)) => Polled::Refused(error),
             _ => Polled::Failed,
         };
     }
-    match serde_json::from_str(&answer.body) {
-        Ok(poll) => Polled::Answer(answer.body.len(), poll),
-        Err(_) => Polled::Failed,
+    match crate::json::decode(&answer.body) {
+        Some(poll) => Polled::Answer(answer.body.len(), poll),
+        None => Polled::Failed,
     }
 }

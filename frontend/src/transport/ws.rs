@@ -89,7 +89,7 @@ pub async fn run(ctx: Rc<LinkContext>, mut outbox: mpsc::UnboundedReceiver<Strin
 
 /// What the relay's close code asks of the page (see `protocol::close`).
 fn on_close(ctx: &LinkContext, backoff: &mut Backoff, code: u16, reason: &str) {
-    let advice = serde_json::from_str::<RetryAdvice>(reason).ok();
+    let advice = crate::json::decode::<RetryAdvice>(reason);
     match code {
         close::RESTART | close::TRY_AGAIN => {
             let why = if code == close::RESTART {
