@@ -9,18 +9,33 @@
 # Both end in the same final stage below.
 ARG ARTIFACTS=build
 
+FROM node:22-bookworm-slim AS node
+
 FROM rust:1.95-bookworm AS build
-# Node runs wasm-opt (npm binaryen); musl-tools links the static relay. Debian's point
-# releases replace these versions, so pinning them would break the build, not fix it.
+# Node 20 or newer runs the page's build tools (wasm-opt, esbuild); Debian bookworm's own is
+# 18, so it comes from the official image.
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules /usr/local/lib/node_modules
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+ && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
+# musl-tools links the static relay; brotli compresses the page. Debian's point releases
+# replace these versions, so pinning them would break the build, not fix it.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm musl-tools \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends musl-tools brotli \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
+# The tools first, in a layer of their own, from the only files that pin them (trunk and
+# wasm-bindgen-cli from setup.sh and Cargo.lock, nightly for the page, wasm-opt and esbuild
+# from package-lock.json): editing the sources does not reinstall them.
+COPY scripts/setup.sh scripts/
+COPY Cargo.lock package.json package-lock.json ./
+COPY bench/peer/package.json bench/peer/package-lock.json bench/peer/
+RUN ./scripts/setup.sh
 COPY . .
-RUN ./scripts/setup.sh \
- && ./scripts/build-page.sh \
- && ./scripts/stage-image.sh /out
+# The same script as everywhere: Brotli and gzip copies of every page file, served as such.
+RUN ./scripts/image-build-stage.sh /out
 
 FROM scratch AS prebuilt
 COPY target/image/ /out/

@@ -77,6 +77,11 @@ if ! have node || ! have npm; then
     say "Node.js and npm are missing: install Node 20 or newer, then run this again." >&2
     exit 1
 fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    say "Node.js $(node --version) is too old: install Node 20 or newer, then run this again." >&2
+    exit 1
+fi
 if [ ! -x node_modules/.bin/wasm-opt ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     say "installing wasm-opt and Playwright from package-lock.json"
     npm ci --no-audit --no-fund

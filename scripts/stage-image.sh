@@ -10,6 +10,6 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
 cargo build --release --locked --target x86_64-unknown-linux-musl -p relay
 rm -rf "$out"
 mkdir -p "$out"
-cp target/x86_64-unknown-linux-musl/release/relay "$out/relay"
+cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/relay" "$out/relay"
 cp -r dist "$out/dist"
 echo "staged: $out (relay $(du -h "$out/relay" | cut -f1), page $(du -sh "$out/dist" | cut -f1))"
