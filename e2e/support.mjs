@@ -306,9 +306,10 @@ export async function startNginx(upstreams) {
  * Returns the page, the files (url, status, headers, bytes) and the time from navigation to
  * connected, in milliseconds.
  */
-export async function loadMeasured(browser, base, { room, transport } = {}) {
+export async function loadMeasured(browser, base, { room, transport, beforeLoad } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
+  if (beforeLoad) await beforeLoad(page);
   const cdp = await context.newCDPSession(page);
   await cdp.send('Network.enable');
   const byId = new Map();

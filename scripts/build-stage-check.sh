@@ -18,7 +18,7 @@ grep -q '^RUN ./scripts/image-build-stage.sh /out$' Dockerfile
 ./scripts/setup.sh >/dev/null
 ./scripts/image-build-stage.sh "$work/out"
 [ -x "$work/out/relay" ] || { echo "no relay staged" >&2; exit 1; }
-file "$work/out/relay" | grep -q 'statically linked' || { echo "the relay is not static" >&2; exit 1; }
+file "$work/out/relay" | grep -Eq 'static(-pie)? linked|statically linked' || { echo "the relay is not static" >&2; exit 1; }
 for f in "$work"/out/dist/*; do
     case "$f" in *.br|*.gz) continue ;; esac
     [ -s "$f.br" ] && [ -s "$f.gz" ] || { echo "no compressed copies of $f" >&2; exit 1; }

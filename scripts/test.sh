@@ -27,5 +27,7 @@ cargo build --locked -p relay
 npm run --silent e2e
 echo "== load tool smoke runs"
 ./scripts/bench-smoke.sh
+echo "== the image's build stage, run here in a fresh clone (its base images cannot be pulled)"
+./scripts/build-stage-check.sh
 echo "== container image"
 ./scripts/image-test.sh
