@@ -29,10 +29,18 @@ test('the container is healthy and ready', async () => {
   assert.match(metrics, /relay_rooms \d+/);
 });
 
-test('the container serves the page', async () => {
+test('the container serves the page, compressed and cached like the relay on the host', async () => {
   const response = await fetch(`${base}/`);
   assert.equal(response.status, 200);
-  assert.match(await response.text(), /_bg\.wasm/);
+  const html = await response.text();
+  const wasm = html.match(/\/[\w-]+_bg\.wasm/)?.[0];
+  assert.ok(wasm, 'the document names the wasm');
+  // Node's fetch asks for gzip and Brotli and decodes them; the headers say what came.
+  const asset = await fetch(`${base}${wasm}`);
+  assert.equal(asset.status, 200);
+  assert.match(asset.headers.get('content-encoding') ?? '', /^(br|gzip)$/);
+  assert.equal(asset.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+  assert.equal(response.headers.get('cache-control'), 'no-cache');
 });
 
 test('a message is relayed over WebSocket and over SSE through the container', async () => {

@@ -3,6 +3,10 @@
 //! EventSource reconnects by itself, but with the URL it was opened with and on its own
 //! schedule. This link closes it on the first error instead and reconnects with the page's
 //! current cursor and backoff, so every transport resumes and counts reconnects the same way.
+//!
+//! On web-sys's `EventSource` directly, not gloo-net's wrapper: the link listens for the
+//! named events it needs and closes the source on its first error, where gloo-net's
+//! subscriptions leave reconnection to the browser. (Not measured for size.)
 
 use std::rc::Rc;
 

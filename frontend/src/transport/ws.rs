@@ -1,4 +1,12 @@
 //! WebSocket link: one socket carries the room's events in and the user's messages out.
+//!
+//! On web-sys's `WebSocket` directly, not gloo-net's wrapper (which the page uses for HTTP,
+//! `crate::fetch`). The link must read the close code and its JSON reason for every way a
+//! socket ends (1012/1013 advice, 4008, 1009), tell a socket that never opened from one that
+//! dropped, and close a superseded socket itself when a switch completes (make-before-break);
+//! gloo-net's stream ends with an error value for some of these and closes on drop. The
+//! listeners here (`listeners.rs`) are the few lines those needs take; the wrapper's size was
+//! not measured.
 
 use std::rc::Rc;
 
