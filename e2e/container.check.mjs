@@ -35,7 +35,7 @@ test('the container serves the page, compressed and cached like the relay on the
   const html = await response.text();
   const wasm = html.match(/\/[\w-]+_bg\.wasm/)?.[0];
   assert.ok(wasm, 'the document names the wasm');
-  // Node's fetch asks for gzip and Brotli and decodes them; the headers say what came.
+  // Node's fetch decodes what it asked for (over plain HTTP, gzip); the headers say what came.
   const asset = await fetch(`${base}${wasm}`);
   assert.equal(asset.status, 200);
   assert.match(asset.headers.get('content-encoding') ?? '', /^(br|gzip)$/);

@@ -2,7 +2,9 @@
 // hashed files cached for good, and small — measured from Chromium's own network events.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, loadMeasured, send, startRelay, texts, waitForMessages } from './support.mjs';
+import {
+  launchBrowser, loadMeasured, openChat, send, startRelay, texts, waitConnected, waitForMessages,
+} from './support.mjs';
 
 /** The most a first load may transfer (HTML + JS + wasm + CSS, headers included). */
 const BUDGET = 100_000;
@@ -39,11 +41,13 @@ test('a first load is compressed, cached for good where hashed, within budget, a
     assert.equal(html.headers['cache-control'], 'no-cache', 'the document is revalidated');
     assert.ok(total <= BUDGET, `${total} bytes transferred, over the ${BUDGET}-byte budget`);
   }
-  // The chat works on all four.
+  // The chat works on all four: a WebSocket send, then a POST from the short poller.
   await send(pages[0], 'loaded and talking');
+  for (const page of pages) await waitForMessages(page, 1);
+  await send(pages[3], 'and posting');
   for (const page of pages) {
-    await waitForMessages(page, 1);
-    assert.deepEqual(await texts(page), ['loaded and talking']);
+    await waitForMessages(page, 2);
+    assert.deepEqual(await texts(page), ['loaded and talking', 'and posting']);
   }
   for (const page of pages) await page.context().close();
 });
@@ -73,5 +77,14 @@ test('a second visit takes the hashed files from the cache without asking', asyn
   }
   const document = visited.get('/');
   assert.ok(document && !document.cached && document.bytes > 0, 'the document itself was fetched again');
+  await page.context().close();
+});
+
+test('reloading the page revalidates the document and it still runs under its own policy', async () => {
+  const page = await openChat(browser, relay.url, { room: 'reload' });
+  await page.reload();
+  await waitConnected(page);
+  assert.deepEqual(page.cspViolations, []);
+  assert.deepEqual(page.errors, []);
   await page.context().close();
 });

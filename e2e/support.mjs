@@ -302,7 +302,8 @@ export async function startNginx(upstreams) {
  * Loads the page in a fresh browser context (an empty cache) and records what Chromium's
  * network layer says it transferred for each of the page's own files (everything outside
  * /api: the HTML, JS, wasm, CSS and anything else it fetches), until `#status` says the page
- * is connected. `encodedDataLength` counts the bytes on the wire, headers included.
+ * is connected. `encodedDataLength` counts the bytes received: the response's headers and
+ * its (compressed) body.
  * Returns the page, the files (url, status, headers, bytes) and the time from navigation to
  * connected, in milliseconds.
  */
@@ -325,6 +326,8 @@ export async function loadMeasured(browser, base, { room, transport, beforeLoad 
   cdp.on('Network.loadingFinished', ({ requestId, encodedDataLength }) => {
     finished.set(requestId, encodedDataLength);
   });
+  const failed = [];
+  cdp.on('Network.loadingFailed', ({ requestId, errorText }) => failed.push(`${requestId}: ${errorText}`));
   const query = new URLSearchParams();
   if (room) query.set('room', room);
   if (transport) query.set('transport', transport);
@@ -336,6 +339,7 @@ export async function loadMeasured(browser, base, { room, transport, beforeLoad 
   const files = () => [...byId.entries()].filter(([, r]) => !new URL(r.url).pathname.startsWith('/api/'));
   const deadline = Date.now() + PATIENCE;
   while (files().some(([id]) => !finished.has(id))) {
+    if (failed.length > 0) throw new Error(`page files failed to load: ${failed.join(', ')}`);
     if (Date.now() > deadline) throw new Error('page files did not finish loading');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }

@@ -2,8 +2,8 @@
 # Exercises the Dockerfile's `build` stage on this machine, which cannot pull its base images:
 # in a fresh clone of HEAD, it runs the stage's own commands (scripts/setup.sh, then
 # scripts/image-build-stage.sh) and checks what they stage: the static relay, and the page
-# with a Brotli and a gzip copy of every file. The Cargo target directory is shared with
-# this checkout (CARGO_TARGET_DIR) so that it does not compile everything twice.
+# with a Brotli and a gzip copy of every file. It builds into target/build-stage/ (kept between
+# runs, apart from this checkout's own builds, which it must not stand in for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -11,7 +11,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git clone --quiet "$root" "$work/src"
 cd "$work/src"
-export CARGO_TARGET_DIR="$root/target"
+export CARGO_TARGET_DIR="$root/target/build-stage"
 # The stage's steps, in its order.
 grep -q '^RUN ./scripts/setup.sh$' Dockerfile
 grep -q '^RUN ./scripts/image-build-stage.sh /out$' Dockerfile

@@ -122,6 +122,11 @@ if $want_nginx && ! have nginx && [ ! -x /usr/sbin/nginx ]; then
 fi
 
 if $want_container; then
+    # build-stage-check.sh tells a static binary by `file`.
+    if ! have file; then
+        say "installing file (Debian package)"
+        apt_install file
+    fi
     if ! have buildah; then
         say "installing buildah (Debian package)"
         apt_install buildah

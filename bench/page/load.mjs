@@ -37,7 +37,9 @@ try {
           new MutationObserver(seen).observe(document, { subtree: true, childList: true, characterData: true });
         }, want),
       });
-      times.push(await page.evaluate(() => window.connectedAt));
+      const at = await page.evaluate(() => window.connectedAt);
+      if (typeof at !== 'number') throw new Error(`no connection time on load ${n} via ${transport}`);
+      times.push(at);
       bytes.push(files.reduce((sum, f) => sum + f.bytes, 0));
       await page.context().close();
     }

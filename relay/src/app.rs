@@ -81,15 +81,22 @@ async fn gate(
     }
     let status = response.status();
     let answer = response.headers_mut();
+    // A page file found unchanged (304) carries neither policy nor caching: the browser keeps
+    // the headers it stored with the file, and a header sent here would replace them (the
+    // document's policy with one that allows nothing, say, since a 304 has no Content-Type
+    // to tell a document by).
+    let revalidated = page_file.is_some() && status == StatusCode::NOT_MODIFIED;
     // The page sets its own policy; every other answer gets the one that allows nothing.
-    answer
-        .entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(headers::API_POLICY));
+    if !revalidated {
+        answer
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(HeaderValue::from_static(headers::API_POLICY));
+    }
     for (name, value) in headers::common() {
         answer.insert(name, value);
     }
     if let Some(file) = page_file
-        && (status.is_success() || status == StatusCode::NOT_MODIFIED)
+        && status.is_success()
     {
         let html = headers::is_html(answer);
         answer.insert(header::CACHE_CONTROL, file.cache_control(html));

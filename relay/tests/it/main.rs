@@ -8,6 +8,7 @@ mod faults;
 mod ops;
 mod origin;
 mod overload;
+mod page;
 mod resume;
 mod scale_out;
 mod shutdown;
