@@ -1,31 +1,20 @@
 // The first load of the page, as a browser with an empty cache makes it: served compressed,
 // hashed files cached for good, and small — measured from Chromium's own network events.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  launchBrowser, loadMeasured, openChat, send, startRelay, texts, waitConnected, waitForMessages,
+  loadMeasured, openChat, relayAndBrowser, send, texts, waitConnected, waitForMessages,
 } from './support.mjs';
 
 /** The most a first load may transfer (HTML + JS + wasm + CSS, headers included). */
 const BUDGET = 100_000;
 const TRANSPORTS = ['ws', 'sse', 'longpoll', 'shortpoll'];
-let relay;
-let browser;
-
-before(async () => {
-  relay = await startRelay();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.stop();
-});
+const running = relayAndBrowser();
 
 test('a first load is compressed, cached for good where hashed, within budget, and chats on every transport', async () => {
   const pages = [];
   for (const transport of TRANSPORTS) {
-    const { page, files, connectedMs } = await loadMeasured(browser, relay.url, { room: 'first-load', transport });
+    const { page, files, connectedMs } = await loadMeasured(running.browser, running.relay.url, { room: 'first-load', transport });
     pages.push(page);
     const total = files.reduce((sum, f) => sum + f.bytes, 0);
     console.log(`first load via ${transport}: ${total} bytes transferred in ${files.length} files, connected after ${connectedMs} ms`);
@@ -53,7 +42,7 @@ test('a first load is compressed, cached for good where hashed, within budget, a
 });
 
 test('a second visit takes the hashed files from the cache without asking', async () => {
-  const { page, cdp, files } = await loadMeasured(browser, relay.url, { room: 'second-load' });
+  const { page, cdp, files } = await loadMeasured(running.browser, running.relay.url, { room: 'second-load' });
   const hashed = files.filter((f) => /\.(js|wasm|css)$/.test(f.path)).map((f) => f.path);
   assert.ok(hashed.length >= 3, `hashed files: ${hashed}`);
   // What crossed the network on the second visit, by path: a file taken from the cache
@@ -68,7 +57,7 @@ test('a second visit takes the hashed files from the cache without asking', asyn
   });
   cdp.on('Network.loadingFinished', ({ requestId, encodedDataLength }) => wire.set(requestId, encodedDataLength));
   // A new visit (another URL: the same one would be a reload, which revalidates).
-  await page.goto(`${relay.url}/?room=second-load-again`);
+  await page.goto(`${running.relay.url}/?room=second-load-again`);
   await page.waitForFunction(() => document.querySelector('#status')?.textContent.startsWith('connected via'));
   const visited = new Map([...urls].map(([id, path]) => [path, { cached: fromCache.has(id), bytes: wire.get(id) }]));
   for (const path of hashed) {
@@ -81,7 +70,7 @@ test('a second visit takes the hashed files from the cache without asking', asyn
 });
 
 test('reloading the page revalidates the document and it still runs under its own policy', async () => {
-  const page = await openChat(browser, relay.url, { room: 'reload' });
+  const page = await openChat(running.browser, running.relay.url, { room: 'reload' });
   await page.reload();
   await waitConnected(page);
   assert.deepEqual(page.cspViolations, []);

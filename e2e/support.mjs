@@ -7,6 +7,7 @@ import os from 'node:os';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -356,4 +357,21 @@ export async function loadMeasured(browser, base, { room, transport, beforeLoad 
       bytes: finished.get(id),
     })),
   };
+}
+
+/**
+ * For a test file: a relay (see `startRelay`) and a browser, started before its tests and
+ * stopped after them. Returns an object whose `relay` and `browser` are set once started.
+ */
+export function relayAndBrowser(options) {
+  const running = {};
+  before(async () => {
+    running.relay = await startRelay(options);
+    running.browser = await launchBrowser();
+  });
+  after(async () => {
+    await running.browser?.close();
+    await running.relay?.stop();
+  });
+  return running;
 }

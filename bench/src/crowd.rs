@@ -57,14 +57,52 @@ impl Shared {
     }
 }
 
-/// What the clients received, against what was acknowledged.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Waits (30 s at most) until the relay at `url` answers `/readyz` with 200.
+pub async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(answer) = http.get(format!("{url}/readyz")).send().await
+            && answer.status().is_success()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{url} did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ends a crowd run: stops the publisher, waits (within `patience`) until every client has the
+/// last acknowledged message, so that what is missing afterwards is lost rather than late,
+/// then stops the clients. Returns the acknowledged ids and what each client received.
+pub async fn finish(
+    stop_publisher: &watch::Sender<bool>,
+    publisher: tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>,
+    shared: &Shared,
+    stop_clients: &watch::Sender<bool>,
+    clients: Vec<tokio::task::JoinHandle<Received>>,
+    patience: Duration,
+) -> anyhow::Result<(Vec<u64>, Vec<Received>)> {
+    let _ = stop_publisher.send(true);
+    let acked = publisher.await??;
+    shared
+        .caught_up(acked.last().copied().unwrap_or(0), patience)
+        .await?;
+    let _ = stop_clients.send(true);
+    let mut received = Vec::new();
+    for client in clients {
+        received.push(client.await?);
+    }
+    Ok((acked, received))
+}
+
+/// What the clients received, against what was acknowledged (flattened into the reports).
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Tally {
     pub lost: usize,
     pub duplicated: usize,
     pub reordered: usize,
     /// Clients that missed, repeated or reordered anything.
-    pub wrong: usize,
+    pub clients_wrong: usize,
 }
 
 /// Each client is owed every acknowledged id after the room's head at its first welcome,
@@ -84,7 +122,7 @@ pub fn tally(acked: &[u64], received: &[Received]) -> Tally {
         tally.duplicated += duplicated;
         tally.reordered += reordered;
         if missing + duplicated + reordered > 0 {
-            tally.wrong += 1;
+            tally.clients_wrong += 1;
         }
     }
     tally

@@ -16,7 +16,7 @@ use protocol::Transport;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::crowd::{Plan, Shared, client, publish, tally};
+use crate::crowd::{Plan, Shared, Tally, client, finish, publish, tally, wait_ready};
 use crate::process::{self, Spawned};
 
 const ROOM: &str = "soak";
@@ -60,10 +60,8 @@ pub struct Report {
     pub fds_drift: f64,
     pub connections: usize,
     pub published: usize,
-    pub lost: usize,
-    pub duplicated: usize,
-    pub reordered: usize,
-    pub clients_wrong: usize,
+    #[serde(flatten)]
+    pub delivery: Tally,
     pub met: bool,
 }
 
@@ -99,16 +97,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     );
     let (relay, url) = start_relay(options)?;
     let http = reqwest::Client::new();
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|answer| answer.status().is_success())
-    {
-        anyhow::ensure!(Instant::now() < ready_by, "{url} did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &url).await?;
 
     let origin = Instant::now();
     let shared = Arc::new(Shared::new(options.clients));
@@ -155,16 +144,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         samples.push(sample);
     }
 
-    let _ = stop_publisher.send(true);
-    let acked = publisher.await??;
-    shared
-        .caught_up(acked.last().copied().unwrap_or(0), Duration::from_secs(60))
-        .await?;
-    let _ = stop_clients.send(true);
-    let mut received = Vec::new();
-    for client in clients {
-        received.push(client.await?);
-    }
+    let patience = Duration::from_secs(60);
+    let (acked, received) = finish(
+        &stop_publisher,
+        publisher,
+        &shared,
+        &stop_clients,
+        clients,
+        patience,
+    )
+    .await?;
     relay.terminate()?;
     let _ = tokio::task::spawn_blocking(move || drop(relay)).await;
 
@@ -188,17 +177,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         fds_drift,
         connections: shared.connections.load(Relaxed),
         published: acked.len(),
-        lost: tally.lost,
-        duplicated: tally.duplicated,
-        reordered: tally.reordered,
-        clients_wrong: tally.wrong,
         // Judged only on a run that measured something: several samples after the warm-up,
         // and messages published.
         met: judged >= 3
             && !acked.is_empty()
             && rss_drift <= TOLERANCE
             && fds_drift <= TOLERANCE
-            && tally.wrong == 0,
+            && tally.clients_wrong == 0,
+        delivery: tally,
         samples,
     })
 }
@@ -219,10 +205,10 @@ pub fn summary(r: &Report) -> String {
         100.0 * r.rss_drift,
         100.0 * r.fds_drift,
         100.0 * TOLERANCE,
-        r.lost,
-        r.duplicated,
-        r.reordered,
-        r.clients_wrong,
+        r.delivery.lost,
+        r.delivery.duplicated,
+        r.delivery.reordered,
+        r.delivery.clients_wrong,
         if r.met { "met" } else { "NOT met" }
     )
 }

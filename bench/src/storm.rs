@@ -19,7 +19,7 @@ use protocol::Transport;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::crowd::{Plan, Shared, client, lock, publish, tally};
+use crate::crowd::{Plan, Shared, Tally, client, finish, lock, publish, tally, wait_ready};
 use crate::process::Spawned;
 
 const ROOM: &str = "storm";
@@ -58,11 +58,8 @@ pub struct Report {
     /// The bound: clients / rate + window + 5 s.
     pub back_bound_ms: u64,
     pub published: usize,
-    pub lost: usize,
-    pub duplicated: usize,
-    pub reordered: usize,
-    /// Clients that missed, repeated or reordered anything.
-    pub clients_wrong: usize,
+    #[serde(flatten)]
+    pub delivery: Tally,
     pub met: bool,
 }
 
@@ -101,19 +98,6 @@ fn start_relay(options: &Options, port: u16) -> anyhow::Result<Relay> {
         child: Spawned(child),
         port,
     })
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(answer) = http.get(format!("{url}/readyz")).send().await
-            && answer.status().is_success()
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{url} did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
@@ -172,18 +156,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let back = killed.elapsed();
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop_publisher.send(true);
-    let acked = publisher.await??;
-    // Everyone has the last acknowledged message before the clients stop: what is missing
-    // then is lost, not late.
-    shared
-        .caught_up(acked.last().copied().unwrap_or(0), Duration::from_secs(30))
-        .await?;
-    let _ = stop_tx.send(true);
-    let mut received = Vec::new();
-    for client in clients {
-        received.push(client.await?);
-    }
+    let patience = Duration::from_secs(30);
+    let (acked, received) = finish(
+        &stop_publisher,
+        publisher,
+        &shared,
+        &stop_tx,
+        clients,
+        patience,
+    )
+    .await?;
     for relay in [&a, &b] {
         let _ = relay.child.terminate();
     }
@@ -223,11 +205,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         back_after_ms: back_ms,
         back_bound_ms: bound_ms,
         published: acked.len(),
-        lost: tally.lost,
-        duplicated: tally.duplicated,
-        reordered: tally.reordered,
-        clients_wrong: tally.wrong,
-        met: (max_1s as f64) <= allowed_1s && back_ms <= bound_ms && tally.wrong == 0,
+        met: (max_1s as f64) <= allowed_1s && back_ms <= bound_ms && tally.clients_wrong == 0,
+        delivery: tally,
     })
 }
 
@@ -247,10 +226,10 @@ pub fn summary(r: &Report) -> String {
         r.back_bound_ms,
         r.refusals,
         r.published,
-        r.lost,
-        r.duplicated,
-        r.reordered,
-        r.clients_wrong,
+        r.delivery.lost,
+        r.delivery.duplicated,
+        r.delivery.reordered,
+        r.delivery.clients_wrong,
         if r.met { "met" } else { "NOT met" }
     )
 }

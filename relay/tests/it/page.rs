@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 
 use crate::support::*;
 
-const DOCUMENT: &str = "<html><head><script type=\"module\">import '/app-0123456789abcdef.js';</script></head></html>";
+const DOCUMENT: &str =
+    "<html><head><script type=\"module\">import '/app-0123456789abcdef.js';</script></head></html>";
 
 /// A static directory like trunk's output, with a Brotli copy of the script.
 fn page_dir() -> std::path::PathBuf {
@@ -14,8 +15,11 @@ fn page_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("a static dir");
     std::fs::write(dir.join("index.html"), DOCUMENT).expect("index.html");
     std::fs::write(dir.join("app-0123456789abcdef.js"), "console.log(1)").expect("js");
-    std::fs::write(dir.join("app-0123456789abcdef.js.br"), b"\x0b\x06\x80console.log(1)\x03")
-        .expect("js.br");
+    std::fs::write(
+        dir.join("app-0123456789abcdef.js.br"),
+        b"\x0b\x06\x80console.log(1)\x03",
+    )
+    .expect("js.br");
     dir
 }
 
@@ -30,7 +34,9 @@ async fn page_files_are_served_compressed_and_cached_by_their_names() {
             .send()
     };
 
-    let script = get("/app-0123456789abcdef.js", "gzip, br").await.expect("GET");
+    let script = get("/app-0123456789abcdef.js", "gzip, br")
+        .await
+        .expect("GET");
     assert_eq!(script.status(), StatusCode::OK);
     assert_eq!(script.headers()["content-encoding"], "br");
     assert_eq!(
