@@ -12,7 +12,7 @@
 use protocol::api::Endpoint;
 use protocol::{ErrorBody, ErrorCode};
 #[cfg(target_arch = "wasm32")]
-use protocol::{PublishRequest, PublishResponse, ServerEvent};
+use protocol::{PublishRequest, ServerEvent};
 
 use crate::model::Cursor;
 
@@ -148,10 +148,7 @@ pub fn not_sent(status: u16, error: Option<&ErrorBody>) -> NotSent {
 /// it (the first one, if the key was stored before).
 #[cfg(target_arch = "wasm32")]
 pub async fn publish(room: &str, request: &PublishRequest, key: &str) -> Result<u64, NotSent> {
-    let json = crate::json::encode(request).ok_or_else(|| NotSent {
-        message: "the message could not be encoded".to_owned(),
-        retry_ms: None,
-    })?;
+    let json = crate::json::publish_request(request);
     let answer = crate::fetch::post_json(&publish_url(room), &json, key)
         .await
         .map_err(|_| NotSent {
@@ -159,13 +156,13 @@ pub async fn publish(room: &str, request: &PublishRequest, key: &str) -> Result<
             retry_ms: Some(RESEND_MS),
         })?;
     if answer.ok() {
-        return crate::json::decode::<PublishResponse>(&answer.body)
+        return crate::json::published(&answer.body)
             .map(|published| published.id)
             .ok_or_else(|| {
                 not_sent(answer.status, None).or("the relay's answer was not understood".into())
             });
     }
-    let error = match crate::json::decode::<ServerEvent>(&answer.body) {
+    let error = match crate::json::event(&answer.body) {
         Some(ServerEvent::Error(error)) => Some(error),
         _ => None,
     };

@@ -357,11 +357,11 @@ impl Controller {
     /// again, so sending whenever the fate of a text is unknown is safe.
     fn transmit(&mut self, pending: Pending) {
         if let Some((id, Transport::Ws, LinkState::Live)) = self.links.current() {
-            let frame = crate::json::encode(&ClientFrame::Send {
+            let frame = crate::json::frame(&ClientFrame::Send {
                 text: pending.text,
                 key: Some(pending.key),
             });
-            if let (Some(link), Some(frame)) = (self.open.get(&id), frame)
+            if let Some(link) = self.open.get(&id)
                 && link.link.send(frame)
             {
                 // Confirmed by its message or its ack; if the socket drops first, the next

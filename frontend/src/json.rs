@@ -1,22 +1,187 @@
-//! JSON through the browser: `JSON.parse` reads what the relay sends and serde-wasm-bindgen
-//! reads the protocol types out of the parsed value; outgoing frames go the other way, through
-//! `JSON.stringify`. A JSON parser and writer (and their number formatting) thus stay out of
-//! the page's WebAssembly.
+//! The protocol's JSON, read and written through the browser: `JSON.parse` and
+//! `JSON.stringify` do the text, and the few shapes the page exchanges are read out of (and
+//! built into) the parsed objects here, field by field.
+//!
+//! Written by hand rather than with serde: the derives of the event types, a JSON parser and
+//! serde's machinery were a quarter of the page's WebAssembly (docs/BENCHMARKS.md, "The
+//! page's first load"). The reading follows the protocol types' serde attributes exactly:
+//! optional fields may be missing or `null`, unknown fields are ignored, an event of an
+//! unknown `type` or with a field of the wrong kind is not understood (`None`).
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use js_sys::{Array, JSON, Object, Reflect};
+use protocol::{
+    Ack, ClientFrame, ErrorBody, ErrorCode, Message, PollResponse, PublishRequest, PublishResponse,
+    Reset, ResetReason, RetryAdvice, ServerEvent, Transport, Welcome,
+};
+use wasm_bindgen::JsValue;
 
-/// `text` as a `T`, or `None` when it is not JSON or not a `T`.
-pub fn decode<T: DeserializeOwned>(text: &str) -> Option<T> {
-    let value = js_sys::JSON::parse(text).ok()?;
-    serde_wasm_bindgen::from_value(value).ok()
+/// One parsed JSON object.
+struct Fields(JsValue);
+
+impl Fields {
+    fn parse(text: &str) -> Option<Fields> {
+        Fields::of(JSON::parse(text).ok()?)
+    }
+
+    fn of(value: JsValue) -> Option<Fields> {
+        (value.is_object() && !Array::is_array(&value)).then_some(Fields(value))
+    }
+
+    fn get(&self, name: &str) -> JsValue {
+        Reflect::get(&self.0, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name).as_string()
+    }
+
+    /// A whole number from 0 to 2^53 − 1 (what a JSON number holds exactly).
+    fn number(&self, name: &str) -> Option<u64> {
+        whole(&self.get(name))
+    }
+
+    /// A field that may be missing or `null`: `None` only when it is there and not a `T`.
+    fn optional<T>(&self, name: &str, read: impl Fn(&JsValue) -> Option<T>) -> Option<Option<T>> {
+        let value = self.get(name);
+        if value.is_undefined() || value.is_null() {
+            return Some(None);
+        }
+        read(&value).map(Some)
+    }
+
+    fn flag(&self, name: &str) -> Option<bool> {
+        self.optional(name, JsValue::as_bool)
+            .map(Option::unwrap_or_default)
+    }
 }
 
-/// `value` as JSON text; `None` only if it cannot be represented (never, for the protocol's
-/// frames).
-pub fn encode<T: Serialize>(value: &T) -> Option<String> {
-    let value = value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .ok()?;
-    js_sys::JSON::stringify(&value).ok()?.as_string()
+fn whole(value: &JsValue) -> Option<u64> {
+    let n = value.as_f64()?;
+    (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0).then_some(n as u64)
+}
+
+/// An event the relay pushes (WebSocket, SSE), or the body of an HTTP error.
+pub fn event(text: &str) -> Option<ServerEvent> {
+    let fields = Fields::parse(text)?;
+    Some(match fields.string("type")?.as_str() {
+        "welcome" => ServerEvent::Welcome(Welcome {
+            transport: fields.string("transport")?.parse::<Transport>().ok()?,
+            room: fields.string("room")?,
+            epoch: fields.string("epoch")?,
+            last_id: fields.number("last_id")?,
+        }),
+        "message" => ServerEvent::Message(message(&fields)?),
+        "reset" => ServerEvent::Reset(reset(&fields)?),
+        "error" => ServerEvent::Error(error(&fields)?),
+        "reconnect" => ServerEvent::Reconnect(advice_of(&fields)?),
+        "ack" => ServerEvent::Ack(Ack {
+            id: fields.number("id")?,
+            key: fields.string("key")?,
+            duplicate: fields.flag("duplicate")?,
+        }),
+        _ => return None,
+    })
+}
+
+/// A poll's answer.
+pub fn poll(text: &str) -> Option<PollResponse> {
+    let fields = Fields::parse(text)?;
+    let listed = fields.get("messages");
+    if !Array::is_array(&listed) {
+        return None;
+    }
+    let messages = Array::from(&listed)
+        .iter()
+        .map(|value| message(&Fields::of(value)?))
+        .collect::<Option<Vec<_>>>()?;
+    Some(PollResponse {
+        messages,
+        last_id: fields.number("last_id")?,
+        epoch: fields.string("epoch")?,
+        reset: fields.optional("reset", |value| reset(&Fields::of(value.clone())?))?,
+        more: fields.flag("more")?,
+        retry_after_ms: fields.optional("retry_after_ms", whole)?,
+    })
+}
+
+/// The answer to a `POST`.
+pub fn published(text: &str) -> Option<PublishResponse> {
+    Some(PublishResponse {
+        id: Fields::parse(text)?.number("id")?,
+    })
+}
+
+/// The JSON reason of a WebSocket close 1012/1013.
+pub fn advice(text: &str) -> Option<RetryAdvice> {
+    advice_of(&Fields::parse(text)?)
+}
+
+fn advice_of(fields: &Fields) -> Option<RetryAdvice> {
+    Some(RetryAdvice {
+        retry_after_ms: fields.number("retry_after_ms")?,
+    })
+}
+
+fn message(fields: &Fields) -> Option<Message> {
+    Some(Message {
+        id: fields.number("id")?,
+        room: fields.string("room")?,
+        from: fields.string("from")?,
+        text: fields.string("text")?,
+        ts: fields.number("ts")?,
+        key: fields.optional("key", JsValue::as_string)?,
+    })
+}
+
+fn reset(fields: &Fields) -> Option<Reset> {
+    let reason = match fields.string("reason")?.as_str() {
+        "epoch_changed" => ResetReason::EpochChanged,
+        "history_gap" => ResetReason::HistoryGap,
+        _ => return None,
+    };
+    Some(Reset {
+        reason,
+        oldest_id: fields.number("oldest_id")?,
+    })
+}
+
+fn error(fields: &Fields) -> Option<ErrorBody> {
+    let code = fields.string("code")?;
+    Some(ErrorBody {
+        code: ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)?,
+        message: fields.string("message")?,
+        retry_after_ms: fields.optional("retry_after_ms", whole)?,
+        key: fields.optional("key", JsValue::as_string)?,
+    })
+}
+
+/// Builds an object from `(name, value)` pairs, leaving out `None`s, as JSON text.
+fn object(entries: &[(&str, Option<&str>)]) -> String {
+    let object = Object::new();
+    for (name, value) in entries {
+        if let Some(value) = value {
+            // Setting a property on a fresh plain object cannot fail.
+            let _ = Reflect::set(&object, &JsValue::from_str(name), &JsValue::from_str(value));
+        }
+    }
+    JSON::stringify(&object)
+        .ok()
+        .and_then(|text| text.as_string())
+        .unwrap_or_default()
+}
+
+/// A WebSocket send frame.
+pub fn frame(frame: &ClientFrame) -> String {
+    match frame {
+        ClientFrame::Send { text, key } => object(&[
+            ("type", Some("send")),
+            ("text", Some(text)),
+            ("key", key.as_deref()),
+        ]),
+    }
+}
+
+/// A `POST` body.
+pub fn publish_request(request: &PublishRequest) -> String {
+    object(&[("from", Some(&request.from)), ("text", Some(&request.text))])
 }

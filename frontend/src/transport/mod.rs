@@ -62,7 +62,7 @@ impl LinkContext {
     /// Handles one JSON event from the relay; a welcome means the connection is good.
     fn deliver(&self, json: &str, backoff: &mut Backoff) {
         self.emit(LinkEvent::Bytes(json.len()));
-        match crate::json::decode::<ServerEvent>(json) {
+        match crate::json::event(json) {
             Some(ServerEvent::Welcome(welcome)) => {
                 backoff.connected(browser::now_ms());
                 self.emit(LinkEvent::Inbound(Inbound::Welcome(welcome)));

@@ -99,12 +99,12 @@ async fn fetch(url: &str, signal: Option<&AbortSignal>) -> Polled {
         return Polled::Failed;
     };
     if !answer.ok() {
-        return match crate::json::decode(&answer.body) {
+        return match crate::json::event(&answer.body) {
             Some(ServerEvent::Error(error)) => Polled::Refused(error),
             _ => Polled::Failed,
         };
     }
-    match crate::json::decode(&answer.body) {
+    match crate::json::poll(&answer.body) {
         Some(poll) => Polled::Answer(answer.body.len(), poll),
         None => Polled::Failed,
     }

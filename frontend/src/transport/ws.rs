@@ -13,7 +13,7 @@ use std::rc::Rc;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::{Either, select};
-use protocol::{ErrorBody, ErrorCode, RetryAdvice, close};
+use protocol::{ErrorBody, ErrorCode, close};
 use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, WebSocket};
 
@@ -97,7 +97,7 @@ pub async fn run(ctx: Rc<LinkContext>, mut outbox: mpsc::UnboundedReceiver<Strin
 
 /// What the relay's close code asks of the page (see `protocol::close`).
 fn on_close(ctx: &LinkContext, backoff: &mut Backoff, code: u16, reason: &str) {
-    let advice = crate::json::decode::<RetryAdvice>(reason);
+    let advice = crate::json::advice(reason);
     match code {
         close::RESTART | close::TRY_AGAIN => {
             let why = if code == close::RESTART {
