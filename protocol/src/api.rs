@@ -16,6 +16,10 @@ pub enum Endpoint {
     Events,
     /// `GET` polls (short or long), `POST` publishes.
     Messages,
+    /// `GET` lists the room's members, `POST` says a tab leaves.
+    Presence,
+    /// `POST` says the client is typing.
+    Typing,
 }
 
 impl Endpoint {
@@ -24,6 +28,8 @@ impl Endpoint {
             Endpoint::Ws => "ws",
             Endpoint::Events => "events",
             Endpoint::Messages => "messages",
+            Endpoint::Presence => "presence",
+            Endpoint::Typing => "typing",
         }
     }
 
@@ -33,6 +39,8 @@ impl Endpoint {
             Endpoint::Ws => "/rooms/{room}/ws",
             Endpoint::Events => "/rooms/{room}/events",
             Endpoint::Messages => "/rooms/{room}/messages",
+            Endpoint::Presence => "/rooms/{room}/presence",
+            Endpoint::Typing => "/rooms/{room}/typing",
         }
     }
 
@@ -54,7 +62,13 @@ mod tests {
 
     #[test]
     fn paths_match_the_router_patterns() {
-        for endpoint in [Endpoint::Ws, Endpoint::Events, Endpoint::Messages] {
+        for endpoint in [
+            Endpoint::Ws,
+            Endpoint::Events,
+            Endpoint::Messages,
+            Endpoint::Presence,
+            Endpoint::Typing,
+        ] {
             let pattern = format!("{PREFIX}{}", endpoint.route());
             assert_eq!(endpoint.path("lobby"), pattern.replace("{room}", "lobby"));
         }

@@ -11,11 +11,14 @@
 pub mod api;
 pub mod close;
 pub mod limits;
+pub mod presence;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub use presence::{Member, PresenceChange, PresenceSnapshot, Typing};
 
 /// How a client talks to the relay.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,6 +124,10 @@ pub enum ServerEvent {
     /// To the sender of a WebSocket send that carried a key: the message's id (the original
     /// one when the key was seen before and nothing new was stored).
     Ack(Ack),
+    /// Who joined and who left (see [`presence`]): no id, never stored or replayed.
+    Presence(PresenceChange),
+    /// Someone is typing (see [`presence`]): no id, never stored or replayed.
+    Typing(Typing),
 }
 
 /// The answer to a keyed WebSocket send.
@@ -143,6 +150,8 @@ impl ServerEvent {
             ServerEvent::Error(_) => "error",
             ServerEvent::Reconnect(_) => "reconnect",
             ServerEvent::Ack(_) => "ack",
+            ServerEvent::Presence(_) => "presence",
+            ServerEvent::Typing(_) => "typing",
         }
     }
 }
@@ -179,6 +188,10 @@ pub struct Welcome {
     pub epoch: String,
     /// The newest id in the room when the stream opened (0 for an empty room).
     pub last_id: u64,
+    /// Who is in the room, this connection's member included (absent from relays before
+    /// presence, and from tools that build welcomes of their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<PresenceSnapshot>,
 }
 
 /// Sent when the client's cursor cannot be continued without a gap: the messages that follow
@@ -320,6 +333,9 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     },
+    /// The sender is typing (`{"type":"typing"}`): shown to the room's others under the
+    /// connection's name; at most one per `presence::TYPING_EVERY_MS`, more are dropped.
+    Typing,
 }
 
 /// `POST /api/rooms/{room}/messages` body.
@@ -327,6 +343,10 @@ pub enum ClientFrame {
 pub struct PublishRequest {
     pub from: String,
     pub text: String,
+    /// The sending tab's client id (`presence::is_valid_client_id`): a sign of life for its
+    /// membership. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// `201 Created` answer to a publish.
@@ -356,6 +376,14 @@ pub struct PollResponse {
     /// Present when the relay is shutting down: poll again (anywhere) after this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Presence and typing events since the request's `ev` (see [`presence`]); never
+    /// messages, and nothing here moves `last_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ServerEvent>,
+    /// Where the poller stands in the relay's presence and typing events: send it back as
+    /// `ev=` with the next poll. Opaque.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ev: Option<String>,
 }
 
 #[cfg(test)]
@@ -438,6 +466,7 @@ mod tests {
             room: "r".into(),
             epoch: "e".into(),
             last_id: 7,
+            presence: None,
         });
         assert_eq!(
             serde_json::to_string(&welcome).expect("serializes"),

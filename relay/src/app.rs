@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use protocol::ErrorCode;
 use protocol::api::{self, Endpoint};
 use tower_http::services::{ServeDir, ServeFile};
@@ -25,7 +25,7 @@ use tower_http::set_header::{MakeHeaderValue, SetResponseHeader};
 use crate::error::ApiError;
 use crate::headers;
 use crate::state::AppState;
-use crate::transport::{poll, sse, ws};
+use crate::transport::{poll, presence, sse, ws};
 
 /// All routes: the API under `/api`, health checks, and the page's static files for the rest,
 /// behind the gate.
@@ -37,6 +37,11 @@ pub fn router(state: AppState) -> Router {
             Endpoint::Messages.route(),
             get(poll::read).post(poll::publish),
         )
+        .route(
+            Endpoint::Presence.route(),
+            get(presence::list).post(presence::update),
+        )
+        .route(Endpoint::Typing.route(), post(presence::typing))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_frame_bytes));

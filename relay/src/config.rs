@@ -25,6 +25,10 @@ static LONGPOLL_MAX_DEFAULT: LazyLock<String> =
 static DEDUP_WINDOW_DEFAULT: LazyLock<String> =
     LazyLock::new(|| format!("{}s", limits::DEFAULT_DEDUP_WINDOW_SECS));
 
+/// `RELAY_PRESENCE_TTL`'s default, from `protocol`.
+static PRESENCE_TTL_DEFAULT: LazyLock<String> =
+    LazyLock::new(|| format!("{}s", protocol::presence::DEFAULT_PRESENCE_TTL_SECS));
+
 /// The command line: the relay's settings, and an optional subcommand.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "relay", version, about = "Group-chat relay: WebSocket, SSE, long and short polling", long_about = None)]
@@ -246,6 +250,12 @@ pub struct Config {
     /// burst of as many; over it, clients are told when to come back.
     #[arg(long, env = "RELAY_ACCEPT_RATE", default_value = "500")]
     pub accept_rate: f64,
+
+    /// How long a room member stays listed after its last sign of life (a poll, a publish,
+    /// its last stream closing) when it did not say it left: the grace that lets a page
+    /// reconnect, or a short poller poll again, without leaving and joining.
+    #[arg(long, env = "RELAY_PRESENCE_TTL", default_value = PRESENCE_TTL_DEFAULT.as_str(), value_parser = parse_duration)]
+    pub presence_ttl: Duration,
 }
 
 impl Config {
@@ -261,6 +271,14 @@ impl Config {
             max_sockets_per_client: self.max_sockets_per_client,
             // Checked by `validate` before the relay starts.
             proxies: Arc::new(TrustedProxies::parse(&self.trusted_proxies).unwrap_or_default()),
+        }
+    }
+
+    pub fn presence_limits(&self) -> crate::presence::Limits {
+        crate::presence::Limits {
+            ttl: self.presence_ttl,
+            max_members: self.max_connections,
+            max_per_client: self.max_connections_per_client,
         }
     }
 
@@ -309,6 +327,7 @@ impl Config {
             ("RELAY_ROOM_TTL", "--room-ttl", self.room_ttl),
             ("RELAY_LOG_SUMMARY", "--log-summary", self.log_summary),
             ("RELAY_REDIS_TIMEOUT", "--redis-timeout", self.redis_timeout),
+            ("RELAY_PRESENCE_TTL", "--presence-ttl", self.presence_ttl),
             (
                 "RELAY_SHUTDOWN_DEADLINE",
                 "--shutdown-deadline",

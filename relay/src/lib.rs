@@ -33,6 +33,8 @@
 //!   (`RELAY_ACCEPT_RATE`); both tell clients when to come back.
 //! - `server`: accepting sockets and serving HTTP/1.1 on them with the time limits every
 //!   connection obeys (request head, idle, send) and the socket cap.
+//! - `presence`: who is in each room and who is typing (members, their grace, the signals
+//!   that tell the room), on every transport and, with Redis, across relays.
 //! - `state`: the handle every handler gets, and admission of long-lived connections.
 //! - `transport`: one module per way of following a room (`ws`, `sse`, `poll`, which also
 //!   holds `POST` publishing), sharing one stream handshake (`transport::check_stream` and `StreamRequest::open`).
@@ -76,6 +78,7 @@ mod headers;
 mod host;
 mod metrics;
 mod origin;
+mod presence;
 mod rate;
 mod server;
 mod state;

@@ -12,7 +12,12 @@
 //! - `relay_rooms`: rooms the bus holds;
 //! - `relay_bus_connected`: whether the bus is live;
 //! - `relay_bus_reads_shared_total`: history reads answered by an identical read already in
-//!   flight (Redis; see `bus::redis::flights`).
+//!   flight (Redis; see `bus::redis::flights`);
+//! - `relay_presence_members`, `relay_presence_rooms`: members present through this relay,
+//!   and rooms it tracks presence for (no per-room labels: rooms are unbounded);
+//! - `relay_presence_batches_total`: presence and typing batches sent to rooms;
+//! - `relay_typing_total{outcome}`: typing signals `sent`, or `dropped` (too soon after the
+//!   sender's previous one, or not from a member).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -100,6 +105,11 @@ pub struct Metrics {
     lag: [Histogram; TRANSPORTS],
     /// Keyed by static reason names; refusals are rare enough for a mutex.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    presence_members: AtomicI64,
+    presence_rooms: AtomicI64,
+    presence_batches: AtomicU64,
+    /// Sent, dropped.
+    typing: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -119,6 +129,10 @@ impl Default for Metrics {
             delivered: Default::default(),
             lag: Default::default(),
             rejected: Mutex::new(reasons),
+            presence_members: AtomicI64::new(0),
+            presence_rooms: AtomicI64::new(0),
+            presence_batches: AtomicU64::new(0),
+            typing: Default::default(),
         }
     }
 }
@@ -131,6 +145,17 @@ fn slot(transport: Transport) -> usize {
 }
 
 impl Metrics {
+    /// What a presence tick found: members present, rooms tracked, batches it sent.
+    pub fn presence(&self, members: usize, rooms: usize, batches: u64) {
+        self.presence_members.store(members as i64, Relaxed);
+        self.presence_rooms.store(rooms as i64, Relaxed);
+        self.presence_batches.fetch_add(batches, Relaxed);
+    }
+
+    pub fn typing(&self, sent: bool) {
+        self.typing[usize::from(!sent)].fetch_add(1, Relaxed);
+    }
+
     pub fn socket_opened(&self) {
         self.sockets.fetch_add(1, Relaxed);
     }
@@ -285,6 +310,36 @@ impl Metrics {
         out.push_str("# HELP relay_bus_reads_shared_total History reads answered by an identical read in flight.\n");
         out.push_str("# TYPE relay_bus_reads_shared_total counter\n");
         let _ = writeln!(out, "relay_bus_reads_shared_total {}", bus.reads_shared);
+
+        out.push_str("# HELP relay_presence_members Room members present through this relay.\n");
+        out.push_str("# TYPE relay_presence_members gauge\n");
+        let _ = writeln!(
+            out,
+            "relay_presence_members {}",
+            self.presence_members.load(Relaxed)
+        );
+        out.push_str("# HELP relay_presence_rooms Rooms this relay tracks presence for.\n");
+        out.push_str("# TYPE relay_presence_rooms gauge\n");
+        let _ = writeln!(
+            out,
+            "relay_presence_rooms {}",
+            self.presence_rooms.load(Relaxed)
+        );
+        out.push_str(
+            "# HELP relay_presence_batches_total Presence and typing batches sent to rooms.\n",
+        );
+        out.push_str("# TYPE relay_presence_batches_total counter\n");
+        let _ = writeln!(
+            out,
+            "relay_presence_batches_total {}",
+            self.presence_batches.load(Relaxed)
+        );
+        out.push_str("# HELP relay_typing_total Typing signals, sent or dropped.\n");
+        out.push_str("# TYPE relay_typing_total counter\n");
+        for (i, outcome) in ["sent", "dropped"].into_iter().enumerate() {
+            let value = self.typing[i].load(Relaxed);
+            let _ = writeln!(out, "relay_typing_total{{outcome=\"{outcome}\"}} {value}");
+        }
         out
     }
 }

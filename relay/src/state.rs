@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::host::HostPolicy;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
+use crate::presence::Presence;
 use crate::validate::{RoomName, TextLimits};
 
 /// What a client refused a connection is told to wait (`Retry-After`): long enough for a
@@ -59,6 +60,8 @@ pub struct Shared {
     pub drain: Drain,
     /// New streams per second (`RELAY_ACCEPT_RATE`).
     admission: Admission,
+    /// Who is in each room and who is typing.
+    pub presence: Presence,
     /// Upgraded WebSocket sessions run outside the HTTP server's own bookkeeping; tracking
     /// them lets shutdown wait for their close frames to go out.
     pub sessions: TaskTracker,
@@ -66,12 +69,14 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(config: Config, bus: Bus, shutdown: CancellationToken) -> AppState {
+        let metrics = Arc::new(Metrics::default());
         AppState(Arc::new(Shared {
+            presence: Presence::new(config.presence_limits(), metrics.clone()),
             bus,
             limits: config.text_limits(),
             origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),
             hosts: Arc::new(HostPolicy::new(&config.allowed_hosts, config.addr)),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             // Checked by `Config::validate` before any state is built.
             proxies: Arc::new(TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default()),
             budgets: Budgets::new(&config),

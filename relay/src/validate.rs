@@ -126,6 +126,18 @@ pub fn key(raw: &str) -> Result<&str, Invalid> {
     }
 }
 
+/// A client id as the relay accepts it (`protocol::presence::is_valid_client_id`).
+pub fn client_id(raw: &str) -> Result<&str, Invalid> {
+    if protocol::presence::is_valid_client_id(raw) {
+        Ok(raw)
+    } else {
+        Err(Invalid::new(
+            ErrorCode::BadRequest,
+            "a client id is 8 to 64 characters of A-Z a-z 0-9 . _ : -",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! here that turns an [`OpenStream`] into bytes on its wire, plus one line in the router.
 
 pub(crate) mod poll;
+pub(crate) mod presence;
 pub(crate) mod sse;
 pub(crate) mod ws;
 
@@ -26,9 +27,15 @@ use protocol::{ErrorCode, ServerEvent, Transport, Welcome};
 use serde::Deserialize;
 use tokio::time::{Interval, MissedTickBehavior, interval_at};
 
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
 use crate::bus::{Cursor, Subscription};
 use crate::client::ClientKey;
 use crate::error::ApiError;
+use crate::presence::hub::Batch;
+use crate::presence::{Attached, Presence, Who};
 use crate::state::{AppState, Connection};
 use crate::validate::RoomName;
 
@@ -45,6 +52,8 @@ pub const WRITE_BATCH: usize = 64;
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamQuery {
     pub name: Option<String>,
+    /// The tab's client id: the same member on every transport (see `presence`).
+    pub client: Option<String>,
     pub after: Option<u64>,
     pub epoch: Option<String>,
     pub limit: Option<usize>,
@@ -77,6 +86,11 @@ pub struct OpenStream {
     // Fields drop in order: the subscription goes before the slot, so that a stream counted
     // as closed in `/metrics` no longer holds a place in its room.
     pub sub: Subscription,
+    /// The room's presence and typing signals (subscribed before the welcome's snapshot).
+    pub signals: broadcast::Receiver<Arc<Batch>>,
+    /// The stream's membership of the room.
+    pub member: Attached,
+    state_presence: Presence,
     /// Held for the connection slot and its metrics; released with the stream.
     pub conn: Connection,
 }
@@ -90,8 +104,31 @@ impl OpenStream {
             room: self.room.to_string(),
             epoch: self.sub.epoch().to_owned(),
             last_id: self.sub.head(),
+            presence: Some(
+                self.state_presence
+                    .snapshot(&self.room, Some(self.member.id())),
+            ),
         })
     }
+
+    /// What to write for a batch of signals, or for signals missed (the whole list again).
+    pub fn signal(&mut self, received: Result<Arc<Batch>, RecvError>) -> Option<Signal> {
+        match received {
+            Ok(batch) => Some(Signal::Batch(batch)),
+            Err(RecvError::Lagged(_)) => Some(Signal::Event(
+                self.state_presence
+                    .resync(&self.room, Some(self.member.id())),
+            )),
+            // The room's hub is gone only with the relay.
+            Err(RecvError::Closed) => None,
+        }
+    }
+}
+
+/// Signals to write to a stream.
+pub enum Signal {
+    Batch(Arc<Batch>),
+    Event(ServerEvent),
 }
 
 /// A streaming request whose origin, room and query are acceptable: the first half of the
@@ -151,6 +188,10 @@ impl StreamRequest {
             Some((None, after)) => (Some(after), query.epoch),
             None => (query.after, query.epoch),
         };
+        let client_id = match &query.client {
+            Some(id) => Some(crate::validate::client_id(id)?),
+            None => None,
+        };
         let mut conn = state.admit(transport, &room, peer, client)?;
         let sub = state
             .subscribe(
@@ -161,11 +202,21 @@ impl StreamRequest {
             )
             .await?;
         conn.established();
+        let signals = state.presence.signals(&room);
+        let who = Who {
+            client: client_id,
+            name: &name,
+            owner: client,
+        };
+        let member = state.presence.attach(&room, who, transport);
         Ok(OpenStream {
             transport,
             room,
             name,
             sub,
+            signals,
+            member,
+            state_presence: state.presence.clone(),
             conn,
         })
     }

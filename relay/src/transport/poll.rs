@@ -23,13 +23,16 @@ use protocol::api::IDEMPOTENCY_KEY;
 use protocol::{ErrorCode, PublishRequest, PublishResponse, Reset, RetryAdvice, Transport};
 use serde::{Deserialize, Serialize};
 
-use super::{cursor, join_limit};
+use super::{ANONYMOUS, cursor, join_limit};
 use crate::bus::{Draft, Snapshot};
 use crate::client::ClientKey;
 use crate::clock::unix_millis;
 use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
+use crate::presence::Who;
+use crate::presence::hub::Position;
+use crate::presence::member::MemberId;
 use crate::state::AppState;
 use crate::validate::{self, RoomName};
 
@@ -40,6 +43,35 @@ pub struct PollQuery {
     /// Seconds to hold the request for a new message; fractions allowed.
     pub wait: Option<f64>,
     pub limit: Option<usize>,
+    /// The tab's client id: a poller that gives one is a member of the room (see `presence`).
+    pub client: Option<String>,
+    /// The member's name (with `client`).
+    pub name: Option<String>,
+    /// Where the poller stands in the room's presence and typing events (the last answer's
+    /// `ev`); opaque.
+    pub ev: Option<String>,
+}
+
+/// A poller's part in the room's presence: its membership and where it stands in the signals.
+struct Signals<'a> {
+    state: &'a AppState,
+    room: &'a RoomName,
+    me: Option<MemberId>,
+    from: Option<Position>,
+    asked: bool,
+}
+
+impl Signals<'_> {
+    /// The presence and typing events the poller has not had, and its new position: `None`
+    /// for a poller that takes no part (no `client`, no `ev`).
+    fn pending(&self) -> Option<(Vec<Bytes>, Position)> {
+        if self.me.is_none() && !self.asked {
+            return None;
+        }
+        self.state
+            .presence
+            .since(self.room, self.from, self.me.as_ref())
+    }
 }
 
 pub async fn read(
@@ -60,15 +92,51 @@ pub async fn read(
         .map_or(Duration::ZERO, |w| {
             Duration::from_secs_f64(w.min(state.config.longpoll_max.as_secs_f64()))
         });
+    let transport = if wait.is_zero() {
+        Transport::Shortpoll
+    } else {
+        Transport::Longpoll
+    };
+    let client_id = match &query.client {
+        Some(id) => Some(validate::client_id(id)?),
+        None => None,
+    };
+    let name = match &query.name {
+        Some(name) => state.limits.name(name)?,
+        None => ANONYMOUS.to_owned(),
+    };
+    let who = Who {
+        client: client_id,
+        name: &name,
+        owner: client,
+    };
+    let signals = Signals {
+        state: &state,
+        room: &room,
+        me: client_id.and_then(|_| state.presence.polled(&room, who, transport)),
+        // A position that does not parse is one from nowhere: the whole list.
+        from: query.ev.as_deref().and_then(Position::parse),
+        asked: query.ev.is_some(),
+    };
 
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
     if wait.is_zero() {
-        return Ok(answer(&snapshot, Transport::Shortpoll, &state.metrics));
+        return Ok(answer(
+            &snapshot,
+            transport,
+            &state.metrics,
+            signals.pending(),
+        ));
     }
     // A request willing to wait is a long poll even when it is answered at once.
     let linger = state.config.longpoll_linger;
     if snapshot.reset.is_some() || snapshot.more {
-        return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
+        return Ok(answer(
+            &snapshot,
+            transport,
+            &state.metrics,
+            signals.pending(),
+        ));
     }
     if let Some(first) = snapshot.messages.first() {
         // Messages are waiting: the answer goes out once the oldest is a linger old (at once
@@ -78,22 +146,56 @@ pub async fn read(
         // it come back sooner and cost more just when the relay has the least to spare.
         let age = Duration::from_millis(unix_millis().saturating_sub(first.ts));
         if age >= linger {
-            return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
+            return Ok(answer(
+                &snapshot,
+                transport,
+                &state.metrics,
+                signals.pending(),
+            ));
         }
         hold(&state, tokio::time::Instant::now() + (linger - age)).await;
         let snapshot = state.bus.read(&room, &cursor, limit).await?;
-        return Ok(answer(&snapshot, Transport::Longpoll, &state.metrics));
+        return Ok(answer(
+            &snapshot,
+            transport,
+            &state.metrics,
+            signals.pending(),
+        ));
+    }
+    // Signals are waiting (or the poller needs the whole list): answer them now.
+    let mut listener = signals.me.as_ref().map(|_| state.presence.signals(&room));
+    let pending = signals.pending();
+    if pending
+        .as_ref()
+        .is_some_and(|(events, _)| !events.is_empty())
+    {
+        return Ok(answer(&snapshot, transport, &state.metrics, pending));
     }
 
     // Long poll: wait on a live subscription from the same cursor, so a message published
     // between the read above and the subscription is not missed; then read again. It counts
     // as an open connection once subscribed: from then on, a publish is certain to wake it.
+    // A member's pending poll keeps it present like a stream, and a signal to its room
+    // answers it too.
     let mut conn = state.admit(Transport::Longpoll, &room, peer, client)?;
     let mut sub = state.subscribe(&room, &cursor, limit, client).await?;
+    let attached = signals
+        .me
+        .as_ref()
+        .map(|_| state.presence.attach(&room, who, transport));
     conn.established();
     let mut closing = Closing::default();
+    let signalled = async {
+        match listener.as_mut() {
+            Some(listener) => {
+                let _ = listener.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     let advice = tokio::select! {
         _ = sub.next() => None,
+        _ = signalled => None,
         _ = tokio::time::sleep(wait) => None,
         // Answered at its turn in the drain, with when to poll again.
         advice = state.closing(&mut closing) => Some(advice),
@@ -104,11 +206,14 @@ pub async fn read(
         hold(&state, arrived + linger).await;
     }
     let snapshot = state.bus.read(&room, &cursor, limit).await?;
+    let pending = signals.pending();
+    drop(attached);
     Ok(answer_advising(
         &snapshot,
-        Transport::Longpoll,
+        transport,
         &state.metrics,
         advice,
+        pending,
     ))
 }
 
@@ -126,9 +231,11 @@ async fn hold(state: &AppState, until: tokio::time::Instant) {
     }
 }
 
-/// The fields of a poll answer after `messages`; see `protocol::PollResponse`.
+/// The fields of a poll answer after `messages` (and `events`); see `protocol::PollResponse`.
 #[derive(Serialize)]
 struct AnswerTail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ev: Option<String>,
     last_id: u64,
     epoch: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,8 +247,13 @@ struct AnswerTail<'a> {
 
 /// Builds the `PollResponse` JSON around the messages' shared, already-serialized bytes rather
 /// than re-serializing every message for every poller.
-fn answer(snapshot: &Snapshot, transport: Transport, metrics: &Metrics) -> Response {
-    answer_advising(snapshot, transport, metrics, None)
+fn answer(
+    snapshot: &Snapshot,
+    transport: Transport,
+    metrics: &Metrics,
+    signals: Option<(Vec<Bytes>, Position)>,
+) -> Response {
+    answer_advising(snapshot, transport, metrics, None, signals)
 }
 
 /// [`answer`], telling the poller when to poll again (the relay is shutting down).
@@ -150,9 +262,15 @@ fn answer_advising(
     transport: Transport,
     metrics: &Metrics,
     advice: Option<RetryAdvice>,
+    signals: Option<(Vec<Bytes>, Position)>,
 ) -> Response {
     metrics.delivered_many(transport, snapshot.messages.iter().map(|m| (m.ts, 1)));
+    let (events, ev) = match signals {
+        Some((events, position)) => (events, Some(position.to_string())),
+        None => (Vec::new(), None),
+    };
     let tail = serde_json::to_vec(&AnswerTail {
+        ev,
         last_id: snapshot.next_after(),
         epoch: &snapshot.epoch,
         reset: snapshot.reset.as_ref(),
@@ -170,6 +288,16 @@ fn answer_advising(
         body.extend_from_slice(&message.json);
     }
     body.extend_from_slice(b"],");
+    if !events.is_empty() {
+        body.extend_from_slice(b"\"events\":[");
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(event);
+        }
+        body.extend_from_slice(b"],");
+    }
     // `tail` is a JSON object: splice its fields in after the array, dropping its `{`.
     body.extend_from_slice(tail.get(1..).unwrap_or(b"}"));
     (
@@ -220,6 +348,13 @@ pub async fn publish(
         key,
     };
     let published = state.publish(&room, draft, client).await?;
+    if let Some(id) = request
+        .client
+        .as_deref()
+        .filter(|id| validate::client_id(id).is_ok())
+    {
+        state.presence.touch(&room, id);
+    }
     // A repeat of a key already stored: nothing new, the first id.
     if published.duplicate {
         return Ok((StatusCode::OK, Json(PublishResponse { id: published.id })));
@@ -234,7 +369,7 @@ pub async fn publish(
 /// The request body, at most `RELAY_MAX_FRAME_BYTES`, arriving within
 /// `RELAY_HEADER_TIMEOUT`: a client that trickles a body must not hold its socket and slot
 /// for as long as it likes.
-async fn read_body(body: Body, state: &AppState) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, state: &AppState) -> Result<Bytes, ApiError> {
     let limited = Limited::new(body, state.config.max_frame_bytes);
     match tokio::time::timeout(state.config.header_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -288,7 +423,7 @@ mod tests {
             more: true,
             cursor_if_empty: 9,
         };
-        let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default());
+        let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default(), None);
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
@@ -314,7 +449,7 @@ mod tests {
             more: false,
             cursor_if_empty: 9,
         };
-        let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default());
+        let response = answer(&snapshot, Transport::Shortpoll, &Metrics::default(), None);
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");

@@ -31,7 +31,7 @@ use protocol::{ServerEvent, Transport};
 use tokio::net::TcpStream;
 use tokio::time::Interval;
 
-use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
+use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::drain::Closing;
@@ -194,6 +194,11 @@ impl Stream {
                     }
                     self.flush(outlet).await?;
                 }
+                received = self.stream.signals.recv() => {
+                    let Some(signal) = self.stream.signal(received) else { return Ok(()) };
+                    outlet.push(sse_signal(signal));
+                    self.flush(outlet).await?;
+                }
                 _ = self.heartbeat.tick() => {
                     outlet.push(Bytes::from_static(KEEP_ALIVE));
                     self.flush(outlet).await?;
@@ -240,8 +245,20 @@ impl Stream {
                 self.batch(first);
                 self.ready.pop_front()
             }
+            received = self.stream.signals.recv() => {
+                Some(sse_signal(self.stream.signal(received)?))
+            }
             _ = self.heartbeat.tick() => Some(Bytes::from_static(KEEP_ALIVE)),
         }
+    }
+}
+
+/// Presence and typing events as SSE frames: no `id:`, so `Last-Event-ID` stays the last
+/// message's (they are never replayed).
+fn sse_signal(signal: Signal) -> Bytes {
+    match signal {
+        Signal::Batch(batch) => batch.sse.clone(),
+        Signal::Event(event) => Bytes::from(event::sse(None, &event)),
     }
 }
 

@@ -43,7 +43,7 @@ use tracing::Instrument;
 use tungstenite::Message;
 
 use self::codec::ClientFrames;
-use super::{OpenStream, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
+use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
 use crate::bus::{Delivery, Draft, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::drain::Closing;
@@ -311,6 +311,17 @@ impl Session {
                     Some(delivery) => self.deliver(wire, delivery).await,
                     None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after".into())),
                 },
+                received = self.stream.signals.recv() => match self.stream.signal(received) {
+                    Some(Signal::Batch(batch)) => {
+                        wire.outlet.push(batch.ws.clone());
+                        self.flush(wire).await
+                    }
+                    Some(Signal::Event(event)) => {
+                        wire.outlet.push(event_frame(&event));
+                        self.flush(wire).await
+                    }
+                    None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after".into())),
+                },
                 _ = ping.tick() => {
                     if self.awaiting_pong {
                         tracing::debug!(peer = %self.stream.conn.peer, "no pong; closing");
@@ -390,6 +401,13 @@ impl Session {
     /// One text frame from the client: publish it, or answer with an error event and keep the
     /// socket open.
     async fn on_text(&mut self, wire: &Wire, frame: &str) -> Result<(), End> {
+        if is_typing(frame) {
+            // A hint: one too many is dropped, not answered (see `presence`).
+            self.state
+                .presence
+                .typing(&self.stream.room, self.stream.member.id());
+            return Ok(());
+        }
         match self.publish(frame).await {
             Ok(None) => Ok(()),
             // A keyed send is answered with its id: how the sender learns that a repeat was
@@ -424,8 +442,10 @@ impl Session {
         // A frame that looks like JSON must be a valid client frame; anything else is the
         // message text itself, as the tutorial's `webSocket.send('hello')` sends it.
         let (text, key) = if frame.trim_start().starts_with('{') {
-            let ClientFrame::Send { text, key } = serde_json::from_str(frame)?;
-            (text, key)
+            match serde_json::from_str(frame)? {
+                ClientFrame::Send { text, key } => (text, key),
+                ClientFrame::Typing => return Ok(None),
+            }
         } else {
             (frame.to_owned(), None)
         };
@@ -522,8 +542,17 @@ fn frame_key(frame: &str) -> Option<String> {
     }
     match serde_json::from_str(frame) {
         Ok(ClientFrame::Send { key, .. }) => key.filter(|k| validate::key(k).is_ok()),
-        Err(_) => None,
+        Ok(ClientFrame::Typing) | Err(_) => None,
     }
+}
+
+/// Whether a text frame is a typing signal (`{"type":"typing"}`): checked before anything
+/// else is parsed, since a typist sends one every couple of seconds.
+fn is_typing(frame: &str) -> bool {
+    let frame = frame.trim();
+    frame.starts_with('{')
+        && frame.contains("\"typing\"")
+        && matches!(serde_json::from_str(frame), Ok(ClientFrame::Typing))
 }
 
 fn event_frame(event: &ServerEvent) -> Bytes {

@@ -1,0 +1,474 @@
+//! Who is in each room and who is typing, on every transport and (with Redis) across relays.
+//!
+//! A *member* is a tab: its client id (`client=` on stream and poll URLs) names it on every
+//! transport, so a page that switches transports stays one member. It is present while it
+//! has a stream open (a WebSocket, an SSE stream, a pending long poll) and for
+//! `RELAY_PRESENCE_TTL` after its last sign of life (a poll, a publish, its last stream
+//! closing); a page that leaves says so (`POST …/presence`) and goes at once. The grace
+//! after a close is what keeps a relay restart, or a flaky network, from making everyone
+//! leave and join again.
+//!
+//! Changes are not announced as they happen: every [`TICK`] each room's changes since the
+//! last tick go out as one `presence` event (with that tick's typing signals), encoded once
+//! for every transport ([`hub`]). A crowd reconnecting at once is then a few events, not one
+//! per person for every person.
+//!
+//! # Layout
+//! - [`member`]: a member's public id, and what keeps it present on this relay.
+//! - [`roster`]: a room's members in the order they joined (what snapshots list).
+//! - [`hub`]: a room's signals, for its streams and (kept a while) its pollers.
+//! - this file: [`Presence`], the handle transports use, and the tick.
+
+pub mod hub;
+pub mod member;
+pub mod roster;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use protocol::presence::TYPING_EVERY_MS;
+use protocol::{PresenceChange, PresenceSnapshot, ServerEvent, Transport, Typing};
+use tokio::sync::broadcast;
+
+use self::hub::{Batch, Hub, Position, Since};
+use self::member::{Local, MemberId};
+use self::roster::Roster;
+use crate::client::ClientKey;
+use crate::metrics::Metrics;
+use crate::sync::lock;
+use crate::validate::RoomName;
+
+/// How often changes are gathered and sent. Short enough that a person sees someone arrive
+/// or start typing "at once"; long enough that a crowd arriving together is one event.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Who a request or stream belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    /// The tab's client id, checked by `validate::client_id`; `None` for clients that send
+    /// none (tools, the tutorial's snippet): a stream of theirs is a member of its own.
+    pub client: Option<&'a str>,
+    pub name: &'a str,
+    /// The address it comes from, charged for the poll-only members it brings in.
+    pub owner: ClientKey,
+}
+
+/// Bounds on what presence may hold, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub ttl: Duration,
+    /// Members on this relay at once (`RELAY_MAX_CONNECTIONS`): a member without a stream
+    /// is tracked only under it.
+    pub max_members: usize,
+    /// Members brought in by one client address's polls (`RELAY_MAX_CONNECTIONS_PER_CLIENT`):
+    /// a script cannot fill a room with invented client ids.
+    pub max_per_client: usize,
+}
+
+/// The handle transports hold. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rooms: Mutex<Rooms>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    /// Names this process's hubs and anonymous members.
+    instance: u64,
+    next: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Rooms {
+    rooms: HashMap<RoomName, Room>,
+    /// Members per address that brought them in.
+    owners: HashMap<ClientKey, usize>,
+    members: usize,
+}
+
+#[derive(Debug)]
+struct Room {
+    locals: HashMap<MemberId, Local>,
+    roster: Roster,
+    hub: Hub,
+    /// Typing signals gathered since the last tick.
+    typing: Vec<ServerEvent>,
+    /// When each member last typed (for `TYPING_EVERY_MS`).
+    typed: HashMap<MemberId, Instant>,
+}
+
+impl Room {
+    fn new(tag: u64) -> Room {
+        Room {
+            locals: HashMap::new(),
+            roster: Roster::default(),
+            hub: Hub::new(tag),
+            typing: Vec::new(),
+            typed: HashMap::new(),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.locals.is_empty()
+            && self.roster.is_empty()
+            && self.typing.is_empty()
+            && self.hub.listeners() == 0
+    }
+
+    /// The room's list with this relay's present members over it: a member that arrived
+    /// since the last tick sees itself in its welcome.
+    fn snapshot(&self, you: Option<&MemberId>, now: Instant, ttl: Duration) -> PresenceSnapshot {
+        let mut roster_and_locals = Roster::default();
+        let listed = self.roster.snapshot(None);
+        for member in listed.members {
+            roster_and_locals.put(member);
+        }
+        let mut count = listed.count;
+        for (id, local) in &self.locals {
+            if local.present(now, ttl) {
+                if self.roster.get(id).is_none() {
+                    count += 1;
+                }
+                roster_and_locals.put(local.member(id));
+            }
+        }
+        let mut snapshot = roster_and_locals.snapshot(you);
+        snapshot.count = count;
+        snapshot
+    }
+
+    /// In memory: what changed since the last tick, applied to the roster.
+    fn diff(&mut self, now: Instant, ttl: Duration) -> Option<PresenceChange> {
+        let mut change = PresenceChange::default();
+        for (id, local) in &self.locals {
+            if !local.present(now, ttl) {
+                continue;
+            }
+            let member = local.member(id);
+            if self.roster.get(id) != Some(&member) {
+                change.joined.push(member);
+            }
+        }
+        for id in self.roster.ids() {
+            if !self.locals.get(id).is_some_and(|l| l.present(now, ttl)) {
+                change.left.push(id.to_string());
+            }
+        }
+        if change.joined.is_empty() && change.left.is_empty() {
+            return None;
+        }
+        change.joined.sort_by(|a, b| a.id.cmp(&b.id));
+        change.left.sort();
+        self.roster.apply(&change);
+        change.count = self.roster.count();
+        Some(change)
+    }
+}
+
+/// A stream's (or pending long poll's) membership: the member stays attached while this
+/// lives, and its grace starts when it is dropped.
+#[derive(Debug)]
+pub struct Attached {
+    presence: Weak<Inner>,
+    room: RoomName,
+    id: MemberId,
+    transport: Transport,
+}
+
+impl Attached {
+    pub fn id(&self) -> &MemberId {
+        &self.id
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(inner) = self.presence.upgrade() {
+            let mut rooms = lock(&inner.rooms);
+            if let Some(local) = rooms
+                .rooms
+                .get_mut(&self.room)
+                .and_then(|room| room.locals.get_mut(&self.id))
+            {
+                local.detach(self.transport, Instant::now());
+            }
+        }
+    }
+}
+
+impl Presence {
+    /// Starts the tick (on the current runtime); it ends when the last handle is dropped.
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Presence {
+        use std::hash::BuildHasher;
+        let instance = std::collections::hash_map::RandomState::new().hash_one(());
+        let inner = Arc::new(Inner {
+            rooms: Mutex::new(Rooms::default()),
+            limits,
+            metrics,
+            instance,
+            next: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(TICK);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.tick(Instant::now());
+            }
+        });
+        Presence { inner }
+    }
+
+    /// A stream of `transport` opened for `who`: it is a member (a new one, or the same one
+    /// on another transport) until the returned guard is dropped and its grace is over.
+    pub fn attach(&self, room: &RoomName, who: Who<'_>, transport: Transport) -> Attached {
+        let inner = &self.inner;
+        let id = match who.client {
+            Some(client) => MemberId::of_client(client),
+            // A member of its own: nobody else can name it, so nobody can make it leave.
+            None => MemberId::of_client(&format!(
+                "anonymous:{:x}:{}",
+                inner.instance,
+                inner.next.fetch_add(1, Relaxed)
+            )),
+        };
+        let now = Instant::now();
+        let mut rooms = lock(&inner.rooms);
+        let rooms = &mut *rooms;
+        let room_state = inner.room(&mut rooms.rooms, room);
+        match room_state.locals.get_mut(&id) {
+            Some(local) => local.attach(who.name, transport, now),
+            None => {
+                let mut local = Local::new(who.name, transport, who.owner, now);
+                local.attach(who.name, transport, now);
+                room_state.locals.insert(id.clone(), local);
+                *rooms.owners.entry(who.owner).or_default() += 1;
+                rooms.members += 1;
+            }
+        }
+        Attached {
+            presence: Arc::downgrade(inner),
+            room: room.clone(),
+            id,
+            transport,
+        }
+    }
+
+    /// A poll of `transport` arrived from `who`: it is present for a TTL from now. `None`
+    /// when it names no client, or is over the budget of poll-only members.
+    pub fn polled(&self, room: &RoomName, who: Who<'_>, transport: Transport) -> Option<MemberId> {
+        let inner = &self.inner;
+        let id = MemberId::of_client(who.client?);
+        let now = Instant::now();
+        let mut rooms = lock(&inner.rooms);
+        let rooms = &mut *rooms;
+        let over = rooms.members >= inner.limits.max_members
+            || rooms.owners.get(&who.owner).copied().unwrap_or(0) >= inner.limits.max_per_client;
+        if !rooms.rooms.contains_key(room) && over {
+            return None;
+        }
+        let room_state = inner.room(&mut rooms.rooms, room);
+        match room_state.locals.get_mut(&id) {
+            Some(local) => local.signs_of_life(who.name, transport, now),
+            None if over => return None,
+            None => {
+                room_state
+                    .locals
+                    .insert(id.clone(), Local::new(who.name, transport, who.owner, now));
+                *rooms.owners.entry(who.owner).or_default() += 1;
+                rooms.members += 1;
+            }
+        }
+        Some(id)
+    }
+
+    /// A publish or request naming `client`: a sign of life, if it is a member here.
+    pub fn touch(&self, room: &RoomName, client: &str) {
+        let id = MemberId::of_client(client);
+        let mut rooms = lock(&self.inner.rooms);
+        if let Some(local) = rooms
+            .rooms
+            .get_mut(room)
+            .and_then(|room| room.locals.get_mut(&id))
+        {
+            local.touch(Instant::now());
+        }
+    }
+
+    /// The tab of `client` is leaving: it is announced as gone with the next tick.
+    pub fn leave(&self, room: &RoomName, client: &str) {
+        let id = MemberId::of_client(client);
+        let mut rooms = lock(&self.inner.rooms);
+        if let Some(local) = rooms
+            .rooms
+            .get_mut(room)
+            .and_then(|room| room.locals.get_mut(&id))
+        {
+            local.leave();
+        }
+    }
+
+    /// The member `id` is typing: sent to the room with the next tick, unless it typed less
+    /// than `TYPING_EVERY_MS` ago (then dropped: `false`), or is no member here.
+    pub fn typing(&self, room: &RoomName, id: &MemberId) -> bool {
+        let now = Instant::now();
+        let mut rooms = lock(&self.inner.rooms);
+        let sent = match rooms.rooms.get_mut(room) {
+            Some(room) => match room.locals.get_mut(id) {
+                Some(local) if local.present(now, self.inner.limits.ttl) => {
+                    let every = Duration::from_millis(TYPING_EVERY_MS);
+                    let recent = room
+                        .typed
+                        .get(id)
+                        .is_some_and(|at| now.saturating_duration_since(*at) < every);
+                    if !recent {
+                        local.touch(now);
+                        room.typed.insert(id.clone(), now);
+                        room.typing.push(ServerEvent::Typing(Typing {
+                            name: local.name.to_string(),
+                            id: id.to_string(),
+                        }));
+                    }
+                    !recent
+                }
+                _ => false,
+            },
+            None => false,
+        };
+        drop(rooms);
+        self.inner.metrics.typing(sent);
+        sent
+    }
+
+    /// The room's members now, for a welcome (`you`: the connection's member) or a
+    /// `GET …/presence`.
+    pub fn snapshot(&self, room: &RoomName, you: Option<&MemberId>) -> PresenceSnapshot {
+        let rooms = lock(&self.inner.rooms);
+        match rooms.rooms.get(room) {
+            Some(state) => state.snapshot(you, Instant::now(), self.inner.limits.ttl),
+            None => PresenceSnapshot {
+                you: you.map(MemberId::to_string),
+                ..PresenceSnapshot::default()
+            },
+        }
+    }
+
+    /// The whole list as a `presence` event, for a receiver that may have missed changes.
+    pub fn resync(&self, room: &RoomName, you: Option<&MemberId>) -> ServerEvent {
+        let snapshot = self.snapshot(room, you);
+        ServerEvent::Presence(PresenceChange {
+            joined: Vec::new(),
+            left: Vec::new(),
+            count: snapshot.count,
+            members: Some(snapshot.members),
+            you: snapshot.you,
+        })
+    }
+
+    /// The room's signals, for a stream: subscribe before taking the welcome's snapshot, so
+    /// that no change falls between the two.
+    pub fn signals(&self, room: &RoomName) -> broadcast::Receiver<Arc<Batch>> {
+        let mut rooms = lock(&self.inner.rooms);
+        self.inner.room(&mut rooms.rooms, room).hub.subscribe()
+    }
+
+    /// What a poller at `from` missed, as JSON events, and where it stands after them. A
+    /// poller without a position, or with one from elsewhere, gets the whole list when it is
+    /// a member (`you`); `None` when the room has no signals here at all.
+    pub fn since(
+        &self,
+        room: &RoomName,
+        from: Option<Position>,
+        you: Option<&MemberId>,
+    ) -> Option<(Vec<bytes::Bytes>, Position)> {
+        let rooms = lock(&self.inner.rooms);
+        let state = rooms.rooms.get(room)?;
+        let position = state.hub.position();
+        let since = match from {
+            Some(from) => state.hub.since(from),
+            None => Since::Unknown,
+        };
+        let events = match since {
+            Since::Batches(batches) => batches
+                .iter()
+                .flat_map(|batch| batch.events.iter().cloned())
+                .collect(),
+            Since::Unknown if you.is_some() || from.is_some() => {
+                let snapshot = state.snapshot(you, Instant::now(), self.inner.limits.ttl);
+                let event = ServerEvent::Presence(PresenceChange {
+                    joined: Vec::new(),
+                    left: Vec::new(),
+                    count: snapshot.count,
+                    members: Some(snapshot.members),
+                    you: snapshot.you,
+                });
+                vec![bytes::Bytes::from(crate::event::json(&event))]
+            }
+            Since::Unknown => Vec::new(),
+        };
+        Some((events, position))
+    }
+}
+
+impl Inner {
+    fn room<'a>(&self, rooms: &'a mut HashMap<RoomName, Room>, room: &RoomName) -> &'a mut Room {
+        rooms.entry(room.clone()).or_insert_with(|| {
+            let tag = self.instance ^ self.next.fetch_add(1, Relaxed).rotate_left(32);
+            Room::new(tag)
+        })
+    }
+
+    /// Forgets members that are gone, announces each room's changes and typing signals, and
+    /// drops rooms nobody is in or listening to.
+    fn tick(&self, now: Instant) {
+        let ttl = self.limits.ttl;
+        let mut rooms = lock(&self.rooms);
+        let Rooms {
+            rooms,
+            owners,
+            members,
+        } = &mut *rooms;
+        let mut present = 0;
+        let mut events_sent = 0;
+        rooms.retain(|_, room| {
+            room.locals.retain(|_, local| {
+                let keep = !local.forgettable(now, ttl);
+                if !keep {
+                    *members -= 1;
+                    if let Some(n) = owners.get_mut(&local.owner) {
+                        *n -= 1;
+                        if *n == 0 {
+                            owners.remove(&local.owner);
+                        }
+                    }
+                }
+                keep
+            });
+            let every = Duration::from_millis(TYPING_EVERY_MS);
+            room.typed
+                .retain(|_, at| now.saturating_duration_since(*at) < every);
+            let mut events = Vec::new();
+            if let Some(change) = room.diff(now, ttl) {
+                events.push(ServerEvent::Presence(change));
+            }
+            events.append(&mut room.typing);
+            if !events.is_empty() {
+                events_sent += 1;
+            }
+            room.hub.send(&events);
+            present += room.locals.values().filter(|l| l.present(now, ttl)).count();
+            !room.idle()
+        });
+        self.metrics.presence(present, rooms.len(), events_sent);
+    }
+}
+
+#[cfg(test)]
+mod tests;
