@@ -89,7 +89,7 @@ export async function launchBrowser() {
 }
 
 /** Opens the page and waits until it reports a live connection. */
-export async function openChat(browser, base, { room, transport, viewport } = {}) {
+export async function openChat(browser, base, { room, transport, name, viewport } = {}) {
   const context = await browser.newContext({ viewport: viewport ?? { width: 1000, height: 900 } });
   const page = await context.newPage();
   page.dialogs = [];
@@ -107,6 +107,7 @@ export async function openChat(browser, base, { room, transport, viewport } = {}
   const query = new URLSearchParams();
   if (room) query.set('room', room);
   if (transport) query.set('transport', transport);
+  if (name) query.set('name', name);
   const response = await page.goto(`${base}/?${query}`);
   page.documentPolicy = (await response.allHeaders())['content-security-policy'];
   await waitConnected(page);
@@ -158,7 +159,7 @@ export async function waitForMessages(page, count, timeout = PATIENCE) {
 }
 
 /** A free TCP port on 127.0.0.1. */
-async function freePort() {
+export async function freePort() {
   const server = net.createServer().listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address();
@@ -374,4 +375,42 @@ export function relayAndBrowser(options) {
     await running.relay?.stop();
   });
   return running;
+}
+
+/** The names `#presence` lists on a page, in order. */
+export async function presentNames(page) {
+  return page.$$eval('#presence li .name', (nodes) => nodes.map((n) => n.textContent));
+}
+
+/** Waits until `#presence` lists exactly `names` (in any order). */
+export async function waitPresent(page, names, timeout = PATIENCE) {
+  await page.waitForFunction(
+    (want) => {
+      const got = [...document.querySelectorAll('#presence li .name')].map((n) => n.textContent).sort();
+      return JSON.stringify(got) === JSON.stringify([...want].sort());
+    },
+    names,
+    { timeout },
+  );
+}
+
+/**
+ * Starts recording, on `page`, every `#presence` line that is removed: a member who left
+ * (or flickered out and back in). Read the record with `removedLines(page)`.
+ */
+export async function recordLeaves(page) {
+  await page.evaluate(() => {
+    window.removedLines = [];
+    new MutationObserver((records) => {
+      for (const record of records) {
+        for (const node of record.removedNodes) {
+          if (node.nodeType === 1 && node.matches('li')) window.removedLines.push(node.querySelector('.name')?.textContent);
+        }
+      }
+    }).observe(document.querySelector('#presence'), { childList: true });
+  });
+}
+
+export async function removedLines(page) {
+  return page.evaluate(() => window.removedLines);
 }

@@ -42,34 +42,60 @@ fn query(cursor: &Cursor) -> String {
     parts.join("&")
 }
 
+/// Who the page is, on every URL it opens: the user's name and the tab's client id (the same
+/// member of the room on every transport).
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub client: &'a str,
+}
+
+impl Member<'_> {
+    fn query(&self) -> String {
+        format!("name={}&client={}", encode(self.name), encode(self.client))
+    }
+}
+
 /// The WebSocket of `room`, under `base` (`browser::ws_base()`: the socket's scheme, the
 /// page's host and the API prefix, which a development build changes).
-pub fn ws_url(base: &str, room: &str, name: &str, cursor: &Cursor) -> String {
+pub fn ws_url(base: &str, room: &str, member: Member<'_>, cursor: &Cursor) -> String {
     format!(
-        "{}?name={}&{}",
+        "{}?{}&{}",
         Endpoint::Ws.path_under(base, room),
-        encode(name),
+        member.query(),
         query(cursor)
     )
 }
 
 /// The Server-Sent Events stream of `room`.
-pub fn events_url(room: &str, name: &str, cursor: &Cursor) -> String {
+pub fn events_url(room: &str, member: Member<'_>, cursor: &Cursor) -> String {
     format!(
-        "{}?name={}&{}",
+        "{}?{}&{}",
         Endpoint::Events.path(room),
-        encode(name),
+        member.query(),
         query(cursor)
     )
 }
 
 /// One poll of `room`: held up to `wait_secs` by the relay when there is nothing new, and
-/// cut at `limit` messages if given.
-pub fn poll_url(room: &str, wait_secs: u64, limit: Option<u32>, cursor: &Cursor) -> String {
+/// cut at `limit` messages if given; `ev` is where the link stands in the room's presence
+/// and typing events (the last answer's).
+pub fn poll_url(
+    room: &str,
+    wait_secs: u64,
+    limit: Option<u32>,
+    member: Member<'_>,
+    ev: Option<&str>,
+    cursor: &Cursor,
+) -> String {
     let limit = limit.map(|n| format!("&limit={n}")).unwrap_or_default();
+    let ev = ev
+        .map(|ev| format!("&ev={}", encode(ev)))
+        .unwrap_or_default();
     format!(
-        "{}?wait={wait_secs}{limit}&{}",
+        "{}?wait={wait_secs}{limit}&{}{ev}&{}",
         Endpoint::Messages.path(room),
+        member.query(),
         query(cursor)
     )
 }
@@ -169,6 +195,25 @@ pub async fn publish(room: &str, request: &PublishRequest, key: &str) -> Result<
     Err(not_sent(answer.status, error.as_ref()))
 }
 
+/// Tells the room this tab is typing (the transports without a WebSocket). Best effort: a
+/// typing signal that does not arrive is not worth a retry.
+#[cfg(target_arch = "wasm32")]
+pub async fn typing(room: &str, client: &str) {
+    let json = crate::json::typing_request(client);
+    let _ = crate::fetch::post(&Endpoint::Typing.path(room), &json).await;
+}
+
+/// Tells the room this tab is leaving, in a way that survives the page going away
+/// (`navigator.sendBeacon`): the others see it leave at once rather than after the relay's
+/// grace.
+#[cfg(target_arch = "wasm32")]
+pub fn leave(room: &str, client: &str) {
+    let json = crate::json::leave_request(client);
+    let _ = leptos::prelude::window()
+        .navigator()
+        .send_beacon_with_opt_str(&Endpoint::Presence.path(room), Some(&json));
+}
+
 impl NotSent {
     #[cfg(target_arch = "wasm32")]
     fn or(mut self, message: String) -> NotSent {
@@ -199,28 +244,39 @@ mod tests {
             after: Some(7),
             epoch: Some("e".into()),
         };
+        let ab = Member {
+            name: "a b",
+            client: "tab-1234",
+        };
+        let me = Member {
+            name: "me",
+            client: "tab-1234",
+        };
         assert_eq!(
-            ws_url("ws://host/api-ws", "r", "a b", &cursor),
+            ws_url("ws://host/api-ws", "r", ab, &cursor),
             format!(
-                "{}?name=a%20b&after=7&epoch=e",
+                "{}?name=a%20b&client=tab-1234&after=7&epoch=e",
                 Endpoint::Ws.path_under("ws://host/api-ws", "r")
             )
         );
         assert_eq!(
-            events_url("r", "me", &Cursor::default()),
-            format!("{}?name=me&", Endpoint::Events.path("r")),
+            events_url("r", me, &Cursor::default()),
+            format!("{}?name=me&client=tab-1234&", Endpoint::Events.path("r")),
             "a newcomer sends no cursor"
         );
         assert_eq!(
-            poll_url("r", 25, Some(200), &cursor),
+            poll_url("r", 25, Some(200), me, Some("a.3"), &cursor),
             format!(
-                "{}?wait=25&limit=200&after=7&epoch=e",
+                "{}?wait=25&limit=200&name=me&client=tab-1234&ev=a.3&after=7&epoch=e",
                 Endpoint::Messages.path("r")
             )
         );
         assert_eq!(
-            poll_url("r", 0, None, &Cursor::default()),
-            format!("{}?wait=0&", Endpoint::Messages.path("r"))
+            poll_url("r", 0, None, me, None, &Cursor::default()),
+            format!(
+                "{}?wait=0&name=me&client=tab-1234&",
+                Endpoint::Messages.path("r")
+            )
         );
         assert_eq!(publish_url("r"), Endpoint::Messages.path("r"));
     }

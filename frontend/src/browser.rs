@@ -7,6 +7,9 @@ use wasm_bindgen::JsValue;
 
 pub const DEFAULT_ROOM: &str = "lobby";
 const NAME_KEY: &str = "chat.name";
+/// This tab's client id, in `sessionStorage`: the same member across reloads and transport
+/// switches of one tab, another member in another tab.
+const CLIENT_KEY: &str = "chat.client";
 
 fn window() -> web_sys::Window {
     leptos::prelude::window()
@@ -62,12 +65,21 @@ pub fn transport_from_url() -> Transport {
         .unwrap_or(Transport::Ws)
 }
 
-/// Rewrites `?room=…&transport=…` in place (no reload), so that the address bar always holds
-/// a link that reproduces the current setup.
-pub fn write_url(room: &str, transport: Transport) {
+/// `?name=`, if given (checked by the page like a typed name).
+pub fn name_from_url() -> Option<String> {
+    query_param("name").filter(|n| !n.trim().is_empty())
+}
+
+/// Rewrites `?room=…&transport=…&name=…` in place (no reload), so that the address bar always
+/// holds a link that reproduces the current setup.
+pub fn write_url(room: &str, transport: Transport, name: &str) {
     let location = window().location();
     let path = location.pathname().unwrap_or_else(|_| "/".into());
-    let url = format!("{path}?room={room}&transport={}", transport.as_str());
+    let name = String::from(js_sys::encode_uri_component(name));
+    let url = format!(
+        "{path}?room={room}&transport={}&name={name}",
+        transport.as_str()
+    );
     if let Ok(history) = window().history() {
         let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&url));
     }
@@ -86,6 +98,23 @@ pub fn stored_name() -> String {
     let name = format!("guest-{}", 1000 + (random() * 9000.0) as u32);
     store_name(&name);
     name
+}
+
+/// This tab's client id (see [`CLIENT_KEY`]), made on first use.
+pub fn client_id() -> String {
+    let storage = window().session_storage().ok().flatten();
+    if let Some(id) = storage
+        .as_ref()
+        .and_then(|s| s.get_item(CLIENT_KEY).ok().flatten())
+        .filter(|id| protocol::presence::is_valid_client_id(id))
+    {
+        return id;
+    }
+    let id = random_key();
+    if let Some(storage) = storage {
+        let _ = storage.set_item(CLIENT_KEY, &id);
+    }
+    id
 }
 
 pub fn store_name(name: &str) {

@@ -14,13 +14,14 @@ use std::rc::{Rc, Weak};
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use protocol::{ClientFrame, PublishRequest, Transport};
+use protocol::presence::{TYPING_EVERY_MS, TYPING_SHOWN_MS};
+use protocol::{ClientFrame, Member, PublishRequest, Transport};
 
 use crate::api;
 use crate::browser;
 use crate::model::{
     Counters, EchoTracker, Entry, Inbound, LatencySnapshot, LinkState, Links, Outbox, Pending,
-    Timeline, TransportStats,
+    Roster, Timeline, TransportStats,
 };
 use crate::transport::{Link, LinkContext, LinkEvent};
 
@@ -42,6 +43,13 @@ pub struct Ui {
     pub pending: RwSignal<Vec<Pending>>,
     pub transport: RwSignal<Transport>,
     pub name: RwSignal<String>,
+    /// Who is here (`#presence`), and how many (the header).
+    pub members: RwSignal<Vec<Member>>,
+    pub count: RwSignal<u64>,
+    /// This tab's own public id, to mark itself in the list.
+    pub you: RwSignal<Option<String>>,
+    /// "Ana is typing…" (`#typing`), or nothing.
+    pub typing: RwSignal<String>,
     /// A row for every transport, made with the page (so the page's owner releases their
     /// signals) and listed in `stats` from its transport's first use on.
     rows: [StatsRow; Transport::ALL.len()],
@@ -58,6 +66,10 @@ impl Ui {
             pending: RwSignal::new(Vec::new()),
             transport: RwSignal::new(transport),
             name: RwSignal::new(name),
+            members: RwSignal::new(Vec::new()),
+            count: RwSignal::new(0),
+            you: RwSignal::new(None),
+            typing: RwSignal::new(String::new()),
             rows: Transport::ALL.map(StatsRow::new),
         }
     }
@@ -90,6 +102,11 @@ impl StatsRow {
 
 pub struct Controller {
     room: String,
+    /// This tab's client id: one member of the room on every transport.
+    client: String,
+    roster: Roster,
+    /// When this page last told the room its user was typing (`now_ms`), since the last send.
+    typed_at: Option<f64>,
     timeline: Timeline,
     links: Links,
     open: HashMap<u32, OpenLink>,
@@ -121,6 +138,9 @@ impl Controller {
         Rc::new_cyclic(|this| {
             RefCell::new(Controller {
                 room,
+                client: browser::client_id(),
+                roster: Roster::default(),
+                typed_at: None,
                 timeline: Timeline::default(),
                 links: Links::default(),
                 open: HashMap::new(),
@@ -148,6 +168,7 @@ impl Controller {
             transport,
             room: self.room.clone(),
             name: self.ui.name.get_untracked(),
+            client: self.client.clone(),
             cursor: Rc::new(move || {
                 timeline
                     .upgrade()
@@ -172,7 +193,7 @@ impl Controller {
         );
         self.stats_mut(transport);
         self.ui.transport.set(transport);
-        browser::write_url(&self.room, transport);
+        browser::write_url(&self.room, transport, &self.ui.name.get_untracked());
         self.publish_status();
     }
 
@@ -263,6 +284,16 @@ impl Controller {
                 self.ui.form_error.set(Some(api::describe(&error)));
             }
             LinkEvent::Acked(key) => self.confirm(&key),
+            LinkEvent::Presence(change) => {
+                self.roster.change(change);
+                self.publish_roster();
+            }
+            LinkEvent::Typing(typing) => {
+                if self.roster.typing(typing, browser::now_ms()) {
+                    self.publish_typing();
+                    self.expire_typing_later();
+                }
+            }
             LinkEvent::Inbound(inbound) => self.inbound(id, transport, inbound),
         }
         self.publish_status();
@@ -270,6 +301,12 @@ impl Controller {
 
     fn inbound(&mut self, id: u32, transport: Transport, inbound: Inbound) {
         let mut added = Vec::new();
+        if let Inbound::Welcome(welcome) = &inbound
+            && let Some(presence) = &welcome.presence
+        {
+            self.roster.snapshot(presence.clone());
+            self.publish_roster();
+        }
         if let Inbound::Welcome(welcome) = &inbound {
             if let Some(link) = self.open.get_mut(&id) {
                 link.epoch = Some(welcome.epoch.clone());
@@ -291,6 +328,16 @@ impl Controller {
         }
         let me = self.ui.name.get_untracked();
         let now = browser::now_ms();
+        // Whoever's message arrived is done typing it.
+        let mut typed = false;
+        for entry in &added {
+            if let Entry::Message { message, .. } = entry {
+                typed |= self.roster.message_from(&message.from);
+            }
+        }
+        if typed {
+            self.publish_typing();
+        }
         let mut echoed = false;
         let mut confirmed = false;
         for entry in &added {
@@ -343,8 +390,67 @@ impl Controller {
         }
     }
 
+    fn publish_roster(&self) {
+        self.ui.members.set(self.roster.members().to_vec());
+        self.ui.count.set(self.roster.count());
+        let you = self.roster.you().map(str::to_owned);
+        if self.ui.you.with_untracked(|shown| *shown != you) {
+            self.ui.you.set(you);
+        }
+    }
+
+    fn publish_typing(&self) {
+        let line = self.roster.typing_line();
+        if self.ui.typing.with_untracked(|shown| *shown != line) {
+            self.ui.typing.set(line);
+        }
+    }
+
+    /// Clears typing that has been shown long enough, once it has.
+    fn expire_typing_later(&self) {
+        let this = self.this.clone();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(TYPING_SHOWN_MS as u32 + 50).await;
+            if let Some(controller) = this.upgrade() {
+                let mut controller = controller.borrow_mut();
+                if controller.roster.expire(browser::now_ms()) {
+                    controller.publish_typing();
+                }
+            }
+        });
+    }
+
+    /// The user typed in the message field: the room hears of it at most every
+    /// `TYPING_EVERY_MS` (the relay drops more), over the WebSocket when that is the live
+    /// transport, else with `POST …/typing`.
+    pub fn typing(&mut self) {
+        let now = browser::now_ms();
+        if self
+            .typed_at
+            .is_some_and(|at| now - at < TYPING_EVERY_MS as f64)
+        {
+            return;
+        }
+        self.typed_at = Some(now);
+        if let Some((id, Transport::Ws, LinkState::Live)) = self.links.current()
+            && let Some(link) = self.open.get(&id)
+            && link.link.send(crate::json::frame(&ClientFrame::Typing))
+        {
+            return;
+        }
+        let (room, client) = (self.room.clone(), self.client.clone());
+        spawn_local(async move { api::typing(&room, &client).await });
+    }
+
+    /// The page is going away: the room is told now, not after the relay's grace.
+    pub fn leave(&self) {
+        api::leave(&self.room, &self.client);
+    }
+
     /// Sends a text: it waits in the outbox, shown as pending, until the relay confirms it.
     pub fn send(&mut self, text: String) {
+        // Sent: no longer typing (the others clear the line when the message arrives).
+        self.typed_at = None;
         let now = browser::now_ms();
         self.echo.sent(&text, now);
         let pending = self.outbox.add(text, browser::random_key(), now);
@@ -389,6 +495,7 @@ impl Controller {
         let request = PublishRequest {
             from: self.ui.name.get_untracked(),
             text: pending.text,
+            client: Some(self.client.clone()),
         };
         let key = pending.key;
         let this = self.this.clone();

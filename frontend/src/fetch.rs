@@ -40,6 +40,18 @@ pub async fn post_json(url: &str, json: &str, key: &str) -> Result<Answer, Faile
     answer(response).await
 }
 
+/// `POST`s `json` (a request that needs no idempotency: typing).
+pub async fn post(url: &str, json: &str) -> Result<Answer, Failed> {
+    let response = Request::post(url)
+        .header("content-type", "application/json")
+        .body(json)
+        .map_err(failed)?
+        .send()
+        .await
+        .map_err(failed)?;
+    answer(response).await
+}
+
 async fn answer(response: gloo_net::http::Response) -> Result<Answer, Failed> {
     Ok(Answer {
         status: response.status(),

@@ -10,8 +10,9 @@
 
 use js_sys::{Array, JSON, Object, Reflect};
 use protocol::{
-    Ack, ClientFrame, ErrorBody, ErrorCode, Message, PollResponse, PublishRequest, PublishResponse,
-    Reset, ResetReason, RetryAdvice, ServerEvent, Transport, Welcome,
+    Ack, ClientFrame, ErrorBody, ErrorCode, Member, Message, PollResponse, PresenceChange,
+    PresenceSnapshot, PublishRequest, PublishResponse, Reset, ResetReason, RetryAdvice,
+    ServerEvent, Transport, Typing, Welcome,
 };
 use wasm_bindgen::JsValue;
 
@@ -62,18 +63,40 @@ fn whole(value: &JsValue) -> Option<u64> {
 
 /// An event the relay pushes (WebSocket, SSE), or the body of an HTTP error.
 pub fn event(text: &str) -> Option<ServerEvent> {
-    let fields = Fields::parse(text)?;
+    event_of(&Fields::parse(text)?)
+}
+
+fn event_of(fields: &Fields) -> Option<ServerEvent> {
     Some(match fields.string("type")?.as_str() {
         "welcome" => ServerEvent::Welcome(Welcome {
             transport: fields.string("transport")?.parse::<Transport>().ok()?,
             room: fields.string("room")?,
             epoch: fields.string("epoch")?,
             last_id: fields.number("last_id")?,
+            presence: fields.optional("presence", |value| {
+                let fields = Fields::of(value.clone())?;
+                Some(PresenceSnapshot {
+                    members: list(&fields.get("members"), member)?,
+                    count: fields.number("count")?,
+                    you: fields.optional("you", JsValue::as_string)?,
+                })
+            })?,
         }),
-        "message" => ServerEvent::Message(message(&fields)?),
-        "reset" => ServerEvent::Reset(reset(&fields)?),
-        "error" => ServerEvent::Error(error(&fields)?),
-        "reconnect" => ServerEvent::Reconnect(advice_of(&fields)?),
+        "presence" => ServerEvent::Presence(PresenceChange {
+            joined: list(&fields.get("joined"), member)?,
+            left: list(&fields.get("left"), JsValue::as_string)?,
+            count: fields.number("count")?,
+            members: fields.optional("members", |value| list(value, member))?,
+            you: fields.optional("you", JsValue::as_string)?,
+        }),
+        "typing" => ServerEvent::Typing(Typing {
+            name: fields.string("name")?,
+            id: fields.string("id")?,
+        }),
+        "message" => ServerEvent::Message(message(fields)?),
+        "reset" => ServerEvent::Reset(reset(fields)?),
+        "error" => ServerEvent::Error(error(fields)?),
+        "reconnect" => ServerEvent::Reconnect(advice_of(fields)?),
         "ack" => ServerEvent::Ack(Ack {
             id: fields.number("id")?,
             key: fields.string("key")?,
@@ -83,18 +106,46 @@ pub fn event(text: &str) -> Option<ServerEvent> {
     })
 }
 
-/// A poll's answer.
-pub fn poll(text: &str) -> Option<PollResponse> {
-    let fields = Fields::parse(text)?;
-    let listed = fields.get("messages");
-    if !Array::is_array(&listed) {
+/// The elements of a JSON array, each read by `read`; `None` if it is not an array or one
+/// element is not understood.
+fn list<T>(value: &JsValue, read: impl Fn(&JsValue) -> Option<T>) -> Option<Vec<T>> {
+    if !Array::is_array(value) {
         return None;
     }
-    let messages = Array::from(&listed)
-        .iter()
-        .map(|value| message(&Fields::of(value)?))
-        .collect::<Option<Vec<_>>>()?;
+    Array::from(value).iter().map(|v| read(&v)).collect()
+}
+
+fn member(value: &JsValue) -> Option<Member> {
+    let fields = Fields::of(value.clone())?;
+    Some(Member {
+        id: fields.string("id")?,
+        name: fields.string("name")?,
+        transports: list(&fields.get("transports"), |t| {
+            t.as_string()?.parse::<Transport>().ok()
+        })?,
+    })
+}
+
+/// A poll's answer. Presence and typing events the page does not understand are left out
+/// (an older page on a newer relay), as a stream's would be.
+pub fn poll(text: &str) -> Option<PollResponse> {
+    let fields = Fields::parse(text)?;
+    let messages = list(&fields.get("messages"), |value| {
+        message(&Fields::of(value.clone())?)
+    })?;
+    let events = fields
+        .optional("events", |value| {
+            list(value, |v| {
+                Some(Fields::of(v.clone()).and_then(|f| event_of(&f)))
+            })
+        })?
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
     Some(PollResponse {
+        events,
+        ev: fields.optional("ev", JsValue::as_string)?,
         messages,
         last_id: fields.number("last_id")?,
         epoch: fields.string("epoch")?,
@@ -178,10 +229,29 @@ pub fn frame(frame: &ClientFrame) -> String {
             ("text", Some(text)),
             ("key", key.as_deref()),
         ]),
+        ClientFrame::Typing => object(&[("type", Some("typing"))]),
     }
 }
 
 /// A `POST` body.
 pub fn publish_request(request: &PublishRequest) -> String {
-    object(&[("from", Some(&request.from)), ("text", Some(&request.text))])
+    object(&[
+        ("from", Some(&request.from)),
+        ("text", Some(&request.text)),
+        ("client", request.client.as_deref()),
+    ])
+}
+
+/// `POST …/typing`'s body.
+pub fn typing_request(client: &str) -> String {
+    object(&[("client", Some(client))])
+}
+
+/// `POST …/presence`'s body when the tab leaves: `{"client":…,"leave":true}`.
+pub fn leave_request(client: &str) -> String {
+    // The one boolean the page writes: spelled out rather than given to `object`.
+    let mut json = typing_request(client);
+    json.pop();
+    json.push_str(",\"leave\":true}");
+    json
 }

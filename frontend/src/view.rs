@@ -8,10 +8,10 @@
 use leptos::ev::SubmitEvent;
 use leptos::html;
 use leptos::prelude::*;
-use protocol::Transport;
 use protocol::limits::{
     DEFAULT_MAX_NAME_CHARS, DEFAULT_MAX_TEXT_BYTES, Refusal, check_name, check_text,
 };
+use protocol::{Member, Transport};
 use send_wrapper::SendWrapper;
 
 use crate::browser;
@@ -36,7 +36,11 @@ fn valid_name(name: &str) -> Result<String, String> {
 #[component]
 pub fn App() -> impl IntoView {
     let room = browser::room_from_url();
-    let ui = Ui::new(browser::transport_from_url(), browser::stored_name());
+    // `?name=` names this member (a link reproduces it) without replacing the stored name.
+    let name = browser::name_from_url()
+        .and_then(|name| valid_name(&name).ok())
+        .unwrap_or_else(browser::stored_name);
+    let ui = Ui::new(browser::transport_from_url(), name);
     let controller = Controller::new(room.clone(), ui);
     controller
         .borrow_mut()
@@ -45,6 +49,15 @@ pub fn App() -> impl IntoView {
     // The page owns the controller; when it goes, every link goes with it.
     let owned = SendWrapper::new(controller.clone());
     on_cleanup(move || owned.borrow_mut().shutdown());
+    // Leaving says so, so that the others see this tab go now (the relay's grace covers a
+    // page that vanishes without a word).
+    {
+        let controller = controller.clone();
+        let listener = window_event_listener_untyped("pagehide", move |_| {
+            controller.borrow().leave();
+        });
+        on_cleanup(move || listener.remove());
+    }
     for event in ["online", "offline"] {
         let controller = controller.clone();
         let listener = window_event_listener_untyped(event, move |_| {
@@ -80,15 +93,20 @@ pub fn App() -> impl IntoView {
                 if name != ui.name.get_untracked() {
                     browser::store_name(&name);
                     ui.name.set(name);
-                    // A WebSocket's name is fixed when it opens: reopen it under the new one.
-                    let mut controller = controller.borrow_mut();
-                    if ui.transport.get_untracked() == Transport::Ws {
-                        controller.switch_to(Transport::Ws);
-                    }
+                    // A link's name is fixed when it opens: reopen it under the new one
+                    // (make-before-break: the member stays, under its new name).
+                    controller
+                        .borrow_mut()
+                        .switch_to(ui.transport.get_untracked());
                 }
             }
             Err(message) => ui.form_error.set(Some(message)),
         }
+    };
+
+    let on_input = {
+        let controller = controller.clone();
+        move |_| controller.borrow_mut().typing()
     };
 
     let input = NodeRef::<html::Input>::new();
@@ -127,6 +145,7 @@ pub fn App() -> impl IntoView {
             <header class="top">
                 <h1>"Group chat"</h1>
                 <p class="room">"Room " <strong>{room}</strong></p>
+                <p id="presence-count">{move || format!("{} here", ui.count.get())}</p>
             </header>
             <section class="controls" aria-label="Connection">
                 <label for="transport">"Transport"</label>
@@ -142,15 +161,57 @@ pub fn App() -> impl IntoView {
                 <input id="name" type="text" maxlength=DEFAULT_MAX_NAME_CHARS.to_string() autocomplete="nickname" prop:value=move || ui.name.get() on:change=on_name/>
                 <p id="status" role="status">{move || ui.status.get()}</p>
             </section>
+            <HereNow members=ui.members you=ui.you/>
             <MessageList entries=ui.entries pending=ui.pending name=ui.name/>
+            <p id="typing" aria-live="polite">{move || ui.typing.get()}</p>
             <form id="input-form" on:submit=on_submit>
                 <label for="message">"Enter Message:"</label>
-                <input id="message" type="text" autocomplete="off" node_ref=input/>
+                <input id="message" type="text" autocomplete="off" node_ref=input on:input=on_input/>
                 <button type="submit">"Send"</button>
                 <p id="form-error" role="alert">{move || ui.form_error.get()}</p>
             </form>
             <StatsPanel stats=ui.stats/>
         </main>
+    }
+}
+
+/// Who is here: one line per member, its name and a badge per transport it uses. Keyed by
+/// member, so a member who switches transports keeps its line (only its badges change).
+#[component]
+fn HereNow(members: RwSignal<Vec<Member>>, you: RwSignal<Option<String>>) -> impl IntoView {
+    view! {
+        <section class="here" aria-label="Here now">
+            <h2>"Here now"</h2>
+            <ul id="presence">
+                <For each=move || members.get() key=|m| m.id.clone() let:member>
+                    {
+                        let id = member.id.clone();
+                        let mine = id.clone();
+                        let current = move || {
+                            members.with(|all| all.iter().find(|m| m.id == id).cloned())
+                        };
+                        let name = {
+                            let current = current.clone();
+                            move || current().map(|m| m.name).unwrap_or_default()
+                        };
+                        let badges = move || {
+                            current()
+                                .map(|m| m.transports)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|t| view! { <span class=format!("badge {}", t.as_str()) title=t.label()>{t.as_str()}</span> })
+                                .collect_view()
+                        };
+                        view! {
+                            <li data-id=member.id class:you=move || you.with(|you| you.as_deref() == Some(mine.as_str()))>
+                                <bdi class="name">{name}</bdi>
+                                {badges}
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+        </section>
     }
 }
 

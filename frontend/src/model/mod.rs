@@ -4,6 +4,7 @@
 //! - [`Links`] (`links`): make-before-break bookkeeping when the user switches transport;
 //! - [`Backoff`] (`backoff`): the reconnection schedule, and the relay's advice it obeys;
 //! - [`Outbox`] (`outbox`): sent texts not yet confirmed, each with its idempotency key;
+//! - [`Roster`] (`presence`): who is here and who is typing;
 //! - `number`: numbers as the page shows them, without float formatting;
 //! - `LatencyStats` and [`EchoTracker`] (`stats`): echo latency of the user's own messages,
 //!   and the per-transport figures the transport panel shows.
@@ -16,12 +17,14 @@ mod backoff;
 mod links;
 pub mod number;
 mod outbox;
+mod presence;
 mod stats;
 mod timeline;
 
 pub use backoff::{Backoff, Wait, Why};
 pub use links::{LinkState, Links};
 pub use outbox::{Outbox, Pending};
+pub use presence::Roster;
 pub use stats::{Counters, EchoTracker, LatencySnapshot, TransportStats};
 pub use timeline::{Cursor, Entry, Inbound, Timeline};
 

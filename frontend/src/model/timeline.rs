@@ -169,6 +169,7 @@ mod tests {
             transport: Transport::Ws,
             room: "r".into(),
             epoch: epoch.into(),
+            presence: None,
             last_id: 0,
         })
     }

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, abortable};
 use leptos::task::spawn_local;
-use protocol::{ErrorBody, ErrorCode, ServerEvent, Transport};
+use protocol::{ErrorBody, ErrorCode, PresenceChange, ServerEvent, Transport, Typing};
 use web_sys::AbortController;
 
 use crate::browser;
@@ -36,6 +36,10 @@ pub enum LinkEvent {
     Refused(ErrorBody),
     /// The relay stored (or had stored) the send with this idempotency key.
     Acked(String),
+    /// Who joined and left.
+    Presence(PresenceChange),
+    /// Someone is typing.
+    Typing(Typing),
     /// The connection was lost; the next attempt follows after this wait.
     Lost {
         wait: Wait,
@@ -48,6 +52,8 @@ pub struct LinkContext {
     pub transport: Transport,
     pub room: String,
     pub name: String,
+    /// The tab's client id.
+    pub client: String,
     /// Where the page stands now: every (re)connection resumes from here.
     pub cursor: Rc<dyn Fn() -> Cursor>,
     pub poll_interval_ms: Rc<Cell<u32>>,
@@ -59,10 +65,21 @@ impl LinkContext {
         (self.emit)(self.id, event);
     }
 
+    fn member(&self) -> crate::api::Member<'_> {
+        crate::api::Member {
+            name: &self.name,
+            client: &self.client,
+        }
+    }
+
     /// Handles one JSON event from the relay; a welcome means the connection is good.
     fn deliver(&self, json: &str, backoff: &mut Backoff) {
         self.emit(LinkEvent::Bytes(json.len()));
-        match crate::json::event(json) {
+        self.handle(crate::json::event(json), backoff);
+    }
+
+    fn handle(&self, event: Option<ServerEvent>, backoff: &mut Backoff) {
+        match event {
             Some(ServerEvent::Welcome(welcome)) => {
                 backoff.connected(browser::now_ms());
                 self.emit(LinkEvent::Inbound(Inbound::Welcome(welcome)));
@@ -77,6 +94,8 @@ impl LinkContext {
             Some(ServerEvent::Reset(reset)) => self.emit(LinkEvent::Inbound(Inbound::Reset(reset))),
             Some(ServerEvent::Error(error)) => self.emit(LinkEvent::Refused(error)),
             Some(ServerEvent::Ack(ack)) => self.emit(LinkEvent::Acked(ack.key)),
+            Some(ServerEvent::Presence(change)) => self.emit(LinkEvent::Presence(change)),
+            Some(ServerEvent::Typing(typing)) => self.emit(LinkEvent::Typing(typing)),
             None => leptos::logging::warn!("ignoring an event the page does not understand"),
         }
     }

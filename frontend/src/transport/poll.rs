@@ -18,6 +18,8 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
     let mut backoff = Backoff::default();
     let mut cursor = (ctx.cursor)();
     let mut epoch: Option<String> = None;
+    // Where the link stands in the room's presence and typing events.
+    let mut ev: Option<String> = None;
     loop {
         ctx.emit(LinkEvent::Attempt);
         // The first request answers at once, so the link learns the room's epoch and head
@@ -30,7 +32,7 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
         };
         // A newcomer gets the relay's default history; a resuming link pages through.
         let limit = cursor.after.is_some().then_some(PAGE);
-        let url = api::poll_url(&ctx.room, wait, limit, &cursor);
+        let url = api::poll_url(&ctx.room, wait, limit, ctx.member(), ev.as_deref(), &cursor);
         let answer = match fetch(&url, signal.as_ref()).await {
             Polled::Answer(size, answer) => {
                 ctx.emit(LinkEvent::Bytes(size));
@@ -58,7 +60,15 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
                 room: ctx.room.clone(),
                 epoch: answer.epoch.clone(),
                 last_id: answer.last_id,
+                // The answer's events carry the list (`members`) when the link is new here.
+                presence: None,
             })));
+        }
+        if answer.ev.is_some() {
+            ev = answer.ev;
+        }
+        for event in answer.events {
+            ctx.handle(Some(event), &mut backoff);
         }
         if let Some(reset) = answer.reset {
             ctx.emit(LinkEvent::Inbound(Inbound::Reset(reset)));

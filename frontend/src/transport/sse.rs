@@ -22,7 +22,15 @@ use crate::model::Backoff;
 /// The named events the relay sends (each carries a JSON event with its own `type`), and the
 /// browser's error event. (EventSource hides the status of a refused stream, so a 503's
 /// advice cannot be read here: the page's own backoff paces those retries.)
-const EVENTS: [&str; 5] = ["welcome", "message", "reset", "reconnect", "error"];
+const EVENTS: [&str; 7] = [
+    "welcome",
+    "message",
+    "reset",
+    "reconnect",
+    "presence",
+    "typing",
+    "error",
+];
 
 enum Item {
     Data(String),
@@ -62,7 +70,7 @@ pub async fn run(ctx: Rc<LinkContext>) {
     let mut backoff = Backoff::default();
     loop {
         ctx.emit(LinkEvent::Attempt);
-        let url = api::events_url(&ctx.room, &ctx.name, &(ctx.cursor)());
+        let url = api::events_url(&ctx.room, ctx.member(), &(ctx.cursor)());
         let (tx, mut rx) = mpsc::unbounded();
         if let Some(_source) = Source::open(&url, tx) {
             while let Some(Item::Data(data)) = rx.next().await {

@@ -69,7 +69,7 @@ pub async fn run(ctx: Rc<LinkContext>, mut outbox: mpsc::UnboundedReceiver<Strin
     let mut backoff = Backoff::default();
     loop {
         ctx.emit(LinkEvent::Attempt);
-        let url = api::ws_url(&ws_base(), &ctx.room, &ctx.name, &(ctx.cursor)());
+        let url = api::ws_url(&ws_base(), &ctx.room, ctx.member(), &(ctx.cursor)());
         let (tx, mut rx) = mpsc::unbounded();
         if let Some(socket) = Socket::open(&url, tx) {
             loop {

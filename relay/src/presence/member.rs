@@ -28,6 +28,7 @@ impl MemberId {
         MemberId(Arc::from(id))
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -119,6 +120,7 @@ impl Local {
 
     /// When it stops being present unless something happens: a TTL from now while a stream
     /// is open (the next refresh moves it on), a TTL after its last sign of life otherwise.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn deadline(&self, now: Instant, ttl: Duration) -> Instant {
         if self.has_streams() {
             now + ttl

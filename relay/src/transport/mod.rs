@@ -86,8 +86,10 @@ pub struct OpenStream {
     // Fields drop in order: the subscription goes before the slot, so that a stream counted
     // as closed in `/metrics` no longer holds a place in its room.
     pub sub: Subscription,
-    /// The room's presence and typing signals (subscribed before the welcome's snapshot).
-    pub signals: broadcast::Receiver<Arc<Batch>>,
+    /// The room's presence and typing signals (subscribed before the welcome's snapshot),
+    /// for a client that named itself (`client=`): a tool that did not is still a member,
+    /// but its stream carries what it always did, messages only.
+    pub signals: Option<broadcast::Receiver<Arc<Batch>>>,
     /// The stream's membership of the room.
     pub member: Attached,
     state_presence: Presence,
@@ -104,10 +106,10 @@ impl OpenStream {
             room: self.room.to_string(),
             epoch: self.sub.epoch().to_owned(),
             last_id: self.sub.head(),
-            presence: Some(
+            presence: self.signals.as_ref().map(|_| {
                 self.state_presence
-                    .snapshot(&self.room, Some(self.member.id())),
-            ),
+                    .snapshot(&self.room, Some(self.member.id()))
+            }),
         })
     }
 
@@ -122,6 +124,16 @@ impl OpenStream {
             // The room's hub is gone only with the relay.
             Err(RecvError::Closed) => None,
         }
+    }
+}
+
+/// The next batch of a stream's signals (never, for a stream without them). Cancel-safe.
+pub async fn next_signal(
+    signals: &mut Option<broadcast::Receiver<Arc<Batch>>>,
+) -> Result<Arc<Batch>, RecvError> {
+    match signals {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -202,7 +214,7 @@ impl StreamRequest {
             )
             .await?;
         conn.established();
-        let signals = state.presence.signals(&room);
+        let signals = client_id.map(|_| state.presence.signals(&room));
         let who = Who {
             client: client_id,
             name: &name,

@@ -326,7 +326,7 @@ pub async fn publish(
     }
     let body = read_body(body, &state).await?;
     // Any content type is accepted: `curl -d '{...}'` sends a form type by default.
-    let request: PublishRequest = serde_json::from_slice(&body)?;
+    let request: PublishRequest = json_object(&body)?;
     let from = state.limits.name(&request.from)?;
     let text = state.limits.text(&request.text)?;
     // The IETF draft writes the value as a structured-field string (`"abc"`); the bare
@@ -364,6 +364,18 @@ pub async fn publish(
         StatusCode::CREATED,
         Json(PublishResponse { id: published.id }),
     ))
+}
+
+/// A request body read as the JSON object `T`. Only an object: serde would also read a
+/// struct from an array of its fields in order (`["a","b","c"]`), which no client means.
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(serde_json::from_slice(body)?)
 }
 
 /// The request body, at most `RELAY_MAX_FRAME_BYTES`, arriving within

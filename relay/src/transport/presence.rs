@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use protocol::PresenceSnapshot;
 use protocol::presence::{PresenceRequest, TypingRequest, TypingResponse};
 
-use super::poll::read_body;
+use super::poll::{json_object, read_body};
 use crate::client::ClientKey;
 use crate::error::ApiError;
 use crate::presence::member::MemberId;
@@ -47,7 +47,7 @@ pub async fn update(
         .take(client, Instant::now())
         .map_err(ApiError::rate_limited)?;
     // `sendBeacon` sends text as `text/plain`: any content type is read as JSON.
-    let request: PresenceRequest = serde_json::from_slice(&read_body(body, &state).await?)?;
+    let request: PresenceRequest = json_object(&read_body(body, &state).await?)?;
     let id = validate::client_id(&request.client)?;
     if request.leave {
         state.presence.leave(&room, id);
@@ -66,7 +66,7 @@ pub async fn typing(
     state.origins.check(&headers)?;
     let room = RoomName::parse(&room)?;
     // Paced by the request rate (the gate) and, per member, by `TYPING_EVERY_MS`.
-    let request: TypingRequest = serde_json::from_slice(&read_body(body, &state).await?)?;
+    let request: TypingRequest = json_object(&read_body(body, &state).await?)?;
     let id = validate::client_id(&request.client)?;
     let sent = state.presence.typing(&room, &MemberId::of_client(id));
     Ok(Json(TypingResponse { sent }))

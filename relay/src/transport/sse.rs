@@ -31,7 +31,7 @@ use protocol::{ServerEvent, Transport};
 use tokio::net::TcpStream;
 use tokio::time::Interval;
 
-use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
+use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat, next_signal};
 use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::drain::Closing;
@@ -194,7 +194,7 @@ impl Stream {
                     }
                     self.flush(outlet).await?;
                 }
-                received = self.stream.signals.recv() => {
+                received = next_signal(&mut self.stream.signals) => {
                     let Some(signal) = self.stream.signal(received) else { return Ok(()) };
                     outlet.push(sse_signal(signal));
                     self.flush(outlet).await?;
@@ -245,7 +245,7 @@ impl Stream {
                 self.batch(first);
                 self.ready.pop_front()
             }
-            received = self.stream.signals.recv() => {
+            received = next_signal(&mut self.stream.signals) => {
                 Some(sse_signal(self.stream.signal(received)?))
             }
             _ = self.heartbeat.tick() => Some(Bytes::from_static(KEEP_ALIVE)),

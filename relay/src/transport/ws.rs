@@ -43,7 +43,7 @@ use tracing::Instrument;
 use tungstenite::Message;
 
 use self::codec::ClientFrames;
-use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat};
+use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat, next_signal};
 use crate::bus::{Delivery, Draft, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::drain::Closing;
@@ -311,7 +311,7 @@ impl Session {
                     Some(delivery) => self.deliver(wire, delivery).await,
                     None => Err(End::Close(close::TRY_AGAIN, "stream interrupted; reconnect with after".into())),
                 },
-                received = self.stream.signals.recv() => match self.stream.signal(received) {
+                received = next_signal(&mut self.stream.signals) => match self.stream.signal(received) {
                     Some(Signal::Batch(batch)) => {
                         wire.outlet.push(batch.ws.clone());
                         self.flush(wire).await

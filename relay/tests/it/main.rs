@@ -9,6 +9,7 @@ mod ops;
 mod origin;
 mod overload;
 mod page;
+mod presence;
 mod resume;
 mod scale_out;
 mod shutdown;

@@ -40,6 +40,10 @@ pub async fn ws_collect(mut stream: SplitStream<Socket>) -> Received {
             ServerEvent::Reset(reset) => panic!("unexpected reset {reset:?}"),
             ServerEvent::Reconnect(advice) => panic!("unexpected reconnect {advice:?}"),
             ServerEvent::Ack(ack) => panic!("unexpected ack {ack:?}"),
+            // Only clients that name themselves (`client=`) get these.
+            event @ (ServerEvent::Presence(_) | ServerEvent::Typing(_)) => {
+                panic!("unexpected signal {event:?}")
+            }
         }
     }
 }
