@@ -14,6 +14,16 @@ pub fn json(event: &ServerEvent) -> String {
     json
 }
 
+/// Events as one JSON array (`[]` for none).
+pub fn json_array(events: &[ServerEvent]) -> String {
+    to_json(&events)
+}
+
+/// Any wire value as JSON (the wire types cannot fail to serialize; see [`json`]).
+pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| String::from("null"))
+}
+
 /// The event as one SSE frame: `id:` (for messages, `EPOCH:ID` from `protocol::event_id`,
 /// so that `Last-Event-ID` resumes), `event:` (its type) and one `data:` line. serde_json
 /// escapes line breaks inside strings, so the JSON never spans lines.

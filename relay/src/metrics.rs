@@ -16,6 +16,7 @@
 //! - `relay_presence_members`, `relay_presence_rooms`: members present through this relay,
 //!   and rooms it tracks presence for (no per-room labels: rooms are unbounded);
 //! - `relay_presence_batches_total`: presence and typing batches sent to rooms;
+//! - `relay_presence_redis_calls_total`: calls to Redis for presence (what it costs Redis);
 //! - `relay_typing_total{outcome}`: typing signals `sent`, or `dropped` (too soon after the
 //!   sender's previous one, or not from a member).
 
@@ -108,6 +109,7 @@ pub struct Metrics {
     presence_members: AtomicI64,
     presence_rooms: AtomicI64,
     presence_batches: AtomicU64,
+    presence_redis_calls: AtomicU64,
     /// Sent, dropped.
     typing: [AtomicU64; 2],
 }
@@ -132,6 +134,7 @@ impl Default for Metrics {
             presence_members: AtomicI64::new(0),
             presence_rooms: AtomicI64::new(0),
             presence_batches: AtomicU64::new(0),
+            presence_redis_calls: AtomicU64::new(0),
             typing: Default::default(),
         }
     }
@@ -145,11 +148,20 @@ fn slot(transport: Transport) -> usize {
 }
 
 impl Metrics {
-    /// What a presence tick found: members present, rooms tracked, batches it sent.
-    pub fn presence(&self, members: usize, rooms: usize, batches: u64) {
+    /// What a presence tick found: members present, rooms tracked.
+    pub fn presence(&self, members: usize, rooms: usize) {
         self.presence_members.store(members as i64, Relaxed);
         self.presence_rooms.store(rooms as i64, Relaxed);
+    }
+
+    /// Batches of presence and typing events sent to rooms' streams and pollers.
+    pub fn presence_sent(&self, batches: u64) {
         self.presence_batches.fetch_add(batches, Relaxed);
+    }
+
+    /// Calls to Redis for presence (a tick's per room, and list loads).
+    pub fn presence_calls(&self, calls: u64) {
+        self.presence_redis_calls.fetch_add(calls, Relaxed);
     }
 
     pub fn typing(&self, sent: bool) {
@@ -333,6 +345,13 @@ impl Metrics {
             out,
             "relay_presence_batches_total {}",
             self.presence_batches.load(Relaxed)
+        );
+        out.push_str("# HELP relay_presence_redis_calls_total Calls to Redis for presence.\n");
+        out.push_str("# TYPE relay_presence_redis_calls_total counter\n");
+        let _ = writeln!(
+            out,
+            "relay_presence_redis_calls_total {}",
+            self.presence_redis_calls.load(Relaxed)
         );
         out.push_str("# HELP relay_typing_total Typing signals, sent or dropped.\n");
         out.push_str("# TYPE relay_typing_total counter\n");

@@ -26,6 +26,21 @@ use crate::validate::{RoomName, TextLimits};
 /// page's other tab or an earlier stream to have closed.
 const CONNECTION_RETRY: Duration = Duration::from_secs(5);
 
+/// Presence for `config`: shared through Redis when the bus is.
+fn presence(config: &Config, metrics: Arc<Metrics>) -> Presence {
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(|url| (url, config.redis_timeout));
+    Presence::new(config.presence_limits(), metrics.clone(), redis).unwrap_or_else(|err| {
+        // The bus opened the same URL first, so this cannot happen; if it did, presence
+        // would be this relay's alone.
+        tracing::error!(%err, "presence cannot use Redis; keeping it in memory");
+        Presence::new(config.presence_limits(), metrics, None)
+            .expect("in memory, presence cannot fail")
+    })
+}
+
 /// The handle every handler gets: one `Arc`, so that each request's copy (axum clones the
 /// state for every extraction) is one reference count, whatever the state holds; no lock on
 /// the state itself.
@@ -71,7 +86,7 @@ impl AppState {
     pub fn new(config: Config, bus: Bus, shutdown: CancellationToken) -> AppState {
         let metrics = Arc::new(Metrics::default());
         AppState(Arc::new(Shared {
-            presence: Presence::new(config.presence_limits(), metrics.clone()),
+            presence: presence(&config, metrics.clone()),
             bus,
             limits: config.text_limits(),
             origins: Arc::new(OriginPolicy::new(&config.allowed_origins)),

@@ -120,7 +120,6 @@ impl Local {
 
     /// When it stops being present unless something happens: a TTL from now while a stream
     /// is open (the next refresh moves it on), a TTL after its last sign of life otherwise.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn deadline(&self, now: Instant, ttl: Duration) -> Instant {
         if self.has_streams() {
             now + ttl

@@ -17,10 +17,13 @@
 //! - [`member`]: a member's public id, and what keeps it present on this relay.
 //! - [`roster`]: a room's members in the order they joined (what snapshots list).
 //! - [`hub`]: a room's signals, for its streams and (kept a while) its pollers.
+//! - [`redis`]: membership decided in Redis, for several relays (with `RELAY_REDIS_URL`);
+//!   without it, this relay decides alone, in memory, with each tick.
 //! - this file: [`Presence`], the handle transports use, and the tick.
 
 pub mod hub;
 pub mod member;
+mod redis;
 pub mod roster;
 
 use std::collections::HashMap;
@@ -29,7 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use protocol::presence::TYPING_EVERY_MS;
-use protocol::{PresenceChange, PresenceSnapshot, ServerEvent, Transport, Typing};
+use protocol::{Member, PresenceChange, PresenceSnapshot, ServerEvent, Transport, Typing};
 use tokio::sync::broadcast;
 
 use self::hub::{Batch, Hub, Position, Since};
@@ -74,10 +77,12 @@ pub struct Presence {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub struct Inner {
     rooms: Mutex<Rooms>,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Redis, when several relays share presence.
+    store: Option<redis::Store>,
     /// Names this process's hubs and anonymous members.
     instance: u64,
     next: AtomicU64,
@@ -100,7 +105,28 @@ struct Room {
     typing: Vec<ServerEvent>,
     /// When each member last typed (for `TYPING_EVERY_MS`).
     typed: HashMap<MemberId, Instant>,
+    /// With Redis: what this relay last told it.
+    shared: Shared,
 }
+
+/// A room's standing in Redis, as this relay knows it.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The members this relay last refreshed, as it described them (and whether they had a
+    /// stream then: a close moves the expiry).
+    pushed: HashMap<MemberId, (Member, bool)>,
+    refreshed: Option<Instant>,
+    swept: Option<Instant>,
+    /// Members that said they left, to remove with the next tick.
+    leaves: Vec<MemberId>,
+    /// The mirror of the room's list is current (loaded since the subscription began).
+    loaded: bool,
+    loading: bool,
+}
+
+/// How often a relay sweeps a room it holds for members whose time ran out (with Redis):
+/// the most a departure is announced after the TTL.
+const SWEEP: Duration = Duration::from_secs(1);
 
 impl Room {
     fn new(tag: u64) -> Room {
@@ -110,14 +136,69 @@ impl Room {
             hub: Hub::new(tag),
             typing: Vec::new(),
             typed: HashMap::new(),
+            shared: Shared::default(),
         }
     }
 
-    fn idle(&self) -> bool {
+    /// Nothing here needs the room: no member, nothing to send, nobody listening. (With
+    /// Redis, the list is only a mirror, and does not keep the room.)
+    fn idle(&self, mirror: bool) -> bool {
         self.locals.is_empty()
-            && self.roster.is_empty()
+            && (mirror || self.roster.is_empty())
             && self.typing.is_empty()
+            && self.shared.leaves.is_empty()
             && self.hub.listeners() == 0
+    }
+
+    /// With Redis: what this tick must tell it about the room, if anything (see
+    /// `redis::Job`), and the members it describes.
+    fn job(
+        &mut self,
+        now: Instant,
+        ttl: Duration,
+    ) -> Option<(redis::Job, Option<HashMap<MemberId, (Member, bool)>>)> {
+        let current: HashMap<MemberId, (Member, bool)> = self
+            .locals
+            .iter()
+            .filter(|(_, local)| local.present(now, ttl))
+            .map(|(id, local)| (id.clone(), (local.member(id), local.has_streams())))
+            .collect();
+        let shared = &mut self.shared;
+        let changed = current
+            .iter()
+            .any(|(id, state)| shared.pushed.get(id) != Some(state));
+        let dirty = changed || !self.typing.is_empty() || !shared.leaves.is_empty();
+        let refresh = shared.refreshed.is_none_or(|at| now - at >= ttl / 3);
+        let sweep = shared.swept.is_none_or(|at| now - at >= SWEEP);
+        if !(dirty || refresh || sweep) {
+            return None;
+        }
+        let mut job = redis::Job {
+            leaves: shared.leaves.drain(..).map(|id| id.to_string()).collect(),
+            typing: crate::event::json_array(&std::mem::take(&mut self.typing)),
+            ..redis::Job::default()
+        };
+        if !(dirty || refresh) {
+            return Some((job, None));
+        }
+        for (id, (member, _)) in &current {
+            let local = &self.locals[id];
+            let ttl_ms = local
+                .deadline(now, ttl)
+                .saturating_duration_since(now)
+                .as_millis() as u64;
+            let changed = shared
+                .pushed
+                .get(id)
+                .is_none_or(|(pushed, _)| pushed != member);
+            job.entries.push((
+                id.to_string(),
+                ttl_ms.max(1),
+                crate::event::to_json(member),
+                changed,
+            ));
+        }
+        Some((job, Some(current)))
     }
 
     /// The room's list with this relay's present members over it: a member that arrived
@@ -203,27 +284,44 @@ impl Drop for Attached {
 
 impl Presence {
     /// Starts the tick (on the current runtime); it ends when the last handle is dropped.
-    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Presence {
+    /// With `redis` (its URL and time limit), membership is shared with the relays there.
+    pub fn new(
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        redis: Option<(&str, Duration)>,
+    ) -> Result<Presence, ::redis::RedisError> {
         use std::hash::BuildHasher;
         let instance = std::collections::hash_map::RandomState::new().hash_one(());
+        let store = match redis {
+            Some((url, timeout)) => Some(redis::Store::new(url, timeout, limits.ttl)?),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             rooms: Mutex::new(Rooms::default()),
             limits,
             metrics,
+            store,
             instance,
             next: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
+        if let Some(store) = &inner.store {
+            tokio::spawn(redis::listen(weak.clone(), store.client(), store.timeout()));
+        }
         tokio::spawn(async move {
             let mut timer = tokio::time::interval(TICK);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 timer.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                inner.tick(Instant::now());
+                if inner.store.is_some() {
+                    inner.tick_shared(Instant::now()).await;
+                } else {
+                    inner.tick(Instant::now());
+                }
             }
         });
-        Presence { inner }
+        Ok(Presence { inner })
     }
 
     /// A stream of `transport` opened for `who`: it is a member (a new one, or the same one
@@ -302,16 +400,22 @@ impl Presence {
         }
     }
 
-    /// The tab of `client` is leaving: it is announced as gone with the next tick.
+    /// The tab of `client` is leaving: it is announced as gone with the next tick. (With
+    /// Redis, wherever it was: the page's beacon may reach another relay than its streams.)
     pub fn leave(&self, room: &RoomName, client: &str) {
         let id = MemberId::of_client(client);
-        let mut rooms = lock(&self.inner.rooms);
-        if let Some(local) = rooms
-            .rooms
-            .get_mut(room)
-            .and_then(|room| room.locals.get_mut(&id))
-        {
+        let inner = &self.inner;
+        let mut rooms = lock(&inner.rooms);
+        let room_state = match rooms.rooms.get_mut(room) {
+            Some(state) => state,
+            None if inner.store.is_some() => inner.room(&mut rooms.rooms, room),
+            None => return,
+        };
+        if let Some(local) = room_state.locals.get_mut(&id) {
             local.leave();
+        }
+        if inner.store.is_some() {
+            room_state.shared.leaves.push(id);
         }
     }
 
@@ -425,19 +529,15 @@ impl Inner {
         })
     }
 
-    /// Forgets members that are gone, announces each room's changes and typing signals, and
-    /// drops rooms nobody is in or listening to.
-    fn tick(&self, now: Instant) {
-        let ttl = self.limits.ttl;
-        let mut rooms = lock(&self.rooms);
+    /// Forgets the members that are gone (from every room), freeing their budget.
+    fn forget(rooms: &mut Rooms, now: Instant, ttl: Duration) {
         let Rooms {
             rooms,
             owners,
             members,
-        } = &mut *rooms;
-        let mut present = 0;
-        let mut events_sent = 0;
-        rooms.retain(|_, room| {
+        } = rooms;
+        let every = Duration::from_millis(TYPING_EVERY_MS);
+        for room in rooms.values_mut() {
             room.locals.retain(|_, local| {
                 let keep = !local.forgettable(now, ttl);
                 if !keep {
@@ -451,22 +551,157 @@ impl Inner {
                 }
                 keep
             });
-            let every = Duration::from_millis(TYPING_EVERY_MS);
             room.typed
                 .retain(|_, at| now.saturating_duration_since(*at) < every);
+        }
+    }
+
+    fn present(rooms: &Rooms, now: Instant, ttl: Duration) -> usize {
+        rooms
+            .rooms
+            .values()
+            .map(|room| room.locals.values().filter(|l| l.present(now, ttl)).count())
+            .sum()
+    }
+
+    /// In memory: forgets members that are gone, announces each room's changes and typing
+    /// signals, and drops rooms nobody is in or listening to.
+    fn tick(&self, now: Instant) {
+        let ttl = self.limits.ttl;
+        let mut rooms = lock(&self.rooms);
+        Inner::forget(&mut rooms, now, ttl);
+        let mut batches = 0;
+        rooms.rooms.retain(|_, room| {
             let mut events = Vec::new();
             if let Some(change) = room.diff(now, ttl) {
                 events.push(ServerEvent::Presence(change));
             }
             events.append(&mut room.typing);
             if !events.is_empty() {
-                events_sent += 1;
+                batches += 1;
             }
             room.hub.send(&events);
-            present += room.locals.values().filter(|l| l.present(now, ttl)).count();
-            !room.idle()
+            !room.idle(false)
         });
-        self.metrics.presence(present, rooms.len(), events_sent);
+        let present = Inner::present(&rooms, now, ttl);
+        self.metrics.presence(present, rooms.rooms.len());
+        self.metrics.presence_sent(batches);
+    }
+
+    /// With Redis: tells it each room's news (see `redis::Job`), and loads the list of rooms
+    /// new here. What changed comes back as announcements, to every relay.
+    async fn tick_shared(&self, now: Instant) {
+        let Some(store) = &self.store else { return };
+        let ttl = self.limits.ttl;
+        let (jobs, loads) = {
+            let mut rooms = lock(&self.rooms);
+            Inner::forget(&mut rooms, now, ttl);
+            let mut jobs = Vec::new();
+            let mut loads = Vec::new();
+            for (name, room) in rooms.rooms.iter_mut() {
+                if !room.shared.loaded && !room.shared.loading {
+                    room.shared.loading = true;
+                    loads.push(name.clone());
+                }
+                if let Some((job, pushed)) = room.job(now, ttl) {
+                    jobs.push((name.clone(), job, pushed));
+                }
+            }
+            rooms.rooms.retain(|_, room| !room.idle(true));
+            let present = Inner::present(&rooms, now, ttl);
+            self.metrics.presence(present, rooms.rooms.len());
+            (jobs, loads)
+        };
+        let timeout = store.timeout();
+        let ticks = jobs.iter().map(|(room, job, _)| async move {
+            tokio::time::timeout(timeout, store.tick(room, job)).await
+        });
+        let results = futures_util::future::join_all(ticks).await;
+        let lists = futures_util::future::join_all(
+            loads
+                .iter()
+                .map(|room| async move { tokio::time::timeout(timeout, store.load(room)).await }),
+        )
+        .await;
+        self.metrics
+            .presence_calls((jobs.len() + loads.len()) as u64);
+        let mut rooms = lock(&self.rooms);
+        for ((name, job, pushed), result) in jobs.into_iter().zip(results) {
+            let Some(room) = rooms.rooms.get_mut(&name) else {
+                continue;
+            };
+            match result {
+                Ok(Ok(_count)) => {
+                    if let Some(pushed) = pushed {
+                        room.shared.pushed = pushed;
+                        room.shared.refreshed = Some(now);
+                    }
+                    room.shared.swept = Some(now);
+                }
+                // Told again with the next tick (a typing signal that late is not worth it).
+                failed => {
+                    tracing::debug!(room = %name, ?failed, "presence tick failed; retrying");
+                    room.shared
+                        .leaves
+                        .extend(job.leaves.iter().map(|id| MemberId::from_public(id)));
+                }
+            }
+        }
+        for (name, result) in loads.into_iter().zip(lists) {
+            let Some(room) = rooms.rooms.get_mut(&name) else {
+                continue;
+            };
+            room.shared.loading = false;
+            if let Ok(Ok(members)) = result {
+                room.shared.loaded = true;
+                room.roster.apply(&PresenceChange {
+                    members: Some(members),
+                    ..PresenceChange::default()
+                });
+                // Streams that opened before the list was known get it whole.
+                let snapshot = room.snapshot(None, now, ttl);
+                room.hub.send(&[ServerEvent::Presence(PresenceChange {
+                    count: snapshot.count,
+                    members: Some(snapshot.members),
+                    ..PresenceChange::default()
+                })]);
+            }
+        }
+    }
+
+    /// An announcement from Redis (any relay's tick): applied to the room's list here and
+    /// sent to its streams and pollers.
+    fn announced(&self, announcement: redis::Announcement) {
+        let Ok(room) = RoomName::parse(&announcement.room) else {
+            return;
+        };
+        let mut rooms = lock(&self.rooms);
+        let Some(state) = rooms.rooms.get_mut(&room) else {
+            return;
+        };
+        let mut events = Vec::new();
+        if !announcement.joined.is_empty() || !announcement.left.is_empty() {
+            let change = PresenceChange {
+                joined: announcement.joined,
+                left: announcement.left,
+                count: announcement.count,
+                ..PresenceChange::default()
+            };
+            state.roster.apply(&change);
+            events.push(ServerEvent::Presence(change));
+        }
+        events.extend(announcement.typing);
+        if !events.is_empty() {
+            state.hub.send(&events);
+            self.metrics.presence_sent(1);
+        }
+    }
+
+    /// The subscription (re)started: announcements may have been missed.
+    fn reload_all(&self) {
+        for room in lock(&self.rooms).rooms.values_mut() {
+            room.shared.loaded = false;
+        }
     }
 }
 

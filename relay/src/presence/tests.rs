@@ -13,7 +13,9 @@ fn presence(max_per_client: usize) -> Presence {
             max_per_client,
         },
         Arc::new(Metrics::default()),
+        None,
     )
+    .expect("in memory")
 }
 
 fn room() -> RoomName {

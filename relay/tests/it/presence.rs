@@ -330,3 +330,123 @@ async fn a_leave_removes_the_member_at_once_and_a_long_poll_hears_it() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("bad_request"), "{body}");
 }
+
+/// The events a WebSocket gets until the marker message, for counting (every other kind
+/// passes by).
+async fn until_marker(ws: &mut Ws, marker: &str) -> Vec<ServerEvent> {
+    within("the marker", async {
+        let mut events = Vec::new();
+        loop {
+            match ws.event().await {
+                ServerEvent::Message(m) if m.text == marker => return events,
+                event => events.push(event),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn relays_on_one_redis_share_one_list_and_a_killed_relay_s_members_leave_once() {
+    let redis = redis::RedisServer::start().await;
+    let ttl = |c: &mut ::relay::config::Config| c.presence_ttl = Duration::from_secs(2);
+    let a = redis::relay_on_with(&redis, ttl).await;
+    let c = redis::relay_on_with(&redis, ttl).await;
+    let url = redis.url();
+    let (mut b_process, b_addr) = process::Process::spawn(
+        &[],
+        &[
+            ("RELAY_REDIS_URL", url.as_str()),
+            ("RELAY_PRESENCE_TTL", "2s"),
+        ],
+    )
+    .await;
+    let b = Client::new(b_addr);
+    redis::wait_ready(&b, true).await;
+
+    // Ana on relay A, Cy on relay C, Bo (and Pat, polling) on relay B.
+    let mut ana = Ws::connect(&a.ws_url("shared", &format!("name=Ana&client={ANA}"))).await;
+    ana.welcome().await;
+    let mut cy = Ws::connect(&c.ws_url("shared", "name=Cy&client=client-cy-00001")).await;
+    cy.welcome().await;
+    let mut bo = Ws::connect(&b.ws_url("shared", &format!("name=Bo&client={BO}"))).await;
+    let bo_welcome = match bo.event().await {
+        ServerEvent::Welcome(w) => w,
+        other => panic!("expected a welcome, got {other:?}"),
+    };
+    let bo_id = bo_welcome.presence.expect("list").you.expect("Bo's id");
+    b.poll("shared", &format!("wait=0&name=Pat&client={PAT}"))
+        .await;
+    for ws in [&mut ana, &mut cy] {
+        let mut names = std::collections::BTreeSet::new();
+        presence_until(ws, |change| {
+            names.extend(change.joined.iter().map(|m| m.name.clone()));
+            ["Ana", "Bo", "Cy", "Pat"]
+                .iter()
+                .all(|n| names.contains(*n))
+        })
+        .await;
+    }
+    for relay in [&*a, &b, &*c] {
+        let list = eventually("every relay lists all four", || async {
+            let list = listed(relay, "shared").await;
+            (list["count"] == 4).then_some(list)
+        })
+        .await;
+        let bo_listed = list["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["name"] == "Bo")
+            .expect("Bo")
+            .clone();
+        assert_eq!(bo_listed["transports"], json!(["ws"]));
+    }
+
+    // Typing on relay B reaches relay A.
+    bo.send(r#"{"type":"typing"}"#).await;
+    within("Ana hears Bo typing across relays", async {
+        loop {
+            if let ServerEvent::Typing(t) = ana.event().await
+                && t.name == "Bo"
+            {
+                return;
+            }
+        }
+    })
+    .await;
+
+    // Relay B dies without a word: Bo and Pat leave within the TTL (and a sweep), each
+    // announced once, though two relays sweep the room.
+    b_process.child.kill().expect("SIGKILL");
+    let killed = std::time::Instant::now();
+    presence_until(&mut ana, |change| change.left.contains(&bo_id)).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(2 + 3),
+        "gone {:?} after the kill",
+        killed.elapsed()
+    );
+    let now = eventually("relay A counts two", || async {
+        let list = listed(&a, "shared").await;
+        (list["count"] == 2).then_some(list)
+    })
+    .await;
+    assert_eq!(now["members"].as_array().expect("members").len(), 2);
+    // Both survivors sweep the room again (their calls to Redis are counted): a second
+    // announcement would have been made by now. Then a marker.
+    let calls = "relay_presence_redis_calls_total";
+    for relay in [&*a, &*c] {
+        let before = relay.metric(calls).await.expect("counted");
+        relay.wait_metric_at_least(calls, before + 3.0).await;
+    }
+    a.post("shared", "Ana", "marker").await;
+    for (who, ws) in [("Ana", &mut ana), ("Cy", &mut cy)] {
+        let leaves: usize = until_marker(ws, "marker")
+            .await
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Presence(c) if c.left.contains(&bo_id)))
+            .count();
+        let expected = usize::from(who == "Cy");
+        assert_eq!(leaves, expected, "{who}: Bo's leave, once in all");
+    }
+}

@@ -95,6 +95,14 @@ impl Client {
         .await
     }
 
+    /// Waits until the counter `series` reaches `value`.
+    pub async fn wait_metric_at_least(&self, series: &str, value: f64) {
+        super::eventually(&format!("{series} to reach {value}"), || async {
+            (self.metric(series).await >= Some(value)).then_some(())
+        })
+        .await
+    }
+
     /// Publishes over `POST` as the client `forwarded_for` names (for a relay that trusts
     /// 127.0.0.1 as a proxy); returns the status and body.
     pub async fn post_as(
