@@ -114,7 +114,7 @@ struct Room {
 struct Shared {
     /// The members this relay last refreshed, as it described them (and whether they had a
     /// stream then: a close moves the expiry).
-    pushed: HashMap<MemberId, (Member, bool)>,
+    pushed: Described,
     refreshed: Option<Instant>,
     swept: Option<Instant>,
     /// Members that said they left, to remove with the next tick.
@@ -123,6 +123,9 @@ struct Shared {
     loaded: bool,
     loading: bool,
 }
+
+/// Members as a relay described them to Redis, with whether each had a stream open.
+type Described = HashMap<MemberId, (Member, bool)>;
 
 /// How often a relay sweeps a room it holds for members whose time ran out (with Redis):
 /// the most a departure is announced after the TTL.
@@ -156,8 +159,8 @@ impl Room {
         &mut self,
         now: Instant,
         ttl: Duration,
-    ) -> Option<(redis::Job, Option<HashMap<MemberId, (Member, bool)>>)> {
-        let current: HashMap<MemberId, (Member, bool)> = self
+    ) -> Option<(redis::Job, Option<Described>)> {
+        let current: Described = self
             .locals
             .iter()
             .filter(|(_, local)| local.present(now, ttl))
