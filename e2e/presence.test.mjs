@@ -3,8 +3,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  PATIENCE, launchBrowser, openChat, presentNames, recordLeaves, removedLines, send, startRelay,
-  waitConnectedVia, waitForMessages, waitPresent,
+  PATIENCE, launchBrowser, openChat, presentNames, recordLeaves, removedLines, send, startRedis,
+  startRelay, waitConnectedVia, waitForMessages, waitPresent, waitStatus,
 } from './support.mjs';
 
 const TRANSPORTS = ['ws', 'sse', 'longpoll', 'shortpoll'];
@@ -127,4 +127,45 @@ test('typing in one page shows in the others, and clears when the message arrive
     null, { timeout: PATIENCE },
   );
   for (const page of pages) await page.context().close();
+});
+
+test('two relays on one Redis: one list for pages on both, and a killed relay\'s members leave once', async () => {
+  const redis = await startRedis({ persistent: false });
+  const env = { RELAY_REDIS_URL: redis.url, RELAY_PRESENCE_TTL: `${TTL_SECONDS}s` };
+  const a = await startRelay({ env });
+  const b = await startRelay({ env });
+  try {
+    await waitStatus(`${a.url}/readyz`, true);
+    await waitStatus(`${b.url}/readyz`, true);
+    const onA = [
+      await openChat(browser, a.url, { room: 'shared', transport: 'ws', name: 'Ana' }),
+      await openChat(browser, a.url, { room: 'shared', transport: 'sse', name: 'Bo' }),
+    ];
+    const onB = [
+      await openChat(browser, b.url, { room: 'shared', transport: 'longpoll', name: 'Cy' }),
+      await openChat(browser, b.url, { room: 'shared', transport: 'shortpoll', name: 'Di' }),
+    ];
+    for (const page of [...onA, ...onB]) await waitPresent(page, NAMES);
+    // Typing on relay B shows on relay A.
+    await onB[0].type('#message', 'hi', { delay: 20 });
+    await onA[0].waitForFunction(
+      () => document.querySelector('#typing')?.textContent === 'Cy is typing…',
+      null, { timeout: PATIENCE },
+    );
+    for (const page of onA) await recordLeaves(page);
+    const killed = Date.now();
+    await b.kill();
+    for (const page of onA) await waitPresent(page, ['Ana', 'Bo']);
+    const gone = Date.now() - killed;
+    assert.ok(gone <= (TTL_SECONDS + 3) * 1000, `gone ${gone} ms after the kill (TTL ${TTL_SECONDS} s)`);
+    for (const page of onA) {
+      assert.deepEqual((await removedLines(page)).sort(), ['Cy', 'Di'], 'each left once, nobody else');
+      assert.equal(await page.textContent('#presence-count'), '2 here');
+    }
+    for (const page of [...onA, ...onB]) await page.context().close();
+  } finally {
+    await a.stop();
+    await b.kill();
+    await redis.cleanup();
+  }
 });

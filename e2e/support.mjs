@@ -63,6 +63,12 @@ export async function startRelay({ port = 0, env = {} } = {}) {
     port: Number(addr.split(':').pop()),
     url: `http://${addr}`,
     log,
+    /** SIGKILL, as a crash would; then wait for the process to end. */
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    },
     /** SIGTERM, then wait for the process to end. */
     async stop() {
       if (child.exitCode !== null) return;
