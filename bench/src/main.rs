@@ -8,6 +8,7 @@ mod fanout;
 mod fill;
 mod floor;
 mod idle;
+mod presence;
 mod process;
 mod ramp;
 mod soak;
@@ -172,6 +173,27 @@ enum Mode {
         stay_min: f64,
         #[arg(long, default_value_t = 10.0)]
         stay_max: f64,
+    },
+    /// What presence costs: N members join one room at once, stay, then vanish (relays
+    /// started here; two sharing Redis with --redis-url, else one in memory).
+    Presence {
+        /// The relay binary to start.
+        #[arg(long, default_value = "target/release/relay")]
+        relay_bin: std::path::PathBuf,
+        /// A Redis (loopback) for two relays to share.
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// Redis's pid, to count its CPU time too.
+        #[arg(long)]
+        redis_pid: Option<u32>,
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Seconds the members stay while their cost is measured.
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// `RELAY_PRESENCE_TTL` of the relays, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        ttl: f64,
     },
     /// Fan-out at rising rates until p99 passes a threshold: the highest sustained rate.
     Ramp {
@@ -363,6 +385,28 @@ async fn measure(mode: Mode) -> anyhow::Result<()> {
             })
             .await?;
             emit(&report, soak::summary(&report))
+        }
+        Mode::Presence {
+            relay_bin,
+            redis_url,
+            redis_pid,
+            members,
+            duration,
+            ttl,
+        } => {
+            if let Some(url) = &redis_url {
+                loopback(&url.replacen("redis://", "http://", 1))?;
+            }
+            let report = presence::run(&presence::Options {
+                relay_bin,
+                redis_url,
+                redis_pid,
+                members,
+                duration: seconds(duration, "--duration")?,
+                ttl: seconds(ttl, "--ttl")?,
+            })
+            .await?;
+            emit(&report, presence::summary(&report))
         }
         Mode::Ramp {
             target,

@@ -155,11 +155,7 @@ impl Room {
 
     /// With Redis: what this tick must tell it about the room, if anything (see
     /// `redis::Job`), and the members it describes.
-    fn job(
-        &mut self,
-        now: Instant,
-        ttl: Duration,
-    ) -> Option<(redis::Job, Option<Described>)> {
+    fn job(&mut self, now: Instant, ttl: Duration) -> Option<(redis::Job, Option<Described>)> {
         let current: Described = self
             .locals
             .iter()
