@@ -152,7 +152,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .collect::<anyhow::Result<_>>()?;
     let urls: Vec<String> = relays.iter().map(|(_, url)| url.clone()).collect();
     let mut pids: Vec<u32> = relays.iter().map(|(child, _)| child.id()).collect();
-    let http = reqwest::Client::new();
+    // No kept-alive connections: one left idle through the steady phase would meet the
+    // relay's idle timeout just as it is reused.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     for url in &urls {
         wait_ready(&http, url).await?;
     }

@@ -62,6 +62,12 @@ pub struct Position {
 }
 
 impl Position {
+    /// A position no hub has (a later `seq` than any): what an `ev` that does not parse is.
+    pub const NOWHERE: Position = Position {
+        tag: 0,
+        seq: u64::MAX,
+    };
+
     pub fn parse(text: &str) -> Option<Position> {
         let (tag, seq) = text.split_once('.')?;
         Some(Position {

@@ -54,9 +54,13 @@ pub struct Local {
     /// It said it left (`POST …/presence` with `leave`): not listed until its next sign of
     /// life, and forgotten once its last stream closes.
     gone: bool,
-    /// The address that brought it in by polling, charged for it while it has no stream
-    /// (see `Presence`'s budget of poll-only members).
+    /// The address that brought it in, charged for it (see `Presence`'s budgets).
     pub owner: ClientKey,
+    /// Whether it stays for the TTL after its last stream closes. Not for a member nobody
+    /// can name again (a stream without a client id), nor for one brought in past its
+    /// address's budget: one address churning connections under made-up ids cannot keep
+    /// more members lingering than its budget.
+    pub grace: bool,
 }
 
 impl Local {
@@ -68,6 +72,7 @@ impl Local {
             seen: now,
             gone: false,
             owner,
+            grace: true,
         }
     }
 
@@ -83,6 +88,9 @@ impl Local {
         let open = &mut self.streams[transport.index()];
         *open = open.saturating_sub(1);
         self.seen = now;
+        if !self.grace && !self.has_streams() {
+            self.gone = true;
+        }
     }
 
     /// A poll (or any request naming the client) of `transport` arrived.
@@ -95,9 +103,13 @@ impl Local {
         self.gone = false;
     }
 
-    /// A publish or a typing signal: alive, on whatever transport it was.
+    /// A publish or a typing signal: alive, on whatever transport it was (and back, if it
+    /// had said it left: a restored page, or the twin of a duplicated tab).
     pub fn touch(&mut self, now: Instant) {
         self.seen = now;
+        if self.has_streams() || self.grace {
+            self.gone = false;
+        }
     }
 
     pub fn leave(&mut self) {

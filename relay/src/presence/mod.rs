@@ -119,13 +119,19 @@ struct Shared {
     swept: Option<Instant>,
     /// Members that said they left, to remove with the next tick.
     leaves: Vec<MemberId>,
-    /// The mirror of the room's list is current (loaded since the subscription began).
-    loaded: bool,
+    /// When the mirror of the room's list was last loaded (again after `RELAY_PRESENCE_TTL`,
+    /// so that a missed announcement costs at most that long); `None`: load it.
+    loaded: Option<Instant>,
     loading: bool,
+    /// Announcements applied to the mirror: a load read before one of them is stale.
+    heard: u64,
 }
 
 /// Members as a relay described them to Redis, with whether each had a stream open.
 type Described = HashMap<MemberId, (Member, bool)>;
+
+/// Calls to Redis one tick has in flight at once.
+const CONCURRENT_CALLS: usize = 16;
 
 /// How often a relay sweeps a room it holds for members whose time ran out (with Redis):
 /// the most a departure is announced after the TTL.
@@ -250,6 +256,15 @@ impl Room {
     }
 }
 
+/// What a poller missed (see [`Presence::since`]).
+#[derive(Debug)]
+pub struct Missed {
+    /// The events, as JSON.
+    pub events: Vec<bytes::Bytes>,
+    pub position: Position,
+    pub resync: bool,
+}
+
 /// A stream's (or pending long poll's) membership: the member stays attached while this
 /// lives, and its grace starts when it is dropped.
 #[derive(Debug)]
@@ -339,11 +354,15 @@ impl Presence {
         let now = Instant::now();
         let mut rooms = lock(&inner.rooms);
         let rooms = &mut *rooms;
+        let within = rooms.owners.get(&who.owner).copied().unwrap_or(0)
+            < inner.limits.max_per_client
+            && rooms.members < inner.limits.max_members;
         let room_state = inner.room(&mut rooms.rooms, room);
         match room_state.locals.get_mut(&id) {
             Some(local) => local.attach(who.name, transport, now),
             None => {
                 let mut local = Local::new(who.name, transport, who.owner, now);
+                local.grace = who.client.is_some() && within;
                 local.attach(who.name, transport, now);
                 room_state.locals.insert(id.clone(), local);
                 *rooms.owners.entry(who.owner).or_default() += 1;
@@ -423,28 +442,28 @@ impl Presence {
     pub fn typing(&self, room: &RoomName, id: &MemberId) -> bool {
         let now = Instant::now();
         let mut rooms = lock(&self.inner.rooms);
-        let sent = match rooms.rooms.get_mut(room) {
-            Some(room) => match room.locals.get_mut(id) {
-                Some(local) if local.present(now, self.inner.limits.ttl) => {
-                    let every = Duration::from_millis(TYPING_EVERY_MS);
-                    let recent = room
-                        .typed
-                        .get(id)
-                        .is_some_and(|at| now.saturating_duration_since(*at) < every);
-                    if !recent {
-                        local.touch(now);
-                        room.typed.insert(id.clone(), now);
-                        room.typing.push(ServerEvent::Typing(Typing {
-                            name: local.name.to_string(),
-                            id: id.to_string(),
-                        }));
-                    }
-                    !recent
-                }
-                _ => false,
-            },
-            None => false,
-        };
+        let ttl = self.inner.limits.ttl;
+        let sent = rooms.rooms.get_mut(room).is_some_and(|room| {
+            let Some(local) = room.locals.get_mut(id) else {
+                return false;
+            };
+            // Typing is a sign of life (and brings back a member that had said it left).
+            local.touch(now);
+            let every = Duration::from_millis(TYPING_EVERY_MS);
+            let recent = room
+                .typed
+                .get(id)
+                .is_some_and(|at| now.saturating_duration_since(*at) < every);
+            if recent || !local.present(now, ttl) {
+                return false;
+            }
+            room.typed.insert(id.clone(), now);
+            room.typing.push(ServerEvent::Typing(Typing {
+                name: local.name.to_string(),
+                id: id.to_string(),
+            }));
+            true
+        });
         drop(rooms);
         self.inner.metrics.typing(sent);
         sent
@@ -483,14 +502,17 @@ impl Presence {
     }
 
     /// What a poller at `from` missed, as JSON events, and where it stands after them. A
-    /// poller without a position, or with one from elsewhere, gets the whole list when it is
-    /// a member (`you`); `None` when the room has no signals here at all.
+    /// poller without a position, or with one from elsewhere (another relay, a restart) or
+    /// too old, gets the whole list when it is a member (`you`) or gave a position; `None`
+    /// when the room has no signals here at all. `Missed::resync` says the list was sent for
+    /// a position from elsewhere: not news that should end a long poll early (behind a load
+    /// balancer, every poll may reach another relay).
     pub fn since(
         &self,
         room: &RoomName,
         from: Option<Position>,
         you: Option<&MemberId>,
-    ) -> Option<(Vec<bytes::Bytes>, Position)> {
+    ) -> Option<Missed> {
         let rooms = lock(&self.inner.rooms);
         let state = rooms.rooms.get(room)?;
         let position = state.hub.position();
@@ -498,6 +520,7 @@ impl Presence {
             Some(from) => state.hub.since(from),
             None => Since::Unknown,
         };
+        let resync = from.is_some() && matches!(since, Since::Unknown);
         let events = match since {
             Since::Batches(batches) => batches
                 .iter()
@@ -516,7 +539,11 @@ impl Presence {
             }
             Since::Unknown => Vec::new(),
         };
-        Some((events, position))
+        Some(Missed {
+            events,
+            position,
+            resync,
+        })
     }
 }
 
@@ -588,7 +615,8 @@ impl Inner {
     }
 
     /// With Redis: tells it each room's news (see `redis::Job`), and loads the list of rooms
-    /// new here. What changed comes back as announcements, to every relay.
+    /// new here (and again every TTL). What changed comes back as announcements, to every
+    /// relay.
     async fn tick_shared(&self, now: Instant) {
         let Some(store) = &self.store else { return };
         let ttl = self.limits.ttl;
@@ -598,9 +626,10 @@ impl Inner {
             let mut jobs = Vec::new();
             let mut loads = Vec::new();
             for (name, room) in rooms.rooms.iter_mut() {
-                if !room.shared.loaded && !room.shared.loading {
+                let stale = room.shared.loaded.is_none_or(|at| now - at >= ttl);
+                if stale && !room.shared.loading {
                     room.shared.loading = true;
-                    loads.push(name.clone());
+                    loads.push((name.clone(), room.shared.heard));
                 }
                 if let Some((job, pushed)) = room.job(now, ttl) {
                     jobs.push((name.clone(), job, pushed));
@@ -611,60 +640,74 @@ impl Inner {
             self.metrics.presence(present, rooms.rooms.len());
             (jobs, loads)
         };
+        // A few calls at a time: a relay with many rooms does not flood Redis (or its own
+        // connection) at every tick.
         let timeout = store.timeout();
-        let ticks = jobs.iter().map(|(room, job, _)| async move {
-            tokio::time::timeout(timeout, store.tick(room, job)).await
-        });
-        let results = futures_util::future::join_all(ticks).await;
-        let lists = futures_util::future::join_all(
-            loads
-                .iter()
-                .map(|room| async move { tokio::time::timeout(timeout, store.load(room)).await }),
-        )
-        .await;
+        let mut results = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(CONCURRENT_CALLS) {
+            let calls = chunk.iter().map(|(room, job, _)| async move {
+                tokio::time::timeout(timeout, store.tick(room, job)).await
+            });
+            results.extend(futures_util::future::join_all(calls).await);
+        }
+        let mut lists = Vec::with_capacity(loads.len());
+        for chunk in loads.chunks(CONCURRENT_CALLS) {
+            let calls = chunk.iter().map(|(room, _)| async move {
+                tokio::time::timeout(timeout, store.load(room)).await
+            });
+            lists.extend(futures_util::future::join_all(calls).await);
+        }
         self.metrics
             .presence_calls((jobs.len() + loads.len()) as u64);
         let mut rooms = lock(&self.rooms);
         for ((name, job, pushed), result) in jobs.into_iter().zip(results) {
-            let Some(room) = rooms.rooms.get_mut(&name) else {
-                continue;
-            };
             match result {
                 Ok(Ok(_count)) => {
+                    let Some(room) = rooms.rooms.get_mut(&name) else {
+                        continue;
+                    };
                     if let Some(pushed) = pushed {
                         room.shared.pushed = pushed;
                         room.shared.refreshed = Some(now);
                     }
                     room.shared.swept = Some(now);
                 }
-                // Told again with the next tick (a typing signal that late is not worth it).
+                // Leaves are told again with the next tick (a typing signal that late is not
+                // worth it); the room may have gone meanwhile, and comes back for them.
                 failed => {
                     tracing::debug!(room = %name, ?failed, "presence tick failed; retrying");
-                    room.shared
-                        .leaves
-                        .extend(job.leaves.iter().map(|id| MemberId::from_public(id)));
+                    if !job.leaves.is_empty() {
+                        let room = self.room(&mut rooms.rooms, &name);
+                        room.shared
+                            .leaves
+                            .extend(job.leaves.iter().map(|id| MemberId::from_public(id)));
+                    }
                 }
             }
         }
-        for (name, result) in loads.into_iter().zip(lists) {
+        for ((name, heard), result) in loads.into_iter().zip(lists) {
             let Some(room) = rooms.rooms.get_mut(&name) else {
                 continue;
             };
             room.shared.loading = false;
-            if let Ok(Ok(members)) = result {
-                room.shared.loaded = true;
-                room.roster.apply(&PresenceChange {
-                    members: Some(members),
-                    ..PresenceChange::default()
-                });
-                // Streams that opened before the list was known get it whole.
-                let snapshot = room.snapshot(None, now, ttl);
-                room.hub.send(&[ServerEvent::Presence(PresenceChange {
-                    count: snapshot.count,
-                    members: Some(snapshot.members),
-                    ..PresenceChange::default()
-                })]);
+            // A list read before an announcement that was applied meanwhile is stale: read
+            // it again with the next tick.
+            let Ok(Ok(members)) = result else { continue };
+            if room.shared.heard != heard {
+                continue;
             }
+            room.shared.loaded = Some(now);
+            room.roster.apply(&PresenceChange {
+                members: Some(members),
+                ..PresenceChange::default()
+            });
+            // Streams that opened before the list was known get it whole.
+            let snapshot = room.snapshot(None, now, ttl);
+            room.hub.send(&[ServerEvent::Presence(PresenceChange {
+                count: snapshot.count,
+                members: Some(snapshot.members),
+                ..PresenceChange::default()
+            })]);
         }
     }
 
@@ -678,6 +721,14 @@ impl Inner {
         let Some(state) = rooms.rooms.get_mut(&room) else {
             return;
         };
+        state.shared.heard += 1;
+        // Whoever said they left is gone here too, wherever the beacon landed: this relay
+        // must not list (or refresh) them again while their streams close.
+        for id in &announcement.said {
+            if let Some(local) = state.locals.get_mut(&MemberId::from_public(id)) {
+                local.leave();
+            }
+        }
         let mut events = Vec::new();
         if !announcement.joined.is_empty() || !announcement.left.is_empty() {
             let change = PresenceChange {
@@ -699,7 +750,7 @@ impl Inner {
     /// The subscription (re)started: announcements may have been missed.
     fn reload_all(&self) {
         for room in lock(&self.rooms).rooms.values_mut() {
-            room.shared.loaded = false;
+            room.shared.loaded = None;
         }
     }
 }

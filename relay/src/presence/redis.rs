@@ -142,24 +142,29 @@ pub struct Announcement {
     pub room: String,
     pub count: u64,
     pub left: Vec<String>,
+    /// Those of `left` that said they left (the others' time ran out).
+    pub said: Vec<String>,
     pub typing: Vec<ServerEvent>,
     pub joined: Vec<Member>,
 }
 
 impl Announcement {
-    /// `room\ncount\nleft ids, comma-separated\ntyping JSON array\nmember JSON…` (see
+    /// `room\ncount\nleft ids\nids that said they left\ntyping JSON array\nmember JSON…`
+    /// (ids comma-separated; see
     /// `lua/tick.lua`); `None` if it is not one (network input: never a panic).
     pub fn parse(payload: &[u8]) -> Option<Announcement> {
         let text = std::str::from_utf8(payload).ok()?;
         let mut lines = text.split('\n');
         let room = lines.next()?.to_owned();
         let count = lines.next()?.parse().ok()?;
-        let left = lines
-            .next()?
-            .split(',')
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let ids = |line: &str| -> Vec<String> {
+            line.split(',')
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let left = ids(lines.next()?);
+        let said = ids(lines.next()?);
         let typing = serde_json::from_str(lines.next()?).ok()?;
         let joined = lines
             .map(serde_json::from_str)
@@ -169,6 +174,7 @@ impl Announcement {
             room,
             count,
             left,
+            said,
             typing,
             joined,
         })
@@ -235,7 +241,7 @@ mod tests {
     #[test]
     fn announcements_parse_and_anything_else_is_refused() {
         let payload = concat!(
-            "lobby\n2\nab,cd\n",
+            "lobby\n2\nab,cd\ncd\n",
             r#"[{"type":"typing","name":"Ana","id":"ef"}]"#,
             "\n",
             r#"{"id":"ef","name":"Ana","transports":["ws"]}"#
@@ -244,14 +250,16 @@ mod tests {
         assert_eq!(parsed.room, "lobby");
         assert_eq!(parsed.count, 2);
         assert_eq!(parsed.left, ["ab", "cd"]);
+        assert_eq!(parsed.said, ["cd"]);
         assert_eq!(parsed.typing.len(), 1);
         assert_eq!(parsed.joined[0].transports, [Transport::Ws]);
-        let quiet = Announcement::parse(b"lobby\n0\n\n[]").expect("parses");
+        let quiet = Announcement::parse(b"lobby\n0\n\n\n[]").expect("parses");
         assert!(quiet.left.is_empty() && quiet.joined.is_empty());
         for bad in [
             &b"lobby"[..],
-            b"lobby\nx\n\n[]",
-            b"lobby\n1\n\nnot json",
+            b"lobby\nx\n\n\n[]",
+            b"lobby\n1\n\n\nnot json",
+            b"lobby\n1\n\n[]",
             b"\xff",
         ] {
             assert_eq!(Announcement::parse(bad), None);

@@ -132,7 +132,12 @@ async fn pollers_get_what_they_missed_or_the_whole_list() {
     let me = p
         .polled(&room(), who("client-poll-1", "Cy"), Transport::Longpoll)
         .expect("member");
-    let (events, start) = p.since(&room(), None, Some(&me)).expect("room");
+    let Missed {
+        events,
+        position: start,
+        resync,
+    } = p.since(&room(), None, Some(&me)).expect("room");
+    assert!(!resync, "a newcomer's list is news");
     assert_eq!(events.len(), 1, "a first poll gets the list");
     let first = std::str::from_utf8(&events[0]).expect("UTF-8");
     assert!(
@@ -141,15 +146,24 @@ async fn pollers_get_what_they_missed_or_the_whole_list() {
     );
     let _ana = p.attach(&room(), who("client-ana-1", "Ana"), Transport::Ws);
     p.inner.tick(Instant::now());
-    let (events, next) = p.since(&room(), Some(start), Some(&me)).expect("room");
+    let Missed {
+        events,
+        position: next,
+        ..
+    } = p.since(&room(), Some(start), Some(&me)).expect("room");
     assert_eq!(events.len(), 1);
     assert!(
         std::str::from_utf8(&events[0])
             .expect("UTF-8")
             .contains(r#""joined":[{"#)
     );
-    let (events, _) = p.since(&room(), Some(next), Some(&me)).expect("room");
-    assert!(events.is_empty());
+    let missed = p.since(&room(), Some(next), Some(&me)).expect("room");
+    assert!(missed.events.is_empty());
+    // A position from elsewhere gets the list, marked as such.
+    let elsewhere = p
+        .since(&room(), Some(Position::NOWHERE), Some(&me))
+        .expect("room");
+    assert!(elsewhere.resync && elsewhere.events.len() == 1);
 }
 
 #[tokio::test]
@@ -177,5 +191,49 @@ async fn one_address_cannot_fill_a_room_with_invented_members() {
     assert!(
         p.polled(&room(), who("client-aaaa-3", "A"), Transport::Shortpoll)
             .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_without_a_client_id_or_past_its_budget_leaves_no_lingering_member() {
+    let p = presence(1);
+    let mut listener = p.signals(&room());
+    let anonymous = p.attach(
+        &room(),
+        Who {
+            client: None,
+            name: "tool",
+            owner: ClientKey::of("127.0.0.2".parse().expect("address")),
+        },
+        Transport::Ws,
+    );
+    let first = p.attach(&room(), who("client-aaaa-1", "A"), Transport::Ws);
+    let churned = p.attach(&room(), who("client-aaaa-2", "A"), Transport::Ws);
+    let now = Instant::now();
+    assert!(tick(&p, &mut listener, now)[0].contains(r#""count":3"#));
+    drop((anonymous, churned));
+    // Nobody can name the anonymous one again, and the second of one address's members is
+    // past its budget: both go at once; the first keeps its grace.
+    drop(first);
+    let events = tick(&p, &mut listener, now);
+    assert!(events[0].contains(r#""count":1"#), "{events:?}");
+    assert_eq!(p.snapshot(&room(), None).members[0].name, "A");
+}
+
+#[tokio::test]
+async fn typing_brings_back_a_member_that_said_it_left_while_its_stream_is_open() {
+    let p = presence(10);
+    let mut listener = p.signals(&room());
+    let ana = p.attach(&room(), who("client-ana-1", "Ana"), Transport::Ws);
+    let now = Instant::now();
+    tick(&p, &mut listener, now);
+    // A duplicated tab (same client id) closed and said so; this one is still here.
+    p.leave(&room(), "client-ana-1");
+    assert!(tick(&p, &mut listener, now)[0].contains(r#""count":0"#));
+    assert!(p.typing(&room(), ana.id()), "typing is a sign of life");
+    let events = tick(&p, &mut listener, now);
+    assert!(
+        events.iter().any(|e| e.contains(r#""count":1"#)),
+        "{events:?}"
     );
 }

@@ -30,9 +30,9 @@ use crate::clock::unix_millis;
 use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Via};
-use crate::presence::Who;
 use crate::presence::hub::Position;
 use crate::presence::member::MemberId;
+use crate::presence::{Missed, Who};
 use crate::state::AppState;
 use crate::validate::{self, RoomName};
 
@@ -64,7 +64,7 @@ struct Signals<'a> {
 impl Signals<'_> {
     /// The presence and typing events the poller has not had, and its new position: `None`
     /// for a poller that takes no part (no `client`, no `ev`).
-    fn pending(&self) -> Option<(Vec<Bytes>, Position)> {
+    fn pending(&self) -> Option<Missed> {
         if self.me.is_none() && !self.asked {
             return None;
         }
@@ -110,16 +110,23 @@ pub async fn read(
         name: &name,
         owner: client,
     };
+    let snapshot = state.bus.read(&room, &cursor, limit).await?;
+    // A poller is a member of a room that exists (reading does not create one): polls of
+    // made-up rooms cost no presence.
+    let exists = snapshot.epoch.as_ref() != crate::bus::NO_EPOCH;
     let signals = Signals {
         state: &state,
         room: &room,
-        me: client_id.and_then(|_| state.presence.polled(&room, who, transport)),
-        // A position that does not parse is one from nowhere: the whole list.
-        from: query.ev.as_deref().and_then(Position::parse),
+        me: client_id
+            .filter(|_| exists)
+            .and_then(|_| state.presence.polled(&room, who, transport)),
+        // A position that does not parse is one from nowhere: treated as another relay's.
+        from: query
+            .ev
+            .as_deref()
+            .map(|ev| Position::parse(ev).unwrap_or(Position::NOWHERE)),
         asked: query.ev.is_some(),
     };
-
-    let snapshot = state.bus.read(&room, &cursor, limit).await?;
     if wait.is_zero() {
         return Ok(answer(
             &snapshot,
@@ -162,12 +169,14 @@ pub async fn read(
             signals.pending(),
         ));
     }
-    // Signals are waiting (or the poller needs the whole list): answer them now.
+    // Signals are waiting (or a newcomer needs the whole list): answer them now. A list
+    // sent only because the position came from another relay waits for real news (behind
+    // a load balancer every poll may reach another relay, and would come straight back).
     let mut listener = signals.me.as_ref().map(|_| state.presence.signals(&room));
     let pending = signals.pending();
     if pending
         .as_ref()
-        .is_some_and(|(events, _)| !events.is_empty())
+        .is_some_and(|missed| !missed.events.is_empty() && !missed.resync)
     {
         return Ok(answer(&snapshot, transport, &state.metrics, pending));
     }
@@ -251,7 +260,7 @@ fn answer(
     snapshot: &Snapshot,
     transport: Transport,
     metrics: &Metrics,
-    signals: Option<(Vec<Bytes>, Position)>,
+    signals: Option<Missed>,
 ) -> Response {
     answer_advising(snapshot, transport, metrics, None, signals)
 }
@@ -262,11 +271,11 @@ fn answer_advising(
     transport: Transport,
     metrics: &Metrics,
     advice: Option<RetryAdvice>,
-    signals: Option<(Vec<Bytes>, Position)>,
+    signals: Option<Missed>,
 ) -> Response {
     metrics.delivered_many(transport, snapshot.messages.iter().map(|m| (m.ts, 1)));
     let (events, ev) = match signals {
-        Some((events, position)) => (events, Some(position.to_string())),
+        Some(missed) => (missed.events, Some(missed.position.to_string())),
         None => (Vec::new(), None),
     };
     let tail = serde_json::to_vec(&AnswerTail {

@@ -402,10 +402,21 @@ impl Session {
     /// socket open.
     async fn on_text(&mut self, wire: &Wire, frame: &str) -> Result<(), End> {
         if is_typing(frame) {
-            // A hint: one too many is dropped, not answered (see `presence`).
-            self.state
-                .presence
-                .typing(&self.stream.room, self.stream.member.id());
+            // A hint: one too many is dropped, not answered (see `presence`). Each spends the
+            // client's request budget, as a `POST …/typing` would.
+            if self
+                .state
+                .budgets
+                .requests
+                .take(self.client, Instant::now())
+                .is_ok()
+            {
+                self.state
+                    .presence
+                    .typing(&self.stream.room, self.stream.member.id());
+            } else {
+                self.stream.conn.metrics.typing(false);
+            }
             return Ok(());
         }
         match self.publish(frame).await {

@@ -31,11 +31,12 @@ for _ = 1, n do
     end
   end
 end
-local left = {}
+local left, said = {}, {}
 for j = i, #ARGV do
   if redis.call('ZREM', KEYS[1], ARGV[j]) == 1 then
     redis.call('HDEL', KEYS[2], ARGV[j])
     left[#left + 1] = ARGV[j]
+    said[#said + 1] = ARGV[j]
   end
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -50,9 +51,10 @@ if count > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 if #joined > 0 or #left > 0 or ARGV[3] ~= '[]' then
-  -- room, count, left ids, typing events, then one joined member per line (JSON never
-  -- holds a raw line break; room names and ids are plain).
-  local lines = { ARGV[1], tostring(count), table.concat(left, ','), ARGV[3] }
+  -- room, count, left ids, the ids among them that said they left (every relay that holds
+  -- one forgets it), typing events, then one joined member per line (JSON never holds a raw
+  -- line break; room names and ids are plain).
+  local lines = { ARGV[1], tostring(count), table.concat(left, ','), table.concat(said, ','), ARGV[3] }
   for _, info in ipairs(joined) do
     lines[#lines + 1] = info
   end
