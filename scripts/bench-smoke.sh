@@ -33,10 +33,14 @@ check() {
       if (r.mode === "storm" && (r.published === 0 || r.lost || r.duplicated || r.reordered)) {
         console.error("storm smoke failed:", JSON.stringify(r)); process.exit(1);
       }
-      for (const run of r.mode === "idle" ? [] : runs) {
+      for (const run of r.mode === "idle" || r.mode === "presence" ? [] : runs) {
         if (run.sent === 0 || run.lost || run.duplicated || run.out_of_order) {
           console.error("bench smoke failed:", JSON.stringify(run)); process.exit(1);
         }
+      }
+      // Presence: every member was listed, then gone, and nothing moved while they stayed.
+      if (r.mode === "presence" && (r.steady_events !== 0 || !(r.join_ms > 0))) {
+        console.error("presence smoke failed:", JSON.stringify(r)); process.exit(1);
       }
       // Idle SSE connections cost a fresh relay memory: at least a KiB each (18 KiB
       // measured). A reading of ~0 means RSS was not measured (or not of the relay).
@@ -91,4 +95,9 @@ done
 # clients and restarts it.
 $bench storm --relay-bin target/debug/relay --redis-url "redis://127.0.0.1:$redis_port/" \
     --clients 60 --accept-rate 50 --drain-window 1 --rate 5 | check
-echo "bench smoke: every mode delivered everything, once, in order (one relay, two on Redis, a storm)"
+# Presence: a small crowd joins, stays and vanishes, in memory and on this Redis (the tool
+# starts its relays; it fails unless every relay lists them all, then none).
+$bench presence --relay-bin target/debug/relay --members 40 --duration 1 --ttl 1 | check
+$bench presence --relay-bin target/debug/relay --redis-url "redis://127.0.0.1:$redis_port/" \
+    --members 40 --duration 1 --ttl 1 | check
+echo "bench smoke: every mode delivered everything, once, in order (one relay, two on Redis, a storm, presence)"

@@ -28,7 +28,6 @@ impl MemberId {
         MemberId(Arc::from(id))
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn as_str(&self) -> &str {
         &self.0
     }

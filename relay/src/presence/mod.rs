@@ -697,11 +697,16 @@ impl Inner {
                 continue;
             }
             room.shared.loaded = Some(now);
+            let before = room.roster.snapshot(None);
             room.roster.apply(&PresenceChange {
                 members: Some(members),
                 ..PresenceChange::default()
             });
-            // Streams that opened before the list was known get it whole.
+            // Streams that opened before the list was known, or that missed a change, get it
+            // whole; a reload that found nothing new sends nothing.
+            if room.roster.snapshot(None) == before {
+                continue;
+            }
             let snapshot = room.snapshot(None, now, ttl);
             room.hub.send(&[ServerEvent::Presence(PresenceChange {
                 count: snapshot.count,

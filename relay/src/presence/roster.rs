@@ -54,7 +54,11 @@ impl Roster {
     /// Applies an announced change; the whole list when it carries one.
     pub fn apply(&mut self, change: &PresenceChange) {
         if let Some(members) = &change.members {
-            self.members.clear();
+            // Those still there keep their place (and a reload that finds nothing new
+            // changes nothing).
+            let listed: std::collections::HashSet<&str> =
+                members.iter().map(|m| m.id.as_str()).collect();
+            self.members.retain(|id, _| listed.contains(id.as_str()));
             for member in members {
                 self.put(member.clone());
             }
@@ -136,5 +140,16 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, ["c"]);
+        // A whole list that holds what is there already changes nothing, order included.
+        roster.put(member("d", Transport::Ws));
+        let before = roster.snapshot(None);
+        roster.apply(&PresenceChange {
+            members: Some(vec![
+                member("d", Transport::Ws),
+                member("c", Transport::Longpoll),
+            ]),
+            ..PresenceChange::default()
+        });
+        assert_eq!(roster.snapshot(None), before);
     }
 }
