@@ -29,21 +29,20 @@ pub async fn get(url: &str, signal: Option<&AbortSignal>) -> Result<Answer, Fail
 
 /// `POST`s `json` under an idempotency key (`protocol::api::IDEMPOTENCY_KEY`).
 pub async fn post_json(url: &str, json: &str, key: &str) -> Result<Answer, Failed> {
-    let response = Request::post(url)
-        .header("content-type", "application/json")
-        .header(protocol::api::IDEMPOTENCY_KEY, key)
-        .body(json)
-        .map_err(failed)?
-        .send()
-        .await
-        .map_err(failed)?;
-    answer(response).await
+    post_keyed(url, json, Some(key)).await
 }
 
 /// `POST`s `json` (a request that needs no idempotency: typing).
 pub async fn post(url: &str, json: &str) -> Result<Answer, Failed> {
-    let response = Request::post(url)
-        .header("content-type", "application/json")
+    post_keyed(url, json, None).await
+}
+
+async fn post_keyed(url: &str, json: &str, key: Option<&str>) -> Result<Answer, Failed> {
+    let mut request = Request::post(url).header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header(protocol::api::IDEMPOTENCY_KEY, key);
+    }
+    let response = request
         .body(json)
         .map_err(failed)?
         .send()
