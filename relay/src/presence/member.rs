@@ -142,15 +142,27 @@ impl Local {
     /// Transports with a stream open, in `Transport::ALL` order; the last one used when
     /// none is.
     pub fn transports(&self) -> Vec<Transport> {
-        let open: Vec<Transport> = Transport::ALL
-            .into_iter()
-            .filter(|t| self.streams[t.index()] > 0)
-            .collect();
-        if open.is_empty() {
-            vec![self.last]
-        } else {
-            open
-        }
+        self.listed_transports().collect()
+    }
+
+    fn listed_transports(&self) -> impl Iterator<Item = Transport> + '_ {
+        let open = self.has_streams();
+        Transport::ALL.into_iter().filter(move |t| {
+            if open {
+                self.streams[t.index()] > 0
+            } else {
+                *t == self.last
+            }
+        })
+    }
+
+    /// Whether `member` is how others see it now (compared without building a [`Member`]:
+    /// each tick asks this of every member).
+    pub fn is_described_by(&self, member: &Member) -> bool {
+        *self.name == *member.name
+            && self
+                .listed_transports()
+                .eq(member.transports.iter().copied())
     }
 
     /// How others see it.
@@ -198,6 +210,33 @@ mod tests {
         assert_eq!(local.transports(), [Transport::Sse]);
         assert!(!local.present(t0 + ttl, ttl), "gone a TTL after the close");
         assert!(local.forgettable(t0 + ttl, ttl));
+    }
+
+    #[test]
+    fn a_description_matches_only_the_same_name_and_transports() {
+        let t0 = Instant::now();
+        let id = MemberId::of_client("client-ana-1");
+        let mut local = Local::new("Ana", Transport::Ws, owner(), t0);
+        local.attach("Ana", Transport::Ws, t0);
+        let listed = local.member(&id);
+        assert!(local.is_described_by(&listed));
+        local.attach("Ana", Transport::Sse, t0);
+        assert!(!local.is_described_by(&listed), "a transport more");
+        assert!(local.is_described_by(&local.member(&id)));
+        local.signs_of_life("Ana B", Transport::Sse, t0);
+        let renamed = local.member(&id);
+        assert_eq!(renamed.name, "Ana B");
+        assert!(!local.is_described_by(&Member {
+            name: "Ana".into(),
+            ..renamed.clone()
+        }));
+        // No stream open: described by the last transport alone.
+        local.detach(Transport::Ws, t0);
+        local.detach(Transport::Sse, t0);
+        assert!(local.is_described_by(&Member {
+            transports: vec![Transport::Sse],
+            ..renamed
+        }));
     }
 
     #[test]

@@ -235,9 +235,12 @@ impl Room {
             if !local.present(now, ttl) {
                 continue;
             }
-            let member = local.member(id);
-            if self.roster.get(id) != Some(&member) {
-                change.joined.push(member);
+            if !self
+                .roster
+                .get(id)
+                .is_some_and(|listed| local.is_described_by(listed))
+            {
+                change.joined.push(local.member(id));
             }
         }
         for id in self.roster.ids() {
