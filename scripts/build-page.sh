@@ -15,7 +15,7 @@ export TRUNK_SKIP_VERSION_CHECK=true
 if [ "${PAGE_TOOLCHAIN:-nightly}" = nightly ]; then
     export RUSTUP_TOOLCHAIN=nightly
     export CARGO_UNSTABLE_BUILD_STD=std,panic_abort
-    export RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zfmt-debug=none -Zlocation-detail=none"
+    export RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zfmt-debug=none -Zlocation-detail=none --cfg=web_sys_unstable_apis"
 fi
 trunk build --release
 node scripts/minify-loader.mjs dist

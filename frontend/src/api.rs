@@ -10,7 +10,7 @@
 //! `protocol::limits::is_valid_room`, whose alphabet needs no escaping.
 
 use protocol::api::Endpoint;
-use protocol::{ErrorBody, ErrorCode};
+use protocol::{ErrorBody, ErrorCode, TransportInfo};
 #[cfg(target_arch = "wasm32")]
 use protocol::{PublishRequest, ServerEvent};
 
@@ -75,6 +75,38 @@ pub fn events_url(room: &str, member: Member<'_>, cursor: &Cursor) -> String {
         member.query(),
         query(cursor)
     )
+}
+
+/// The HTTP stream of `room`.
+pub fn stream_url(room: &str, member: Member<'_>, cursor: &Cursor) -> String {
+    format!(
+        "{}?{}&{}",
+        Endpoint::Stream.path(room),
+        member.query(),
+        query(cursor)
+    )
+}
+
+/// The WebTransport session of `room`, at the relay's WebTransport `base` (`https://HOST:PORT`,
+/// from `transport_info`).
+pub fn wt_url(base: &str, room: &str, member: Member<'_>, cursor: &Cursor) -> String {
+    format!(
+        "{base}{}?{}&{}",
+        Endpoint::Wt.path(room),
+        member.query(),
+        query(cursor)
+    )
+}
+
+/// Where the relay's WebTransport is, if it offers it (`None` too when the relay cannot be
+/// asked: the page then tries again on the next attempt).
+pub async fn transport_info() -> Option<TransportInfo> {
+    let url = format!("{}{}", protocol::api::PREFIX, protocol::api::TRANSPORT_INFO);
+    let answer = crate::fetch::get(&url, None).await.ok()?;
+    if !answer.ok() {
+        return None;
+    }
+    crate::json::transport_info(&answer.body)
 }
 
 /// One poll of `room`: held up to `wait_secs` by the relay when there is nothing new, and

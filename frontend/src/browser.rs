@@ -15,6 +15,19 @@ fn window() -> web_sys::Window {
     leptos::prelude::window()
 }
 
+/// Why this page cannot use WebTransport whatever the relay offers, if it cannot.
+pub fn webtransport_blocked() -> Option<&'static str> {
+    let window = window();
+    if !window.is_secure_context() {
+        return Some("needs a secure page (https, or localhost)");
+    }
+    let present = js_sys::Reflect::has(&window, &JsValue::from_str("WebTransport"));
+    if !present.unwrap_or(false) {
+        return Some("this browser does not support it");
+    }
+    None
+}
+
 /// Milliseconds since the page loaded, monotonic: for latencies.
 pub fn now_ms() -> f64 {
     window()

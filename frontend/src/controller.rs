@@ -50,6 +50,9 @@ pub struct Ui {
     pub you: RwSignal<Option<String>>,
     /// "Ana is typing…" (`#typing`), or nothing.
     pub typing: RwSignal<String>,
+    /// Why WebTransport cannot be chosen (the browser, the page's origin, the relay), or
+    /// `None` when it can.
+    pub webtransport_unavailable: RwSignal<Option<&'static str>>,
     /// A row for every transport, made with the page (so the page's owner releases their
     /// signals) and listed in `stats` from its transport's first use on.
     rows: [StatsRow; Transport::ALL.len()],
@@ -70,6 +73,9 @@ impl Ui {
             count: RwSignal::new(0),
             you: RwSignal::new(None),
             typing: RwSignal::new(String::new()),
+            webtransport_unavailable: RwSignal::new(Some(
+                browser::webtransport_blocked().unwrap_or("asking the relay…"),
+            )),
             rows: Transport::ALL.map(StatsRow::new),
         }
     }
@@ -432,7 +438,8 @@ impl Controller {
             return;
         }
         self.typed_at = Some(now);
-        if let Some((id, Transport::Ws, LinkState::Live)) = self.links.current()
+        if let Some((id, Transport::Ws | Transport::WebTransport, LinkState::Live)) =
+            self.links.current()
             && let Some(link) = self.open.get(&id)
             && link.link.send(crate::json::frame(&ClientFrame::Typing))
         {
@@ -458,11 +465,13 @@ impl Controller {
         self.transmit(pending);
     }
 
-    /// Sends (again) one pending text, under its key: over the WebSocket when that is the
-    /// live transport, else with `POST`. A repeat of a key the relay stored is not stored
+    /// Sends (again) one pending text, under its key: over the WebSocket or WebTransport
+    /// stream when that is the live transport, else with `POST`. A repeat of a key the relay stored is not stored
     /// again, so sending whenever the fate of a text is unknown is safe.
     fn transmit(&mut self, pending: Pending) {
-        if let Some((id, Transport::Ws, LinkState::Live)) = self.links.current() {
+        if let Some((id, Transport::Ws | Transport::WebTransport, LinkState::Live)) =
+            self.links.current()
+        {
             let frame = crate::json::frame(&ClientFrame::Send {
                 text: pending.text,
                 key: Some(pending.key),

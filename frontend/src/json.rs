@@ -12,7 +12,7 @@ use js_sys::{Array, JSON, Object, Reflect};
 use protocol::{
     Ack, ClientFrame, ErrorBody, ErrorCode, Member, Message, PollResponse, PresenceChange,
     PresenceSnapshot, PublishRequest, PublishResponse, Reset, ResetReason, RetryAdvice,
-    ServerEvent, Transport, Typing, Welcome,
+    ServerEvent, Transport, TransportInfo, Typing, WebTransportInfo, Welcome,
 };
 use wasm_bindgen::JsValue;
 
@@ -102,6 +102,7 @@ fn event_of(fields: &Fields) -> Option<ServerEvent> {
             key: fields.string("key")?,
             duplicate: fields.flag("duplicate")?,
         }),
+        "ping" => ServerEvent::Ping,
         _ => return None,
     })
 }
@@ -122,6 +123,20 @@ fn member(value: &JsValue) -> Option<Member> {
         name: fields.string("name")?,
         transports: list(&fields.get("transports"), |t| {
             t.as_string()?.parse::<Transport>().ok()
+        })?,
+    })
+}
+
+/// `GET /api/transport-info`'s answer.
+pub fn transport_info(text: &str) -> Option<TransportInfo> {
+    let fields = Fields::parse(text)?;
+    Some(TransportInfo {
+        webtransport: fields.optional("webtransport", |value| {
+            let fields = Fields::of(value.clone())?;
+            Some(WebTransportInfo {
+                url: fields.string("url")?,
+                cert_hashes: list(&fields.get("cert_hashes"), JsValue::as_string)?,
+            })
         })?,
     })
 }

@@ -66,6 +66,19 @@ pub fn App() -> impl IntoView {
         on_cleanup(move || listener.remove());
     }
 
+    // Whether the relay offers WebTransport (and where): asked once for the toggle; each
+    // WebTransport attempt asks again, for the current certificate.
+    if browser::webtransport_blocked().is_none() {
+        leptos::task::spawn_local(async move {
+            let offered = crate::api::transport_info()
+                .await
+                .is_some_and(|info| info.webtransport.is_some());
+            ui.webtransport_unavailable.set(
+                (!offered).then_some("this relay does not offer it"),
+            );
+        });
+    }
+
     let on_transport = {
         let controller = controller.clone();
         move |ev| {
@@ -152,7 +165,20 @@ pub fn App() -> impl IntoView {
                 <select id="transport" on:change=on_transport prop:value=move || ui.transport.get().as_str()>
                     {Transport::ALL
                         .into_iter()
-                        .map(|t| view! { <option value=t.as_str()>{t.label()}</option> })
+                        .map(|t| {
+                            // Only WebTransport can be unavailable; the option says why.
+                            let why = move || {
+                                (t == Transport::WebTransport)
+                                    .then(|| ui.webtransport_unavailable.get())
+                                    .flatten()
+                            };
+                            view! {
+                                <option value=t.as_str() disabled=move || why().is_some() title=why>
+                                    {t.label()}
+                                    {move || why().map(|why| format!(" (unavailable: {why})"))}
+                                </option>
+                            }
+                        })
                         .collect_view()}
                 </select>
                 <label for="poll-interval">"Short-poll interval (s)"</label>
@@ -230,7 +256,8 @@ fn MessageList(
         entries.track();
         pending.track();
         if let Some(list) = list.get() {
-            list.set_scroll_top(list.scroll_height());
+            // A double in web-sys's unstable API, which the page enables for WebTransport.
+            list.set_scroll_top(f64::from(list.scroll_height()));
         }
     });
     view! {

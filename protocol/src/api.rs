@@ -20,7 +20,15 @@ pub enum Endpoint {
     Presence,
     /// `POST` says the client is typing.
     Typing,
+    /// `GET` opens an HTTP stream of NDJSON events.
+    Stream,
+    /// A WebTransport session's path (on the relay's UDP port, not its HTTP one).
+    Wt,
 }
+
+/// `GET` under [`PREFIX`]: how to reach the transports that are not on the page's own origin
+/// (WebTransport's URL and certificate hashes).
+pub const TRANSPORT_INFO: &str = "/transport-info";
 
 impl Endpoint {
     fn name(self) -> &'static str {
@@ -30,6 +38,8 @@ impl Endpoint {
             Endpoint::Messages => "messages",
             Endpoint::Presence => "presence",
             Endpoint::Typing => "typing",
+            Endpoint::Stream => "stream",
+            Endpoint::Wt => "wt",
         }
     }
 
@@ -41,6 +51,8 @@ impl Endpoint {
             Endpoint::Messages => "/rooms/{room}/messages",
             Endpoint::Presence => "/rooms/{room}/presence",
             Endpoint::Typing => "/rooms/{room}/typing",
+            Endpoint::Stream => "/rooms/{room}/stream",
+            Endpoint::Wt => "/rooms/{room}/wt",
         }
     }
 
@@ -68,6 +80,8 @@ mod tests {
             Endpoint::Messages,
             Endpoint::Presence,
             Endpoint::Typing,
+            Endpoint::Stream,
+            Endpoint::Wt,
         ] {
             let pattern = format!("{PREFIX}{}", endpoint.route());
             assert_eq!(endpoint.path("lobby"), pattern.replace("{room}", "lobby"));

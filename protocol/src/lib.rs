@@ -28,14 +28,23 @@ pub enum Transport {
     Sse,
     Longpoll,
     Shortpoll,
+    /// HTTP streaming: one long `fetch` response of NDJSON lines.
+    Stream,
+    /// WebTransport (HTTP/3 over QUIC): one bidirectional stream of NDJSON lines.
+    #[serde(rename = "webtransport")]
+    WebTransport,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 4] = [
+    // Appended, never reordered: the position is the index of per-transport tables, and the
+    // toggle's order.
+    pub const ALL: [Transport; 6] = [
         Transport::Ws,
         Transport::Sse,
         Transport::Longpoll,
         Transport::Shortpoll,
+        Transport::Stream,
+        Transport::WebTransport,
     ];
 
     /// The position in [`Transport::ALL`]: an index for per-transport tables.
@@ -50,6 +59,8 @@ impl Transport {
             Transport::Sse => "Server-Sent Events",
             Transport::Longpoll => "Long polling",
             Transport::Shortpoll => "Short polling",
+            Transport::Stream => "HTTP streaming",
+            Transport::WebTransport => "WebTransport",
         }
     }
 
@@ -60,7 +71,15 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::Longpoll => "longpoll",
             Transport::Shortpoll => "shortpoll",
+            Transport::Stream => "stream",
+            Transport::WebTransport => "webtransport",
         }
+    }
+
+    /// Whether the transport keeps a connection open that the relay writes to (as opposed to
+    /// polls, which are requests).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Longpoll | Transport::Shortpoll)
     }
 }
 
@@ -73,7 +92,7 @@ impl fmt::Display for UnknownTransport {
         // Quoted by hand: the page is built without `Debug` formatting (docs/BENCHMARKS.md).
         write!(
             f,
-            "\"{}\" is not one of ws, sse, longpoll, shortpoll",
+            "\"{}\" is not one of ws, sse, longpoll, shortpoll, stream, webtransport",
             self.0
         )
     }
@@ -128,6 +147,10 @@ pub enum ServerEvent {
     Presence(PresenceChange),
     /// Someone is typing (see [`presence`]): no id, never stored or replayed.
     Typing(Typing),
+    /// A heartbeat on the NDJSON transports (HTTP streaming, WebTransport), which have no
+    /// comment or ping frame of their own: it keeps proxies from timing the stream out and
+    /// tells the page the stream is alive. Carries nothing; ignore it.
+    Ping,
 }
 
 /// The answer to a keyed WebSocket send.
@@ -152,8 +175,27 @@ impl ServerEvent {
             ServerEvent::Ack(_) => "ack",
             ServerEvent::Presence(_) => "presence",
             ServerEvent::Typing(_) => "typing",
+            ServerEvent::Ping => "ping",
         }
     }
+}
+
+/// `GET /api/transport-info`: how to reach the transports that do not live on the page's own
+/// origin. `webtransport` is `null` when the relay does not serve it (`RELAY_WT_ADDR` unset).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TransportInfo {
+    pub webtransport: Option<WebTransportInfo>,
+}
+
+/// Where the relay's WebTransport sessions are, and which certificates to trust.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WebTransportInfo {
+    /// `https://HOST:PORT`: the session URL is this, then `/api/rooms/{room}/wt?…`.
+    pub url: String,
+    /// For a self-signed certificate, the SHA-256 of each certificate the relay may present
+    /// (lowercase hex), for the page's `serverCertificateHashes`; empty when the relay has
+    /// a certificate browsers trust.
+    pub cert_hashes: Vec<String>,
 }
 
 /// A message's SSE `id:`: `EPOCH:ID`, so that the `Last-Event-ID` an EventSource sends back

@@ -46,6 +46,14 @@ pub fn sse_head(id: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The event as one NDJSON line (HTTP streaming, WebTransport): its JSON and a line feed.
+/// serde_json escapes line breaks inside strings, so the JSON is one line.
+pub fn ndjson(event: &ServerEvent) -> String {
+    let mut line = json(event);
+    line.push('\n');
+    line
+}
+
 /// What ends an SSE frame after its JSON.
 pub const SSE_TAIL: &str = "\n\n";
 

@@ -51,6 +51,8 @@ pub struct BusView {
 pub enum Via {
     Ws,
     Http,
+    /// A WebTransport session's stream.
+    Wt,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +103,7 @@ pub struct Metrics {
     /// Open TCP connections on the public port, whatever they carry.
     sockets: AtomicI64,
     connections: [AtomicI64; TRANSPORTS],
-    published: [AtomicU64; 2],
+    published: [AtomicU64; 3],
     delivered: [AtomicU64; TRANSPORTS],
     lag: [Histogram; TRANSPORTS],
     /// Keyed by static reason names; refusals are rare enough for a mutex.
@@ -253,7 +255,7 @@ impl Metrics {
             "# HELP relay_messages_published_total Messages accepted, by how they arrived.\n",
         );
         out.push_str("# TYPE relay_messages_published_total counter\n");
-        for (via, name) in [(Via::Ws, "ws"), (Via::Http, "http")] {
+        for (via, name) in [(Via::Ws, "ws"), (Via::Http, "http"), (Via::Wt, "webtransport")] {
             let value = self.published[via as usize].load(Relaxed);
             let _ = writeln!(
                 out,

@@ -197,7 +197,7 @@ impl AppState {
         })?;
         // Polls are requests, paced per client by `RELAY_REQUEST_RATE`; streams are what a
         // crowd of returning clients opens.
-        if matches!(transport, Transport::Ws | Transport::Sse) {
+        if transport.is_stream() {
             self.admission.admit(Instant::now()).map_err(|wait| {
                 ApiError::new(
                     ErrorCode::Overloaded,

@@ -1,6 +1,7 @@
 //! The page's pure logic, free of the browser so that it is unit-tested natively:
 //! - [`Timeline`] (`timeline`): merges what every open link delivers into one list, in id
 //!   order, once;
+//! - [`Lines`] (`lines`): NDJSON lines out of the chunks a stream delivers;
 //! - [`Links`] (`links`): make-before-break bookkeeping when the user switches transport;
 //! - [`Backoff`] (`backoff`): the reconnection schedule, and the relay's advice it obeys;
 //! - [`Outbox`] (`outbox`): sent texts not yet confirmed, each with its idempotency key;
@@ -14,6 +15,7 @@
 //! [`Cursor`] are the business of `crate::api`, not of the model.
 
 mod backoff;
+mod lines;
 mod links;
 pub mod number;
 mod outbox;
@@ -22,6 +24,7 @@ mod stats;
 mod timeline;
 
 pub use backoff::{Backoff, Wait, Why};
+pub use lines::Lines;
 pub use links::{LinkState, Links};
 pub use outbox::{Outbox, Pending};
 pub use presence::Roster;

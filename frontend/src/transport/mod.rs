@@ -8,8 +8,11 @@
 //! timer it was holding: every browser resource has exactly one owner.
 
 mod listeners;
+mod ndjson;
 mod poll;
 mod sse;
+mod stream;
+mod wt;
 mod ws;
 
 use std::cell::Cell;
@@ -96,6 +99,8 @@ impl LinkContext {
             Some(ServerEvent::Ack(ack)) => self.emit(LinkEvent::Acked(ack.key)),
             Some(ServerEvent::Presence(change)) => self.emit(LinkEvent::Presence(change)),
             Some(ServerEvent::Typing(typing)) => self.emit(LinkEvent::Typing(typing)),
+            // A heartbeat: the stream is alive; nothing to show.
+            Some(ServerEvent::Ping) => {}
             None => leptos::logging::warn!("ignoring an event the page does not understand"),
         }
     }
@@ -125,7 +130,7 @@ fn advise_from(backoff: &mut Backoff, error: &ErrorBody) {
 /// An open link. Dropping it closes the connection and releases everything it holds.
 pub struct Link {
     task: AbortHandle,
-    /// Text frames to send (WebSocket links only).
+    /// Text frames to send (WebSocket and WebTransport links only).
     outbox: Option<mpsc::UnboundedSender<String>>,
     /// Aborts an in-flight poll request, which dropping a fetch future does not do.
     fetches: Option<AbortController>,
@@ -142,12 +147,21 @@ impl Link {
                 outbox = Some(tx);
                 Box::pin(ws::run(ctx, rx))
             }
+            Transport::WebTransport => {
+                let (tx, rx) = mpsc::unbounded();
+                outbox = Some(tx);
+                Box::pin(wt::run(ctx, rx))
+            }
             Transport::Sse => Box::pin(sse::run(ctx)),
-            Transport::Longpoll | Transport::Shortpoll => {
+            Transport::Longpoll | Transport::Shortpoll | Transport::Stream => {
                 let controller = AbortController::new().ok();
                 let signal = controller.as_ref().map(AbortController::signal);
                 fetches = controller;
-                Box::pin(poll::run(ctx, signal))
+                if ctx.transport == Transport::Stream {
+                    Box::pin(stream::run(ctx, signal))
+                } else {
+                    Box::pin(poll::run(ctx, signal))
+                }
             }
         };
         let (task, handle) = abortable(task);
@@ -161,7 +175,8 @@ impl Link {
         }
     }
 
-    /// Queues a text frame on a WebSocket link; false if this link cannot send.
+    /// Queues a text frame on a WebSocket or WebTransport link; false if this link cannot
+    /// send.
     pub fn send(&self, frame: String) -> bool {
         self.outbox
             .as_ref()

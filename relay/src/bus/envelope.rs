@@ -66,15 +66,6 @@ impl Envelope {
             + std::mem::size_of::<Envelope>()
             + 64
     }
-
-    /// The complete SSE frame, as the pieces a writer sends one after another.
-    pub fn sse_frame(&self) -> [Bytes; 3] {
-        [
-            self.sse_head.clone(),
-            self.json.clone(),
-            Bytes::from_static(event::SSE_TAIL.as_bytes()),
-        ]
-    }
 }
 
 /// A message `m{id}` from `a` in room `r`, for the bus's tests.
@@ -110,7 +101,10 @@ mod tests {
             },
             "e.1",
         );
-        let frame: Vec<u8> = env.sse_frame().concat();
+        let frame: Vec<u8> = super::super::Framing::Sse
+            .pieces(&env)
+            .map(|p| p.to_vec())
+            .concat();
         let sse = std::str::from_utf8(&frame).expect("utf-8");
         assert!(sse.starts_with("id: e.1:9\nevent: message\ndata: {"));
         assert!(sse.ends_with("}\n\n"));

@@ -41,24 +41,32 @@ pub(super) const MAX_SLICES: usize = 64;
 pub enum Framing {
     Ws,
     Sse,
+    /// One JSON event per line: HTTP streaming (and WebTransport, which has no outlet).
+    Ndjson,
 }
 
 static NOTHING: Bytes = Bytes::new();
 static SSE_TAIL: Bytes = Bytes::from_static(event::SSE_TAIL.as_bytes());
+static NEWLINE: Bytes = Bytes::from_static(b"\n");
 
 impl Framing {
+    /// Every framing, in `Framing as usize` order.
+    const ALL: [Framing; 3] = [Framing::Ws, Framing::Sse, Framing::Ndjson];
+
     fn transport(self) -> Transport {
         match self {
             Framing::Ws => Transport::Ws,
             Framing::Sse => Transport::Sse,
+            Framing::Ndjson => Transport::Stream,
         }
     }
 
     /// The pieces of `envelope`'s frame, written one after another (some may be empty).
-    fn pieces(self, envelope: &Envelope) -> [&Bytes; 3] {
+    pub fn pieces(self, envelope: &Envelope) -> [&Bytes; 3] {
         match self {
             Framing::Ws => [&envelope.ws_head, &envelope.json, &NOTHING],
             Framing::Sse => [&envelope.sse_head, &envelope.json, &SSE_TAIL],
+            Framing::Ndjson => [&NOTHING, &envelope.json, &NEWLINE],
         }
     }
 
@@ -75,10 +83,10 @@ pub(super) struct Encoded<'a> {
     batch: &'a [Arc<Envelope>],
     /// Per framing (`Framing as usize`): the frames, and where each message's starts (with
     /// the end as a last entry).
-    frames: [Option<(Bytes, Vec<usize>)>; 2],
+    frames: [Option<(Bytes, Vec<usize>)>; Framing::ALL.len()],
     /// Per framing: how many sockets were written the batch from message `i` on; counted
     /// into the metrics once per round (see [`Encoded::count_deliveries`]).
-    written_from: [Vec<u64>; 2],
+    written_from: [Vec<u64>; Framing::ALL.len()],
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -86,8 +94,8 @@ impl<'a> Encoded<'a> {
     pub(super) fn new(batch: &'a [Arc<Envelope>]) -> Encoded<'a> {
         Encoded {
             batch,
-            frames: [None, None],
-            written_from: [Vec::new(), Vec::new()],
+            frames: Default::default(),
+            written_from: Default::default(),
             metrics: None,
         }
     }
@@ -107,7 +115,7 @@ impl<'a> Encoded<'a> {
     /// or earlier.
     pub(super) fn count_deliveries(&self) {
         let Some(metrics) = &self.metrics else { return };
-        for framing in [Framing::Ws, Framing::Sse] {
+        for framing in Framing::ALL {
             let counts = &self.written_from[framing as usize];
             let reached = counts.iter().scan(0, |sum, n| {
                 *sum += n;

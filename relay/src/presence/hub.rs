@@ -28,18 +28,23 @@ pub struct Batch {
     pub ws: Bytes,
     /// The events as SSE frames (no `id:`: they are not messages).
     pub sse: Bytes,
+    /// The events as NDJSON lines (HTTP streaming, WebTransport).
+    pub ndjson: Bytes,
 }
 
 impl Batch {
     fn new(seq: u64, events: &[ServerEvent]) -> Batch {
         let mut ws = BytesMut::new();
         let mut sse = BytesMut::new();
+        let mut ndjson = BytesMut::new();
         let events = events
             .iter()
             .map(|e| {
                 let json = event::json(e);
                 ws.extend_from_slice(&wsframe::frame(wsframe::TEXT, json.as_bytes()));
                 sse.extend_from_slice(event::sse_frame(None, e.name(), &json).as_bytes());
+                ndjson.extend_from_slice(json.as_bytes());
+                ndjson.extend_from_slice(b"\n");
                 Bytes::from(json)
             })
             .collect();
@@ -48,6 +53,7 @@ impl Batch {
             events,
             ws: ws.freeze(),
             sse: sse.freeze(),
+            ndjson: ndjson.freeze(),
         }
     }
 }

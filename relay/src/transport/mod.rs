@@ -1,6 +1,10 @@
 //! The ways a page can follow a room. Each module owns its routes' handlers:
 //! - [`ws`]: WebSocket, both directions on one socket;
 //! - [`sse`]: Server-Sent Events, server to client (clients publish with `POST`);
+//! - [`stream`]: HTTP streaming, NDJSON lines on one long response (clients `POST`); it and
+//!   SSE share their body, [`http_stream`];
+//! - [`wt`]: WebTransport sessions, NDJSON both ways on one bidirectional QUIC stream (the
+//!   UDP endpoint itself is `crate::webtransport`);
 //! - [`poll`]: `GET …/messages` for short and long polling, and `POST …/messages` to publish,
 //!   which every transport but WebSocket uses.
 //!
@@ -11,9 +15,12 @@
 //! [`heartbeat`] to keep idle connections alive. So a new streaming transport is one module
 //! here that turns an [`OpenStream`] into bytes on its wire, plus one line in the router.
 
+mod http_stream;
+mod inbound;
 pub(crate) mod poll;
 pub(crate) mod presence;
 pub(crate) mod sse;
+pub(crate) mod stream;
 pub(crate) mod ws;
 
 use std::net::SocketAddr;

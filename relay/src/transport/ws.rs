@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use protocol::{Ack, ClientFrame, ErrorCode, RetryAdvice, ServerEvent, Transport};
+use protocol::{ErrorCode, RetryAdvice, ServerEvent, Transport};
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -43,17 +43,16 @@ use tracing::Instrument;
 use tungstenite::Message;
 
 use self::codec::ClientFrames;
+use super::inbound::Inbound;
 use super::{OpenStream, Signal, StreamQuery, WRITE_BATCH, check_stream, heartbeat, next_signal};
-use crate::bus::{Delivery, Draft, Framing, Outlet};
+use crate::bus::{Delivery, Framing, Outlet};
 use crate::client::ClientKey;
 use crate::drain::Closing;
 use crate::error::ApiError;
 use crate::event;
 use crate::metrics::{Via, reason};
-use crate::rate::TokenBucket;
 use crate::server::io::Guarded;
 use crate::state::AppState;
-use crate::validate;
 use crate::wsframe;
 
 pub(crate) mod codec;
@@ -226,10 +225,8 @@ enum End {
 struct Session {
     state: AppState,
     stream: OpenStream,
-    /// This socket's own send budget (`RELAY_RATE`).
-    bucket: TokenBucket,
-    /// Whose publish budget (`RELAY_CLIENT_RATE`) this socket's messages also spend.
-    client: ClientKey,
+    /// What the client sends: its budgets, and what its frames mean.
+    inbound: Inbound,
     /// A ping was sent and its pong has not come back.
     awaiting_pong: bool,
 }
@@ -245,12 +242,10 @@ struct Wire {
 
 impl Session {
     fn new(state: AppState, stream: OpenStream, client: ClientKey) -> Session {
-        let bucket = TokenBucket::new(state.config.rate_limit(), Instant::now());
         Session {
+            inbound: Inbound::new(&state, client, Via::Ws),
             state,
             stream,
-            bucket,
-            client,
             awaiting_pong: false,
         }
     }
@@ -401,84 +396,13 @@ impl Session {
     /// One text frame from the client: publish it, or answer with an error event and keep the
     /// socket open.
     async fn on_text(&mut self, wire: &Wire, frame: &str) -> Result<(), End> {
-        if is_typing(frame) {
-            // A hint: one too many is dropped, not answered (see `presence`). Each spends the
-            // client's request budget, as a `POST …/typing` would.
-            if self
-                .state
-                .budgets
-                .requests
-                .take(self.client, Instant::now())
-                .is_ok()
-            {
-                self.state
-                    .presence
-                    .typing(&self.stream.room, self.stream.member.id());
-            } else {
-                self.stream.conn.metrics.typing(false);
-            }
-            return Ok(());
-        }
-        match self.publish(frame).await {
-            Ok(None) => Ok(()),
-            // A keyed send is answered with its id: how the sender learns that a repeat was
-            // not stored again (its first copy is the message it already has).
-            Ok(Some(ack)) => {
-                wire.outlet.push(event_frame(&ServerEvent::Ack(ack)));
+        match self.inbound.frame(&self.stream, frame).await {
+            Some(answer) => {
+                wire.outlet.push(event_frame(&answer));
                 self.flush(wire).await
             }
-            Err(err) => {
-                tracing::debug!(peer = %self.stream.conn.peer, code = err.code.as_str(), "frame refused");
-                self.stream.conn.metrics.rejected(err.code.as_str());
-                let mut event = err.event();
-                // The sender learns which of its sends this is about (refused frames are rare:
-                // reading the key again costs nothing on the way of accepted ones).
-                if let ServerEvent::Error(body) = &mut event {
-                    body.key = frame_key(frame);
-                }
-                wire.outlet.push(event_frame(&event));
-                self.flush(wire).await
-            }
+            None => Ok(()),
         }
-    }
-
-    async fn publish(&mut self, frame: &str) -> Result<Option<Ack>, ApiError> {
-        let now = Instant::now();
-        self.bucket.take(now).map_err(ApiError::rate_limited)?;
-        self.state
-            .budgets
-            .publish
-            .take(self.client, now)
-            .map_err(ApiError::rate_limited)?;
-        // A frame that looks like JSON must be a valid client frame; anything else is the
-        // message text itself, as the tutorial's `webSocket.send('hello')` sends it.
-        let (text, key) = if frame.trim_start().starts_with('{') {
-            match serde_json::from_str(frame)? {
-                ClientFrame::Send { text, key } => (text, key),
-                ClientFrame::Typing => return Ok(None),
-            }
-        } else {
-            (frame.to_owned(), None)
-        };
-        let text = self.state.limits.text(&text)?;
-        let key = key.as_deref().map(validate::key).transpose()?;
-        let draft = Draft {
-            from: &self.stream.name,
-            text: &text,
-            key,
-        };
-        let published = self
-            .state
-            .publish(&self.stream.room, draft, self.client)
-            .await?;
-        if !published.duplicate {
-            self.stream.conn.metrics.published(Via::Ws);
-        }
-        Ok(key.map(|key| Ack {
-            id: published.id,
-            key: key.to_owned(),
-            duplicate: published.duplicate,
-        }))
     }
 
     /// Queues `first` and whatever else is ready (up to `WRITE_BATCH`), then writes them.
@@ -544,26 +468,6 @@ fn read_error(err: &tungstenite::Error) -> End {
         tungstenite::Error::Capacity(_) => End::Close(close::TOO_BIG, "message too big".into()),
         _ => End::Gone,
     }
-}
-
-/// The key of a send frame, if it is one and has a valid key.
-fn frame_key(frame: &str) -> Option<String> {
-    if !frame.trim_start().starts_with('{') {
-        return None;
-    }
-    match serde_json::from_str(frame) {
-        Ok(ClientFrame::Send { key, .. }) => key.filter(|k| validate::key(k).is_ok()),
-        Ok(ClientFrame::Typing) | Err(_) => None,
-    }
-}
-
-/// Whether a text frame is a typing signal (`{"type":"typing"}`): checked before anything
-/// else is parsed, since a typist sends one every couple of seconds.
-fn is_typing(frame: &str) -> bool {
-    let frame = frame.trim();
-    frame.starts_with('{')
-        && frame.contains("\"typing\"")
-        && matches!(serde_json::from_str(frame), Ok(ClientFrame::Typing))
 }
 
 fn event_frame(event: &ServerEvent) -> Bytes {

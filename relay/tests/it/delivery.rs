@@ -21,6 +21,14 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
     .await
     .expect("SSE opens");
     assert_eq!(sse.welcome().await.0, epoch, "one epoch for all transports");
+    let (mut stream, _) = Ndjson::connect(&relay.stream_url(room, "name=stream-user"), &[])
+        .await
+        .expect("the HTTP stream opens");
+    assert_eq!(
+        stream.welcome().await.0,
+        epoch,
+        "one epoch for all transports"
+    );
 
     // Pollers start from the (empty) head and follow concurrently with the publishing.
     let long = {
@@ -46,9 +54,11 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
 
     let mut via_ws = Vec::new();
     let mut via_sse = Vec::new();
+    let mut via_stream = Vec::new();
     for _ in 0..4 {
         via_ws.push(ws.message().await);
         via_sse.push(sse.message().await);
+        via_stream.push(stream.message().await);
     }
     let via_long = long.await.expect("long poller");
     let via_short = short.await.expect("short poller");
@@ -64,6 +74,7 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
     );
     for (transport, got) in [
         ("sse", &via_sse),
+        ("stream", &via_stream),
         ("longpoll", &via_long),
         ("shortpoll", &via_short),
     ] {

@@ -14,4 +14,5 @@ mod resume;
 mod scale_out;
 mod shutdown;
 mod slow_consumer;
+mod streaming;
 mod support;

@@ -222,6 +222,7 @@ async fn polling_resume_gets_exactly_the_missed_messages() {
 enum Stream {
     Ws(Box<Ws>),
     Sse(Sse),
+    Ndjson(Ndjson),
 }
 
 impl Stream {
@@ -230,6 +231,10 @@ impl Stream {
             "ws" => Stream::Ws(Box::new(
                 Ws::connect(&relay.ws_url(room, &format!("after={after}"))).await,
             )),
+            "stream" => {
+                let url = relay.stream_url(room, &format!("after={after}"));
+                Stream::Ndjson(Ndjson::connect(&url, &[]).await.expect("opens").0)
+            }
             _ => {
                 // What EventSource sends when it reconnects by itself.
                 let last = after.to_string();
@@ -245,6 +250,7 @@ impl Stream {
         match self {
             Stream::Ws(ws) => ws.welcome().await,
             Stream::Sse(sse) => sse.welcome().await,
+            Stream::Ndjson(stream) => stream.welcome().await,
         }
     }
 
@@ -252,6 +258,7 @@ impl Stream {
         match self {
             Stream::Ws(ws) => ws.message().await,
             Stream::Sse(sse) => sse.message().await,
+            Stream::Ndjson(stream) => stream.message().await,
         }
     }
 }
@@ -349,6 +356,11 @@ async fn websocket_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
 #[tokio::test]
 async fn sse_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
     seam_under_concurrent_publishing("sse", "seam-sse").await;
+}
+
+#[tokio::test]
+async fn http_stream_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
+    seam_under_concurrent_publishing("stream", "seam-stream").await;
 }
 
 #[tokio::test]

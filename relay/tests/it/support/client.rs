@@ -46,6 +46,11 @@ impl Client {
         self.url(&format!("{}?{query}", Endpoint::Events.path(room)))
     }
 
+    /// `http://ADDR/api/rooms/{room}/stream?{query}`
+    pub fn stream_url(&self, room: &str, query: &str) -> String {
+        self.url(&format!("{}?{query}", Endpoint::Stream.path(room)))
+    }
+
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -36,7 +36,7 @@ pub async fn ws_collect(mut stream: SplitStream<Socket>) -> Received {
             ServerEvent::Message(m) if m.text == END => return received,
             ServerEvent::Message(m) => received.messages.push(m),
             ServerEvent::Error(e) => received.errors.push(e.code),
-            ServerEvent::Welcome(_) => {}
+            ServerEvent::Welcome(_) | ServerEvent::Ping => {}
             ServerEvent::Reset(reset) => panic!("unexpected reset {reset:?}"),
             ServerEvent::Reconnect(advice) => panic!("unexpected reconnect {advice:?}"),
             ServerEvent::Ack(ack) => panic!("unexpected ack {ack:?}"),

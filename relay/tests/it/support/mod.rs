@@ -1,5 +1,5 @@
 //! Test support: a real relay on port 0 ([`Relay`], which owns it) and plain clients for
-//! each transport ([`Client`] for HTTP, [`Ws`], [`Sse`]), a real Redis ([`redis`]) and the
+//! each transport ([`Client`] for HTTP, [`Ws`], [`Sse`], [`Ndjson`]), a real Redis ([`redis`]) and the
 //! harness of the several-relays tests ([`cluster`]).
 //!
 //! Every wait goes through [`within`], so a missing message fails the test with a message
@@ -8,6 +8,7 @@
 pub mod client;
 pub mod cluster;
 pub mod fault;
+pub mod ndjson;
 pub mod process;
 pub mod raw;
 pub mod redis;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use protocol::Message;
 
 pub use client::*;
+pub use ndjson::Ndjson;
 pub use relay::*;
 
 /// Socket buffer size, in bytes, for tests about clients that stop reading: set explicitly on

@@ -16,6 +16,16 @@ pub struct RawSse {
 
 impl RawSse {
     pub async fn connect(addr: std::net::SocketAddr, path: &str) -> RawSse {
+        RawSse::connect_expecting(addr, path, "text/event-stream").await
+    }
+
+    /// The same for any streamed response (HTTP streaming's NDJSON too): only the head is
+    /// checked; read the body with [`RawSse::until`].
+    pub async fn connect_expecting(
+        addr: std::net::SocketAddr,
+        path: &str,
+        content_type: &str,
+    ) -> RawSse {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket
             .set_recv_buffer_size(SMALL_BUFFER)
@@ -23,7 +33,7 @@ impl RawSse {
         let mut socket = within("TCP connect", socket.connect(addr))
             .await
             .expect("connects");
-        let request = format!("GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.0\r\nAccept: {content_type}\r\n\r\n");
         socket
             .write_all(request.as_bytes())
             .await
@@ -35,7 +45,7 @@ impl RawSse {
         let head = sse.until(b"\r\n\r\n").await;
         let head = String::from_utf8_lossy(&head);
         assert!(head.contains(" 200 "), "SSE response: {head}");
-        assert!(head.contains("text/event-stream"), "SSE response: {head}");
+        assert!(head.contains(content_type), "streamed response: {head}");
         sse
     }
 
@@ -50,6 +60,27 @@ impl RawSse {
                 .await
                 .expect("reads");
             assert!(n > 0, "the SSE stream ended");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Everything until the relay closes the connection (whole lines only: a line cut off by
+    /// the close is dropped).
+    pub async fn rest(&mut self) -> Vec<u8> {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = within("the stream to end", self.socket.read(&mut chunk))
+                .await
+                .unwrap_or(0);
+            if n == 0 {
+                let mut rest = std::mem::take(&mut self.buffer);
+                let whole = rest
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |at| at + 1);
+                rest.truncate(whole);
+                return rest;
+            }
             self.buffer.extend_from_slice(&chunk[..n]);
         }
     }
