@@ -73,9 +73,8 @@ pub fn App() -> impl IntoView {
             let offered = crate::api::transport_info()
                 .await
                 .is_some_and(|info| info.webtransport.is_some());
-            ui.webtransport_unavailable.set(
-                (!offered).then_some("this relay does not offer it"),
-            );
+            ui.webtransport_unavailable
+                .set((!offered).then_some("this relay does not offer it"));
         });
     }
 

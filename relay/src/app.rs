@@ -25,7 +25,7 @@ use tower_http::set_header::{MakeHeaderValue, SetResponseHeader};
 use crate::error::ApiError;
 use crate::headers;
 use crate::state::AppState;
-use crate::transport::{poll, presence, sse, stream, ws};
+use crate::transport::{poll, presence, sse, stream, ws, wt};
 
 /// All routes: the API under `/api`, health checks, and the page's static files for the rest,
 /// behind the gate.
@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route(Endpoint::Ws.route(), get(ws::upgrade))
         .route(Endpoint::Events.route(), get(sse::stream))
         .route(Endpoint::Stream.route(), get(stream::stream))
+        .route(api::TRANSPORT_INFO, get(wt::info))
         .route(
             Endpoint::Messages.route(),
             get(poll::read).post(poll::publish),

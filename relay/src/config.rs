@@ -256,6 +256,26 @@ pub struct Config {
     /// reconnect, or a short poller poll again, without leaving and joining.
     #[arg(long, env = "RELAY_PRESENCE_TTL", default_value = PRESENCE_TTL_DEFAULT.as_str(), value_parser = parse_duration)]
     pub presence_ttl: Duration,
+
+    /// UDP address for WebTransport (HTTP/3) sessions, e.g. `0.0.0.0:4433`. Unset: no
+    /// WebTransport.
+    #[arg(long, env = "RELAY_WT_ADDR")]
+    pub wt_addr: Option<SocketAddr>,
+
+    /// PEM certificate chain for WebTransport (with `RELAY_WT_KEY`). Unset: a self-signed
+    /// certificate, renewed before it expires, whose hash pages get from
+    /// `/api/transport-info`.
+    #[arg(long, env = "RELAY_WT_CERT", requires = "wt_key")]
+    pub wt_cert: Option<PathBuf>,
+
+    /// PEM private key of `RELAY_WT_CERT`.
+    #[arg(long, env = "RELAY_WT_KEY", requires = "wt_cert")]
+    pub wt_key: Option<PathBuf>,
+
+    /// How long a self-signed WebTransport certificate is valid (browsers accept at most 14
+    /// days, 336h); it is replaced when two thirds of it have passed.
+    #[arg(long, env = "RELAY_WT_CERT_VALIDITY", default_value = "312h", value_parser = parse_duration)]
+    pub wt_cert_validity: Duration,
 }
 
 impl Config {
@@ -329,6 +349,11 @@ impl Config {
             ("RELAY_REDIS_TIMEOUT", "--redis-timeout", self.redis_timeout),
             ("RELAY_PRESENCE_TTL", "--presence-ttl", self.presence_ttl),
             (
+                "RELAY_WT_CERT_VALIDITY",
+                "--wt-cert-validity",
+                self.wt_cert_validity,
+            ),
+            (
                 "RELAY_SHUTDOWN_DEADLINE",
                 "--shutdown-deadline",
                 self.shutdown_deadline,
@@ -339,6 +364,13 @@ impl Config {
             if value < Duration::from_millis(1) {
                 return Err(InvalidSetting::new(variable, flag, "must be at least 1ms"));
             }
+        }
+        if self.wt_cert_validity > crate::webtransport::MAX_SELF_SIGNED_VALIDITY {
+            return Err(InvalidSetting::new(
+                "RELAY_WT_CERT_VALIDITY",
+                "--wt-cert-validity",
+                "browsers refuse a self-signed certificate valid for more than 14 days (336h)",
+            ));
         }
         let counts = [
             ("RELAY_MAX_ROOMS", "--max-rooms", self.max_rooms, 1),

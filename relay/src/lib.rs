@@ -38,6 +38,7 @@
 //! - `state`: the handle every handler gets, and admission of long-lived connections.
 //! - `transport`: one module per way of following a room (`ws`, `sse`, `poll`, which also
 //!   holds `POST` publishing), sharing one stream handshake (`transport::check_stream` and `StreamRequest::open`).
+//! - `webtransport`: the UDP endpoint for WebTransport sessions, and its certificate.
 //! - `app`: the router, the health endpoints, and the gate every request passes (host check,
 //!   client and request rate, refusal counts, security headers).
 //! - this file: building the bus and [`serve`].
@@ -85,6 +86,7 @@ mod state;
 mod sync;
 mod transport;
 mod validate;
+mod webtransport;
 mod wsframe;
 
 use std::io;
@@ -193,6 +195,10 @@ pub async fn serve(
         config.log_summary,
         shutdown.clone(),
     ));
+    if let Some(addr) = config.wt_addr {
+        let advert = webtransport::start(addr, state.clone(), shutdown.clone()).await?;
+        let _ = state.webtransport.set(advert);
+    }
     let sessions = state.sessions.clone();
     let metrics = state.metrics.clone();
     let limits = config.socket_limits(max_sockets(config.max_sockets));

@@ -88,13 +88,17 @@ pub mod reason {
     pub const SOCKETS_FULL: &str = "sockets_full";
     /// A socket from a peer at `RELAY_MAX_SOCKETS_PER_CLIENT` was closed at once.
     pub const CLIENT_SOCKETS_FULL: &str = "client_sockets_full";
-    pub const ALL: [&str; 6] = [
+    /// A QUIC connection arrived with `RELAY_MAX_CONNECTIONS` open (or during shutdown): it
+    /// was refused before its handshake.
+    pub const WEBTRANSPORT_FULL: &str = "webtransport_full";
+    pub const ALL: [&str; 7] = [
         BINARY_FRAME,
         FRAME_TOO_LARGE,
         SLOW_CONSUMER,
         PING_TIMEOUT,
         SOCKETS_FULL,
         CLIENT_SOCKETS_FULL,
+        WEBTRANSPORT_FULL,
     ];
 }
 
@@ -255,7 +259,11 @@ impl Metrics {
             "# HELP relay_messages_published_total Messages accepted, by how they arrived.\n",
         );
         out.push_str("# TYPE relay_messages_published_total counter\n");
-        for (via, name) in [(Via::Ws, "ws"), (Via::Http, "http"), (Via::Wt, "webtransport")] {
+        for (via, name) in [
+            (Via::Ws, "ws"),
+            (Via::Http, "http"),
+            (Via::Wt, "webtransport"),
+        ] {
             let value = self.published[via as usize].load(Relaxed);
             let _ = writeln!(
                 out,

@@ -57,6 +57,53 @@ impl OriginPolicy {
     }
 }
 
+impl OriginPolicy {
+    /// The same rule for a WebTransport session, whose `authority` is the relay's UDP
+    /// endpoint: another port of the host that served the page. So "same origin" here is the
+    /// same host name, any port — the host the operator runs the relay on.
+    pub fn check_webtransport(
+        &self,
+        origin: Option<&str>,
+        authority: &str,
+    ) -> Result<(), ApiError> {
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        let origin = normalise(origin);
+        let same_host = authority_host(&origin)
+            .is_some_and(|host| host == authority_host_of(&authority.to_ascii_lowercase()));
+        if same_host || self.allowed.contains(&origin) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::ForbiddenOrigin,
+                format!(
+                    "origin {origin:?} is not allowed; add it to RELAY_ALLOWED_ORIGINS to permit it"
+                ),
+            ))
+        }
+    }
+}
+
+/// The host name of an origin, without its port.
+fn authority_host(origin: &str) -> Option<String> {
+    authority(origin).map(authority_host_of)
+}
+
+/// `host[:port]` → `host` (`[::1]:4433` → `[::1]`).
+fn authority_host_of(authority: &str) -> String {
+    let host = if authority.starts_with('[') {
+        authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end])
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
+    };
+    host.to_owned()
+}
+
 fn normalise(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }

@@ -1,7 +1,7 @@
 //! Shared state handed to every handler, and the admission of long-lived connections.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use protocol::{ErrorCode, Transport};
@@ -77,9 +77,12 @@ pub struct Shared {
     admission: Admission,
     /// Who is in each room and who is typing.
     pub presence: Presence,
-    /// Upgraded WebSocket sessions run outside the HTTP server's own bookkeeping; tracking
-    /// them lets shutdown wait for their close frames to go out.
+    /// Upgraded WebSocket sessions and WebTransport sessions run outside the HTTP server's
+    /// own bookkeeping; tracking them lets shutdown wait for their last frames to go out.
     pub sessions: TaskTracker,
+    /// The WebTransport endpoint, once bound (never, without `RELAY_WT_ADDR`): what
+    /// `/api/transport-info` tells pages.
+    pub webtransport: OnceLock<Arc<crate::webtransport::Advert>>,
 }
 
 impl AppState {
@@ -101,6 +104,7 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             sessions: TaskTracker::new(),
+            webtransport: OnceLock::new(),
         }))
     }
 

@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn lines_split_across_chunks_come_out_whole_and_once() {
         let mut lines = Lines::default();
-        assert_eq!(lines.push(b"{\"a\":1}\n{\"b\""), Ok(vec!["{\"a\":1}".into()]));
+        assert_eq!(
+            lines.push(b"{\"a\":1}\n{\"b\""),
+            Ok(vec!["{\"a\":1}".into()])
+        );
         assert_eq!(lines.push(b":2"), Ok(vec![]));
         assert_eq!(
             lines.push(b"}\n\n{\"c\":3}\n"),
@@ -56,7 +59,11 @@ mod tests {
     #[test]
     fn a_character_split_between_chunks_is_decoded_whole() {
         let text = "{\"t\":\"é\"}\n".as_bytes();
-        let at = text.iter().position(|&b| b >= 0x80).expect("a multi-byte character") + 1;
+        let at = text
+            .iter()
+            .position(|&b| b >= 0x80)
+            .expect("a multi-byte character")
+            + 1;
         let mut lines = Lines::default();
         assert_eq!(lines.push(&text[..at]), Ok(vec![]));
         assert_eq!(lines.push(&text[at..]), Ok(vec!["{\"t\":\"é\"}".into()]));

@@ -12,8 +12,8 @@ mod ndjson;
 mod poll;
 mod sse;
 mod stream;
-mod wt;
 mod ws;
+mod wt;
 
 use std::cell::Cell;
 use std::rc::Rc;

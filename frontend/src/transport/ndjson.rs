@@ -12,7 +12,10 @@ use crate::model::{Backoff, Lines};
 /// Delivers every event the stream carries until it ends, fails or is cancelled (the link's
 /// owner aborts the fetch, or closes the session).
 pub async fn follow(ctx: &LinkContext, stream: &ReadableStream, backoff: &mut Backoff) {
-    let Ok(reader) = stream.get_reader().dyn_into::<ReadableStreamDefaultReader>() else {
+    let Ok(reader) = stream
+        .get_reader()
+        .dyn_into::<ReadableStreamDefaultReader>()
+    else {
         return;
     };
     let mut lines = Lines::default();

@@ -19,7 +19,11 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
     loop {
         ctx.emit(LinkEvent::Attempt);
         let url = api::stream_url(&ctx.room, ctx.member(), &(ctx.cursor)());
-        if let Ok(response) = Request::get(&url).abort_signal(signal.as_ref()).send().await {
+        if let Ok(response) = Request::get(&url)
+            .abort_signal(signal.as_ref())
+            .send()
+            .await
+        {
             if response.ok() {
                 if let Some(body) = response.body() {
                     ndjson::follow(&ctx, &body, &mut backoff).await;

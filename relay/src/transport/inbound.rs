@@ -75,11 +75,7 @@ impl Inbound {
         }
     }
 
-    async fn publish(
-        &mut self,
-        stream: &OpenStream,
-        frame: &str,
-    ) -> Result<Option<Ack>, ApiError> {
+    async fn publish(&mut self, stream: &OpenStream, frame: &str) -> Result<Option<Ack>, ApiError> {
         let now = Instant::now();
         self.bucket.take(now).map_err(ApiError::rate_limited)?;
         self.state

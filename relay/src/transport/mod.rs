@@ -22,6 +22,7 @@ pub(crate) mod presence;
 pub(crate) mod sse;
 pub(crate) mod stream;
 pub(crate) mod ws;
+pub(crate) mod wt;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -9,7 +9,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn every_transport_receives_every_message_once_in_the_same_order() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_with(|c| c.wt_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
     let room = "cross";
     let mut ws = Ws::connect(&relay.ws_url(room, "name=ws-user")).await;
     let (epoch, head) = ws.welcome().await;
@@ -29,20 +29,28 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
         epoch,
         "one epoch for all transports"
     );
+    let mut session = Wt::connect(&relay, room, "name=wt-user", None)
+        .await
+        .expect("the WebTransport session opens");
+    assert_eq!(
+        session.lines.welcome().await.0,
+        epoch,
+        "one epoch for all transports"
+    );
 
     // Pollers start from the (empty) head and follow concurrently with the publishing.
     let long = {
         let relay_url = relay.addr;
         tokio::spawn(async move {
             let relay = Client::new(relay_url);
-            poll_until(&relay, "cross", 0, 4, 5).await
+            poll_until(&relay, "cross", 0, 6, 5).await
         })
     };
     let short = {
         let relay_url = relay.addr;
         tokio::spawn(async move {
             let relay = Client::new(relay_url);
-            poll_until(&relay, "cross", 0, 4, 0).await
+            poll_until(&relay, "cross", 0, 6, 0).await
         })
     };
 
@@ -51,22 +59,39 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
     relay.post(room, "sse-user", "from sse").await;
     relay.post(room, "long-user", "from longpoll").await;
     relay.post(room, "short-user", "from shortpoll").await;
+    relay.post(room, "stream-user", "from stream").await;
+    session
+        .send_line(r#"{"type":"send","text":"from webtransport"}"#)
+        .await;
 
     let mut via_ws = Vec::new();
     let mut via_sse = Vec::new();
     let mut via_stream = Vec::new();
-    for _ in 0..4 {
+    let mut via_wt = Vec::new();
+    for _ in 0..6 {
         via_ws.push(ws.message().await);
         via_sse.push(sse.message().await);
         via_stream.push(stream.message().await);
+        via_wt.push(session.lines.message().await);
     }
     let via_long = long.await.expect("long poller");
     let via_short = short.await.expect("short poller");
 
-    assert_eq!(ids(&via_ws), [1, 2, 3, 4], "ids are 1.. in publish order");
+    assert_eq!(
+        ids(&via_ws),
+        [1, 2, 3, 4, 5, 6],
+        "ids are 1.. in publish order"
+    );
     assert_eq!(
         texts(&via_ws),
-        ["from ws", "from sse", "from longpoll", "from shortpoll"]
+        [
+            "from ws",
+            "from sse",
+            "from longpoll",
+            "from shortpoll",
+            "from stream",
+            "from webtransport"
+        ]
     );
     assert_eq!(
         via_ws[0].from, "ws-user",
@@ -75,6 +100,7 @@ async fn every_transport_receives_every_message_once_in_the_same_order() {
     for (transport, got) in [
         ("sse", &via_sse),
         ("stream", &via_stream),
+        ("webtransport", &via_wt),
         ("longpoll", &via_long),
         ("shortpoll", &via_short),
     ] {

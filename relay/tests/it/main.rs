@@ -16,3 +16,4 @@ mod shutdown;
 mod slow_consumer;
 mod streaming;
 mod support;
+mod webtransport;

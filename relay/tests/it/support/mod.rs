@@ -13,6 +13,7 @@ pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod relay;
+pub mod wt;
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use protocol::Message;
 pub use client::*;
 pub use ndjson::Ndjson;
 pub use relay::*;
+pub use wt::Wt;
 
 /// Socket buffer size, in bytes, for tests about clients that stop reading: set explicitly on
 /// both ends so that such tests do not depend on the kernel's defaults or autotuning.

@@ -1,0 +1,247 @@
+//! The WebTransport endpoint (`RELAY_WT_ADDR`): HTTP/3 over QUIC on a UDP port, beside the
+//! HTTP listener. Sessions are served by `transport::wt`; this module binds the port, admits
+//! connections, and owns the certificate.
+//!
+//! Certificate: `RELAY_WT_CERT` + `RELAY_WT_KEY` (one a browser trusts), or else a
+//! self-signed ECDSA P-256 certificate valid for `RELAY_WT_CERT_VALIDITY` (at most 14 days,
+//! from now: browsers accept a self-signed certificate only through
+//! `serverCertificateHashes`, and only under those terms). A self-signed certificate is
+//! replaced after two thirds of its validity by reloading the endpoint's configuration: the
+//! socket and the sessions already open are kept; new handshakes get the new certificate,
+//! and `/api/transport-info` the new hash.
+//!
+//! Budgets: QUIC's own limits are set low (a session needs one bidirectional stream, and
+//! HTTP/3 three unidirectional ones), so one client cannot make the relay buffer much; past
+//! `RELAY_MAX_CONNECTIONS` QUIC connections, new ones are refused before their handshake.
+//! Sessions are then admitted like every stream (`RELAY_MAX_CONNECTIONS_PER_CLIENT`,
+//! `RELAY_ACCEPT_RATE`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use protocol::WebTransportInfo;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use wtransport::config::QuicTransportConfig;
+use wtransport::quinn::VarInt as QuicVarInt;
+use wtransport::{Endpoint, Identity, ServerConfig};
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::sync::{read, write};
+
+type Server = Endpoint<wtransport::endpoint::endpoint_side::Server>;
+
+/// The longest validity browsers accept for a self-signed certificate given by hash.
+pub const MAX_SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Names the self-signed certificate is made for. A browser that trusts it by hash does not
+/// check them; other clients may.
+const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Bidirectional streams a client may have open on one connection: the session's CONNECT
+/// and the one stream it uses, with room for a reconnecting page's overlap.
+const MAX_BIDI_STREAMS: u32 = 4;
+/// Unidirectional streams: HTTP/3's control stream and QPACK's two, and a little room.
+const MAX_UNI_STREAMS: u32 = 8;
+/// Bytes a client may have in flight to the relay on one stream, and on its connection:
+/// send frames are small (`RELAY_MAX_FRAME_BYTES` bounds a line anyway).
+const STREAM_RECEIVE_WINDOW: u32 = 64 * 1024;
+const RECEIVE_WINDOW: u32 = 256 * 1024;
+/// Bytes the relay keeps queued for one connection: past this, writes wait, and a reader
+/// that takes nothing for `RELAY_SEND_TIMEOUT` is let go.
+const SEND_WINDOW: u64 = 256 * 1024;
+/// QUIC keep-alive, so that NATs keep an idle session's mapping.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What pages are told about the endpoint: its port, and the hash of the certificate when it
+/// is self-signed. Shared with `/api/transport-info`.
+#[derive(Debug)]
+pub struct Advert {
+    port: u16,
+    /// Lowercase hex SHA-256 of the current self-signed certificate; empty for a trusted one.
+    hashes: RwLock<Vec<String>>,
+}
+
+impl Advert {
+    /// The info for a page that reached the relay as `host` (its `Host` header): the same host
+    /// name, the endpoint's port.
+    pub fn info(&self, host: Option<&str>) -> WebTransportInfo {
+        let host = host.map(host_name).unwrap_or("127.0.0.1");
+        WebTransportInfo {
+            url: format!("https://{host}:{}", self.port),
+            cert_hashes: read(&self.hashes).clone(),
+        }
+    }
+}
+
+/// The host part of a `Host` header (`[::1]:3000` → `[::1]`, `example.org:80` → `example.org`).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Binds the endpoint and starts serving it: accepting sessions until `shutdown`, and (for a
+/// self-signed certificate) renewing the certificate.
+pub async fn start(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> io::Result<Arc<Advert>> {
+    let config = state.config.clone();
+    let (identity, self_signed) = match (&config.wt_cert, &config.wt_key) {
+        (Some(cert), Some(key)) => (
+            Identity::load_pemfiles(cert, key)
+                .await
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
+            false,
+        ),
+        _ => (self_signed(config.wt_cert_validity)?, true),
+    };
+    let endpoint = Endpoint::server(server_config(addr, &config, &identity))?;
+    let bound = endpoint.local_addr()?;
+    let advert = Arc::new(Advert {
+        port: bound.port(),
+        hashes: RwLock::new(if self_signed {
+            vec![hash(&identity)]
+        } else {
+            Vec::new()
+        }),
+    });
+    tracing::info!(addr = %bound, self_signed, "webtransport listening");
+    let endpoint = Arc::new(endpoint);
+    if self_signed {
+        tokio::spawn(renew(
+            endpoint.clone(),
+            addr,
+            state.clone(),
+            advert.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(accept(endpoint, state, shutdown));
+    Ok(advert)
+}
+
+/// Accepts connections; after `shutdown`, refuses new ones (open sessions end in the drain).
+async fn accept(endpoint: Arc<Server>, state: AppState, shutdown: CancellationToken) {
+    loop {
+        let incoming = endpoint.accept().await;
+        if shutdown.is_cancelled() || endpoint.open_connections() > state.config.max_connections {
+            state
+                .metrics
+                .rejected(crate::metrics::reason::WEBTRANSPORT_FULL);
+            incoming.refuse();
+            continue;
+        }
+        state
+            .sessions
+            .spawn(crate::transport::wt::session(state.clone(), incoming));
+    }
+}
+
+/// Replaces the self-signed certificate after two thirds of its validity, for as long as the
+/// relay runs.
+async fn renew(
+    endpoint: Arc<Server>,
+    addr: SocketAddr,
+    state: AppState,
+    advert: Arc<Advert>,
+    shutdown: CancellationToken,
+) {
+    let validity = state.config.wt_cert_validity;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(validity * 2 / 3) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let renewed = self_signed(validity).and_then(|identity| {
+            endpoint.reload_config(server_config(addr, &state.config, &identity), false)?;
+            Ok(identity)
+        });
+        match renewed {
+            Ok(identity) => {
+                *write(&advert.hashes) = vec![hash(&identity)];
+                tracing::info!("webtransport certificate renewed");
+            }
+            // The old certificate serves until it expires; the next attempt is a third later.
+            Err(err) => tracing::error!(%err, "cannot renew the webtransport certificate"),
+        }
+    }
+}
+
+fn self_signed(validity: Duration) -> io::Result<Identity> {
+    let validity = wtransport::tls::self_signed::time::Duration::try_from(validity)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    Identity::self_signed_builder()
+        .subject_alt_names(SELF_SIGNED_NAMES)
+        .from_now_utc()
+        .offset_from_not_before(validity)
+        .build()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))
+}
+
+/// The SHA-256 of the identity's (first) certificate, as lowercase hex.
+fn hash(identity: &Identity) -> String {
+    let der = identity
+        .certificate_chain()
+        .as_slice()
+        .first()
+        .map(|cert| cert.der().to_vec())
+        .unwrap_or_default();
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn server_config(addr: SocketAddr, config: &Config, identity: &Identity) -> ServerConfig {
+    let mut transport = QuicTransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(QuicVarInt::from_u32(MAX_BIDI_STREAMS))
+        .max_concurrent_uni_streams(QuicVarInt::from_u32(MAX_UNI_STREAMS))
+        .stream_receive_window(QuicVarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(QuicVarInt::from_u32(RECEIVE_WINDOW))
+        .send_window(SEND_WINDOW)
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(config.idle_timeout.try_into().ok());
+    ServerConfig::builder()
+        .with_bind_address(addr)
+        .with_custom_transport(identity.clone_identity(), transport)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_name_drops_the_port_only() {
+        assert_eq!(host_name("127.0.0.1:3000"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:3000"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("chat.example"), "chat.example");
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_what_browsers_accept_by_hash() {
+        let identity = self_signed(MAX_SELF_SIGNED_VALIDITY).expect("made");
+        let hex = hash(&identity);
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(
+            hex,
+            hash(&self_signed(Duration::from_secs(60)).expect("made"))
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! WebTransport: sessions on the relay's UDP endpoint, trusted through the certificate hash
+//! that `/api/transport-info` gives, carrying the room as NDJSON and send frames back.
+
+use std::time::Duration;
+
+use protocol::{ErrorCode, ServerEvent, Transport};
+
+use crate::support::wt::transport_info;
+use crate::support::*;
+
+fn with_wt(config: &mut ::relay::config::Config) {
+    config.wt_addr = Some("127.0.0.1:0".parse().expect("address"));
+}
+
+#[tokio::test]
+async fn transport_info_says_where_webtransport_is_and_null_when_it_is_off() {
+    let off = Relay::start().await;
+    assert_eq!(transport_info(&off).await.webtransport, None);
+    let on = Relay::start_with(with_wt).await;
+    let info = transport_info(&on).await.webtransport.expect("on");
+    assert!(info.url.starts_with("https://127.0.0.1:"), "{}", info.url);
+    assert_eq!(info.cert_hashes.len(), 1);
+    assert_eq!(info.cert_hashes[0].len(), 64);
+}
+
+#[tokio::test]
+async fn a_session_follows_the_room_and_publishes_with_acks_and_errors() {
+    let relay = Relay::start_with(with_wt).await;
+    let mut wt = Wt::connect(&relay, "wt", "name=Ana", Some(&relay.origin()))
+        .await
+        .expect("the session opens");
+    match wt.lines.event().await {
+        ServerEvent::Welcome(welcome) => assert_eq!(welcome.transport, Transport::WebTransport),
+        other => panic!("expected the welcome, got {other:?}"),
+    }
+    let id = relay.post("wt", "Bo", "from http").await;
+    assert_eq!(wt.lines.message().await.id, id);
+    wt.send_line(r#"{"type":"send","text":"from wt","key":"k-1"}"#)
+        .await;
+    // The ack and the message itself, in either order.
+    let (mut mine, mut acked) = (None, None);
+    while mine.is_none() || acked.is_none() {
+        match wt.lines.event().await {
+            ServerEvent::Message(message) => mine = Some(message),
+            ServerEvent::Ack(ack) => acked = Some(ack),
+            other => panic!("expected the message and its ack, got {other:?}"),
+        }
+    }
+    let (mine, acked) = (mine.expect("message"), acked.expect("ack"));
+    assert_eq!((mine.from.as_str(), mine.text.as_str()), ("Ana", "from wt"));
+    assert_eq!((acked.id, acked.key.as_str()), (mine.id, "k-1"));
+    wt.send_line(r#"{"type":"send","text":"   ","key":"k-2"}"#)
+        .await;
+    match wt.lines.event().await {
+        ServerEvent::Error(error) => {
+            assert_eq!(error.code, ErrorCode::InvalidText);
+            assert_eq!(error.key.as_deref(), Some("k-2"));
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(
+        relay
+            .metric("relay_messages_published_total{via=\"webtransport\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_and_the_page_s_host_on_another_port_is_not() {
+    let relay = Relay::start_with(with_wt).await;
+    let refused = Wt::connect(&relay, "o", "", Some("https://evil.example")).await;
+    assert!(refused.is_err(), "a foreign origin opened a session");
+    eventually("the refusal to be counted", || async {
+        let n = relay
+            .metric("relay_rejected_total{reason=\"forbidden_origin\"}")
+            .await;
+        (n == Some(1.0)).then_some(())
+    })
+    .await;
+    // The page is served from the HTTP port; the session goes to the UDP one.
+    let mut page = Wt::connect(&relay, "o", "", Some(&relay.origin()))
+        .await
+        .expect("the page's own host is allowed");
+    assert!(matches!(page.lines.event().await, ServerEvent::Welcome(_)));
+}
+
+#[tokio::test]
+async fn a_bad_room_is_told_why_on_the_stream() {
+    let relay = Relay::start_with(with_wt).await;
+    let mut wt = Wt::connect(&relay, "no%20spaces", "", None)
+        .await
+        .expect("opens");
+    match wt.lines.event().await {
+        ServerEvent::Error(error) => assert_eq!(error.code, ErrorCode::InvalidRoom),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_resumes_from_after_and_epoch() {
+    let relay = Relay::start_with(with_wt).await;
+    for i in 1..=5 {
+        relay.post("re", "a", &format!("m{i}")).await;
+    }
+    let mut first = Wt::connect(&relay, "re", "limit=0", None)
+        .await
+        .expect("opens");
+    let (epoch, head) = first.lines.welcome().await;
+    assert_eq!(head, 5);
+    drop(first);
+    let mut resumed = Wt::connect(&relay, "re", &format!("after=2&epoch={epoch}"), None)
+        .await
+        .expect("opens");
+    assert_eq!(resumed.lines.welcome().await, (epoch, 5));
+    for id in 3..=5 {
+        assert_eq!(
+            resumed.lines.message().await.id,
+            id,
+            "exactly the missed ones"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_keeps_old_sessions_and_serves_new_ones() {
+    let relay = Relay::start_with(|c| {
+        with_wt(c);
+        c.wt_cert_validity = Duration::from_secs(3);
+    })
+    .await;
+    let before = transport_info(&relay)
+        .await
+        .webtransport
+        .expect("on")
+        .cert_hashes;
+    let mut old = Wt::connect(&relay, "cert", "", None).await.expect("opens");
+    old.lines.welcome().await;
+    // Renewed after two thirds of its validity: the advertised hash changes.
+    let after = eventually("the certificate to be renewed", || async {
+        let now = transport_info(&relay)
+            .await
+            .webtransport
+            .expect("on")
+            .cert_hashes;
+        (now != before).then_some(now)
+    })
+    .await;
+    assert_eq!(after.len(), 1);
+    let mut new = Wt::connect(&relay, "cert", "", None)
+        .await
+        .expect("a session with the new certificate");
+    new.lines.welcome().await;
+    let id = relay.post("cert", "a", "still here").await;
+    assert_eq!(
+        old.lines.message().await.id,
+        id,
+        "the old session still serves"
+    );
+    assert_eq!(new.lines.message().await.id, id);
+}
