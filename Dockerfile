@@ -48,12 +48,15 @@ COPY --from=artifacts /out/relay /relay
 COPY --from=artifacts /out/dist /dist
 # Every setting is a RELAY_* variable (see README); these make the image serve the page on
 # all of the container's interfaces, and /metrics on an internal port of its own (9100, not
-# exposed: publish it only to the monitoring network; the public port answers 404 for it).
+# exposed: publish it only to the monitoring network; the public port answers 404 for it),
+# and WebTransport on UDP 4433 (publish it as 4433/udp, straight to the container: HTTP
+# proxies cannot carry it; unset RELAY_WT_ADDR to turn it off).
 ENV RELAY_ADDR=0.0.0.0:3000 \
     RELAY_STATIC_DIR=/dist \
-    RELAY_METRICS_ADDR=0.0.0.0:9100
+    RELAY_METRICS_ADDR=0.0.0.0:9100 \
+    RELAY_WT_ADDR=0.0.0.0:4433
 USER 10001:10001
-EXPOSE 3000
+EXPOSE 3000 4433/udp
 # The relay drains its connections on SIGTERM within RELAY_SHUTDOWN_DEADLINE (10 s).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 \

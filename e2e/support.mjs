@@ -134,6 +134,8 @@ export const CONNECTED = {
   sse: 'connected via Server-Sent Events',
   longpoll: 'connected via Long polling',
   shortpoll: 'connected via Short polling',
+  stream: 'connected via HTTP streaming',
+  webtransport: 'connected via WebTransport',
 };
 
 /** Waits until the page is live on `transport` (not merely on some transport). */

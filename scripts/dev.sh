@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 cargo build --locked -p relay
 # The page's origin (:8080) differs from the relay's, and trunk's proxy forwards it: allow it
 # by configuration rather than switching the cross-site check off.
+# WebTransport on a local UDP port: the page asks /api/transport-info (proxied) for it.
+RELAY_WT_ADDR="${RELAY_WT_ADDR:-127.0.0.1:4433}" \
 RELAY_ALLOWED_ORIGINS="${RELAY_ALLOWED_ORIGINS:-http://127.0.0.1:8080}" ./target/debug/relay &
 relay=$!
 trap 'kill $relay 2>/dev/null' EXIT

@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 ./scripts/build-page.sh
+# WebTransport on a local UDP port (the page trusts its self-signed certificate by hash).
+export RELAY_WT_ADDR="${RELAY_WT_ADDR:-127.0.0.1:4433}"
 exec cargo run --release --locked -p relay

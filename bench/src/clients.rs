@@ -78,7 +78,16 @@ type Socket =
 pub enum Receiver {
     Ws(Box<Socket>),
     Sse(std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>),
-    Poll { after: u64, wait: u64 },
+    Poll {
+        after: u64,
+        wait: u64,
+    },
+    /// NDJSON lines: HTTP streaming's body, or a WebTransport stream (its session held here,
+    /// open until the receiver is dropped).
+    Lines {
+        chunks: crate::wt::Chunks,
+        _session: Option<crate::wt::Session>,
+    },
 }
 
 pub async fn open(
@@ -106,6 +115,31 @@ pub async fn open(
             );
             let response = http.get(url).send().await?.error_for_status()?;
             Ok(Receiver::Sse(Box::pin(response.bytes_stream())))
+        }
+        Transport::Stream => {
+            anyhow::ensure!(!server.peer, "the peer only speaks WebSocket");
+            let url = format!(
+                "{}{}?limit=0",
+                server.http,
+                Endpoint::Stream.path(&server.room)
+            );
+            let response = http.get(url).send().await?.error_for_status()?;
+            let chunks = response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(anyhow::Error::from));
+            Ok(Receiver::Lines {
+                chunks: Box::pin(chunks),
+                _session: None,
+            })
+        }
+        Transport::WebTransport => {
+            anyhow::ensure!(!server.peer, "the peer only speaks WebSocket");
+            let (session, chunks) =
+                crate::wt::open(http, &server.http, &server.room, "limit=0").await?;
+            Ok(Receiver::Lines {
+                chunks,
+                _session: Some(session),
+            })
         }
         Transport::Longpoll | Transport::Shortpoll => {
             anyhow::ensure!(!server.peer, "the peer only speaks WebSocket");
@@ -181,6 +215,27 @@ pub async fn receive(
                         window.record(&mut receipts, text);
                     }
                     used += end + 2;
+                }
+                buffer.drain(..used);
+            }
+        }
+        Receiver::Lines { mut chunks, .. } => {
+            let mut buffer: Vec<u8> = Vec::new();
+            loop {
+                let chunk = tokio::select! {
+                    biased;
+                    chunk = chunks.next() => chunk,
+                    _ = &mut deadline => break,
+                };
+                let Some(Ok(chunk)) = chunk else { break };
+                buffer.extend_from_slice(&chunk);
+                let mut used = 0;
+                while let Some(end) = buffer[used..].iter().position(|&b| b == b'\n') {
+                    let line = String::from_utf8_lossy(&buffer[used..used + end]);
+                    if let Some(text) = message_text(&line) {
+                        window.record(&mut receipts, text);
+                    }
+                    used += end + 1;
                 }
                 buffer.drain(..used);
             }

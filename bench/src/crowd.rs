@@ -352,6 +352,8 @@ impl Session<'_> {
             Transport::Sse => self.sse(http, cursor).await,
             Transport::Longpoll => self.poll(http, cursor, true).await,
             Transport::Shortpoll => self.poll(http, cursor, false).await,
+            Transport::Stream => self.stream(http, cursor).await,
+            Transport::WebTransport => self.webtransport(http, cursor).await,
         }
     }
 
@@ -473,6 +475,68 @@ impl Session<'_> {
                 if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
                     advice = advice.or(self.event(data, cursor, &mut live));
                 }
+            }
+        }
+        Ended {
+            advice_ms: advice,
+            live,
+        }
+    }
+
+    async fn stream(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
+        let url = format!(
+            "{}{}?name=c{}&{}",
+            self.url,
+            Endpoint::Stream.path(self.room),
+            self.index,
+            cursor.query()
+        );
+        let Ok(answer) = http.get(url).send().await else {
+            return Ended {
+                advice_ms: None,
+                live: false,
+            };
+        };
+        if !answer.status().is_success() {
+            let advice = match answer.json::<ServerEvent>().await {
+                Ok(ServerEvent::Error(ErrorBody { retry_after_ms, .. })) => retry_after_ms,
+                _ => None,
+            };
+            return self.refused(advice);
+        }
+        let chunks = answer
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(anyhow::Error::from));
+        self.lines(Box::pin(chunks), cursor).await
+    }
+
+    async fn webtransport(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
+        let query = format!("name=c{}&{}", self.index, cursor.query());
+        let Ok((_session, chunks)) = crate::wt::open(http, self.url, self.room, &query).await
+        else {
+            return Ended {
+                advice_ms: None,
+                live: false,
+            };
+        };
+        self.lines(chunks, cursor).await
+    }
+
+    /// Follows a stream of NDJSON events (HTTP streaming, WebTransport). A refusal arrives
+    /// as an `error` event before the welcome.
+    async fn lines(&self, mut chunks: crate::wt::Chunks, cursor: &mut Cursor) -> Ended {
+        let mut live = false;
+        let mut advice = None;
+        let mut buffer: Vec<u8> = Vec::new();
+        while let Some(Ok(chunk)) = chunks.next().await {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]);
+                if !live && let Ok(ServerEvent::Error(error)) = serde_json::from_str(&line) {
+                    return self.refused(error.retry_after_ms);
+                }
+                advice = advice.or(self.event(&line, cursor, &mut live));
             }
         }
         Ended {

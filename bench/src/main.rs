@@ -14,6 +14,7 @@ mod ramp;
 mod soak;
 mod stats;
 mod storm;
+mod wt;
 
 use std::time::Duration;
 

@@ -100,6 +100,7 @@ pub fn wt_url(base: &str, room: &str, member: Member<'_>, cursor: &Cursor) -> St
 
 /// Where the relay's WebTransport is, if it offers it (`None` too when the relay cannot be
 /// asked: the page then tries again on the next attempt).
+#[cfg(target_arch = "wasm32")]
 pub async fn transport_info() -> Option<TransportInfo> {
     let url = format!("{}{}", protocol::api::PREFIX, protocol::api::TRANSPORT_INFO);
     let answer = crate::fetch::get(&url, None).await.ok()?;

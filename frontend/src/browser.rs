@@ -19,11 +19,11 @@ fn window() -> web_sys::Window {
 pub fn webtransport_blocked() -> Option<&'static str> {
     let window = window();
     if !window.is_secure_context() {
-        return Some("needs a secure page (https, or localhost)");
+        return Some("needs https or localhost");
     }
     let present = js_sys::Reflect::has(&window, &JsValue::from_str("WebTransport"));
     if !present.unwrap_or(false) {
-        return Some("this browser does not support it");
+        return Some("not in this browser");
     }
     None
 }

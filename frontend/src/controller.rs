@@ -50,9 +50,7 @@ pub struct Ui {
     pub you: RwSignal<Option<String>>,
     /// "Ana is typing…" (`#typing`), or nothing.
     pub typing: RwSignal<String>,
-    /// Why WebTransport cannot be chosen (the browser, the page's origin, the relay), or
-    /// `None` when it can.
-    pub webtransport_unavailable: RwSignal<Option<&'static str>>,
+
     /// A row for every transport, made with the page (so the page's owner releases their
     /// signals) and listed in `stats` from its transport's first use on.
     rows: [StatsRow; Transport::ALL.len()],
@@ -73,9 +71,6 @@ impl Ui {
             count: RwSignal::new(0),
             you: RwSignal::new(None),
             typing: RwSignal::new(String::new()),
-            webtransport_unavailable: RwSignal::new(Some(
-                browser::webtransport_blocked().unwrap_or("asking the relay…"),
-            )),
             rows: Transport::ALL.map(StatsRow::new),
         }
     }

@@ -66,15 +66,21 @@ pub fn App() -> impl IntoView {
         on_cleanup(move || listener.remove());
     }
 
-    // Whether the relay offers WebTransport (and where): asked once for the toggle; each
-    // WebTransport attempt asks again, for the current certificate.
-    if browser::webtransport_blocked().is_none() {
+    // Whether WebTransport can be chosen: the browser and the page's origin decide at once,
+    // the relay when it answers (each WebTransport attempt asks it again, for the current
+    // certificate). The option is written directly, once, rather than through reactive
+    // attributes, which cost the page more bytes (it is at its budget: docs/BENCHMARKS.md).
+    let blocked = browser::webtransport_blocked();
+    let webtransport_option = NodeRef::<html::Option_>::new();
+    if blocked.is_none() {
         leptos::task::spawn_local(async move {
             let offered = crate::api::transport_info()
                 .await
                 .is_some_and(|info| info.webtransport.is_some());
-            ui.webtransport_unavailable
-                .set((!offered).then_some("this relay does not offer it"));
+            if let Some(option) = webtransport_option.get_untracked() {
+                let why = (!offered).then_some("not offered by this relay");
+                show_availability(&option, why);
+            }
         });
     }
 
@@ -164,21 +170,13 @@ pub fn App() -> impl IntoView {
                 <select id="transport" on:change=on_transport prop:value=move || ui.transport.get().as_str()>
                     {Transport::ALL
                         .into_iter()
-                        .map(|t| {
-                            // Only WebTransport can be unavailable; the option says why.
-                            let why = move || {
-                                (t == Transport::WebTransport)
-                                    .then(|| ui.webtransport_unavailable.get())
-                                    .flatten()
-                            };
-                            view! {
-                                <option value=t.as_str() disabled=move || why().is_some() title=why>
-                                    {t.label()}
-                                    {move || why().map(|why| format!(" (unavailable: {why})"))}
-                                </option>
-                            }
-                        })
+                        .filter(|&t| t != Transport::WebTransport)
+                        .map(|t| view! { <option value=t.as_str()>{t.label()}</option> })
                         .collect_view()}
+                    // Disabled until the relay says it offers it (or for good, with the reason).
+                    <option value=Transport::WebTransport.as_str() node_ref=webtransport_option disabled=true>
+                        {unavailable_label(Some(blocked.unwrap_or("checking…")))}
+                    </option>
                 </select>
                 <label for="poll-interval">"Short-poll interval (s)"</label>
                 <input id="poll-interval" type="number" min="0.1" max="60" step="0.1" value="1" on:change=on_interval/>
@@ -198,6 +196,21 @@ pub fn App() -> impl IntoView {
             <StatsPanel stats=ui.stats/>
         </main>
     }
+}
+
+/// The WebTransport option's text: its label, and why it cannot be chosen if it cannot.
+fn unavailable_label(why: Option<&str>) -> String {
+    let label = Transport::WebTransport.label();
+    match why {
+        Some(why) => format!("{label} (unavailable: {why})"),
+        None => label.to_owned(),
+    }
+}
+
+/// Enables the WebTransport option, or says why it stays disabled.
+fn show_availability(option: &web_sys::HtmlOptionElement, why: Option<&str>) {
+    option.set_disabled(why.is_some());
+    option.set_text_content(Some(&unavailable_label(why)));
 }
 
 /// Who is here: one line per member, its name and a badge per transport it uses. Keyed by

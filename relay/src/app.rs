@@ -58,7 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", public_metrics)
-        .fallback_service(page(&state.config.static_dir))
+        .fallback_service(page(
+            &state.config.static_dir,
+            state.webtransport.get().map(|advert| advert.port()),
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -147,11 +150,14 @@ fn admit(state: &AppState, peer: SocketAddr, request: &mut Request) -> Result<()
 /// The page's files; its document gets the policy that lets exactly its own scripts run.
 /// (A policy only governs documents: the scripts, wasm and style get the short one the gate
 /// gives every answer, rather than carrying the page's on every download.)
-fn page(dir: &Path) -> SetResponseHeader<ServeDir<ServeFile>, PagePolicy> {
+fn page(
+    dir: &Path,
+    webtransport: Option<u16>,
+) -> SetResponseHeader<ServeDir<ServeFile>, PagePolicy> {
     // Read once: the policy hashes the inline loader of the index.html being served. A
     // missing page (an API-only relay) allows no inline script at all.
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
-    let policy = HeaderValue::from_str(&headers::page_policy(&index))
+    let policy = HeaderValue::from_str(&headers::page_policy(&index, webtransport))
         .unwrap_or_else(|_| HeaderValue::from_static(headers::API_POLICY));
     SetResponseHeader::overriding(
         static_files(dir),

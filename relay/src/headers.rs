@@ -86,8 +86,11 @@ fn is_hashed(name: &str) -> bool {
     })
 }
 
-/// The page's policy, allowing exactly the inline scripts of `index_html`.
-pub fn page_policy(index_html: &str) -> String {
+/// The page's policy, allowing exactly the inline scripts of `index_html`, and connections to
+/// the relay's WebTransport port when it has one (`webtransport`). That port is on the host
+/// the page came from, which a static policy cannot name: any host, that port and `https`
+/// only (a WebTransport URL is `https://`).
+pub fn page_policy(index_html: &str, webtransport: Option<u16>) -> String {
     let hashes: String = inline_scripts(index_html)
         .map(|script| {
             let digest = Sha256::digest(script.as_bytes());
@@ -97,10 +100,13 @@ pub fn page_policy(index_html: &str) -> String {
             )
         })
         .collect();
+    let webtransport = webtransport
+        .map(|port| format!(" https://*:{port}"))
+        .unwrap_or_default();
     format!(
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{hashes}; \
-         style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+         style-src 'self'; img-src 'self' data:; connect-src 'self'{webtransport}; \
+         object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 }
 
@@ -135,7 +141,7 @@ mod tests {
                     <script src=\"/b.js\"></script><script>x()</script></head>";
         let scripts: Vec<&str> = inline_scripts(html).collect();
         assert_eq!(scripts, ["\nimport init from '/a.js';\n", "x()"]);
-        let policy = page_policy(html);
+        let policy = page_policy(html, None);
         // echo -n 'x()' | openssl dgst -sha256 -binary | base64
         assert!(
             policy.contains("'sha256-D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI='"),
@@ -144,6 +150,16 @@ mod tests {
         assert_eq!(policy.matches("'sha256-").count(), 2, "{policy}");
         assert!(policy.contains("frame-ancestors 'none'"));
         assert!(!policy.contains("unsafe-inline"));
+        assert!(policy.contains("connect-src 'self';"), "{policy}");
+    }
+
+    #[test]
+    fn the_page_may_connect_to_the_webtransport_port_when_there_is_one() {
+        let policy = page_policy("<html></html>", Some(4433));
+        assert!(
+            policy.contains("connect-src 'self' https://*:4433;"),
+            "{policy}"
+        );
     }
 
     #[test]
@@ -186,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_page_without_inline_scripts_allows_none() {
-        let policy = page_policy("<html></html>");
+        let policy = page_policy("<html></html>", None);
         assert!(!policy.contains("sha256"), "{policy}");
     }
 }

@@ -66,6 +66,11 @@ pub struct Advert {
 }
 
 impl Advert {
+    /// The endpoint's UDP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The info for a page that reached the relay as `host` (its `Host` header): the same host
     /// name, the endpoint's port.
     pub fn info(&self, host: Option<&str>) -> WebTransportInfo {

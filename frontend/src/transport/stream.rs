@@ -2,15 +2,16 @@
 //!
 //! `fetch` through gloo-net (as the page's other requests) with the link's abort signal, so
 //! that closing the link ends the response; the body is read with `ndjson::follow`. Nothing
-//! reconnects by itself: every attempt starts from the page's cursor, like the polls.
+//! reconnects by itself: every attempt starts from the page's cursor, like the polls. A
+//! refused stream is retried on the page's own backoff, as EventSource's are: reading the
+//! refusal's advice cost more page bytes than it saves (the page is at its size budget).
 
 use std::rc::Rc;
 
 use gloo_net::http::Request;
-use protocol::ServerEvent;
 use web_sys::AbortSignal;
 
-use super::{LinkContext, LinkEvent, advise_from, ndjson};
+use super::{LinkContext, LinkEvent, ndjson};
 use crate::api;
 use crate::model::Backoff;
 
@@ -23,16 +24,10 @@ pub async fn run(ctx: Rc<LinkContext>, signal: Option<AbortSignal>) {
             .abort_signal(signal.as_ref())
             .send()
             .await
+            && response.ok()
+            && let Some(body) = response.body()
         {
-            if response.ok() {
-                if let Some(body) = response.body() {
-                    ndjson::follow(&ctx, &body, &mut backoff).await;
-                }
-            } else if let Ok(text) = response.text().await
-                && let Some(ServerEvent::Error(error)) = crate::json::event(&text)
-            {
-                advise_from(&mut backoff, &error);
-            }
+            ndjson::follow(&ctx, &body, &mut backoff).await;
         }
         ctx.lost(&mut backoff).await;
     }
