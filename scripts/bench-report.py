@@ -20,6 +20,8 @@ LABELS = {
     ("relay", "sse"): "relay SSE",
     ("relay", "longpoll"): "relay long polling",
     ("relay", "shortpoll"): "relay short polling (1 s)",
+    ("relay", "stream"): "relay HTTP streaming",
+    ("relay", "webtransport"): "relay WebTransport",
     ("node-peer", "ws"): "Node tutorial server (ws)",
     ("floor", "ws"): "floor (one write per socket)",
 }
@@ -98,7 +100,7 @@ def main(results_path, page_size_path):
     out = []
     w = out.append
     w("# Benchmarks\n")
-    w("Our relay (four transports) against the tutorial's own server — Node.js, express + `ws`, "
+    w("Our relay (six transports) against the tutorial's own server — Node.js, express + `ws`, "
       "forwarding every message to every client — measured **in one run, on one machine**. "
       "Regenerate everything here (tables and chart) with `./scripts/bench.sh`.\n")
     w("## Method\n")
@@ -245,6 +247,19 @@ def main(results_path, page_size_path):
         lp, ws = cpu_at(load, "relay", "longpoll"), cpu_at(load, "relay", "ws")
         if lp and ws:
             rows.append((f"{load[0]} × {load[1]:.0f}: long polling ≤ 2× our WebSocket", f"{lp / ws:.2f}×", lp <= 2 * ws))
+    for load in (batch, single):
+        stream, sse = cpu_at(load, "relay", "stream"), cpu_at(load, "relay", "sse")
+        if stream and sse:
+            rows.append((f"{load[0]} × {load[1]:.0f}: HTTP streaming CPU per delivery ≤ 1.2× SSE's", f"{stream / sse:.2f}× ({stream:.2f} vs {sse:.2f} µs)", stream <= 1.2 * sse))
+    reported = []
+    for load in (batch, single):
+        wt, ws = cpu_at(load, "relay", "webtransport"), cpu_at(load, "relay", "ws")
+        if wt and ws:
+            reported.append((f"{load[0]} × {load[1]:.0f}: WebTransport CPU per delivery against our WebSocket", f"{wt / ws:.2f}× ({wt:.2f} vs {ws:.2f} µs)"))
+    for transport in ("stream", "webtransport"):
+        r = idle_of("relay", transport)
+        if r:
+            reported.append((f"RSS per idle {transport} connection at {r['connections']:,}", f"{r['bytes_per_connection'] / 1024:.1f} KiB"))
     for transport in ("ws", "sse"):
         p99 = p99_at(single, transport)
         cell = cells.get((single, ("relay", transport)))
@@ -262,6 +277,8 @@ def main(results_path, page_size_path):
     w("|---|---|---|")
     for name, measured, met in rows:
         w(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
+    for name, measured in reported:
+        w(f"| {name} | {measured} | reported (no target) |")
     w("")
     w("Where a target is missed, see *Analysis* below.\n")
     w("## Analysis\n")

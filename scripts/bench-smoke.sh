@@ -14,7 +14,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 
 relay_port=$(free_port)
-RELAY_ADDR="127.0.0.1:$relay_port" RUST_LOG=warn \
+RELAY_ADDR="127.0.0.1:$relay_port" RELAY_WT_ADDR=127.0.0.1:0 RUST_LOG=warn \
     target/debug/relay & pids+=($!)
 relay_pid=$!
 peer_port=$(free_port)
@@ -51,7 +51,7 @@ check() {
 }
 
 small=(--receivers 5 --senders 2 --rate 40 --duration 1 --warmup 0.5 --poll-interval-ms 200)
-for transport in ws sse longpoll shortpoll; do
+for transport in ws sse longpoll shortpoll stream webtransport; do
     $bench fanout --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --room "smoke-$transport" \
         --transport "$transport" "${small[@]}" | check
 done
@@ -70,6 +70,7 @@ RELAY_ADDR="127.0.0.1:$idle_port" RUST_LOG=warn target/debug/relay & pids+=($!)
 idle_pid=$!
 wait_for "http://127.0.0.1:$idle_port/healthz"
 $bench idle --url "http://127.0.0.1:$idle_port" --pid "$idle_pid" --transport sse --connections 50 --settle 0.5 | check
+$bench idle --url "http://127.0.0.1:$idle_port" --pid "$idle_pid" --transport stream --connections 50 --settle 0.5 | check
 $bench ramp --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --room smoke-ramp \
     --receivers 5 --rate 20 --factor 2 --max-steps 2 --duration 1 --warmup 0.5 --max-p99-ms 5000 | check
 # Two relays on one Redis: senders on one, receivers on the other.

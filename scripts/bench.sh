@@ -31,7 +31,7 @@ fi
 # A fresh server for each measurement, so that no run inherits another's rooms or memory.
 start_relay() {
     relay_port=$(free_port)
-    RELAY_ADDR="127.0.0.1:$relay_port" \
+    RELAY_ADDR="127.0.0.1:$relay_port" RELAY_WT_ADDR=127.0.0.1:0 \
     RELAY_MAX_CONNECTIONS=30000 RUST_LOG=warn target/release/relay & relay_pid=$!
     pids+=("$relay_pid")
     wait_for "http://127.0.0.1:$relay_port/healthz"
@@ -78,7 +78,7 @@ for rep in $(seq "$repeats"); do
         start_peer
         run fanout "${target[@]}" "${fixed[@]}"
         stop
-        for transport in ws sse longpoll shortpoll; do
+        for transport in ws sse longpoll shortpoll stream webtransport; do
             start_relay
             run fanout "${target[@]}" --transport "$transport" "${fixed[@]}"
             stop
@@ -87,7 +87,7 @@ for rep in $(seq "$repeats"); do
 done
 
 echo "== ramps (100 receivers, p99 ≤ 100 ms)" >&2
-for transport in ws sse longpoll; do
+for transport in ws sse longpoll stream webtransport; do
     start_relay
     run ramp "${target[@]}" --transport "$transport" --receivers 100 --rate 200 --factor 1.5 \
         --receiver-threads 2 --max-steps 12 --max-p99-ms 100 --duration "$ramp_duration" --warmup 1
@@ -102,7 +102,7 @@ for start in start_peer start_floor; do
 done
 
 echo "== idle connections ($idle)" >&2
-for transport in ws sse longpoll; do
+for transport in ws sse longpoll stream webtransport; do
     start_relay
     run idle "${target[@]}" --transport "$transport" --connections "$idle" --settle 3
     stop
