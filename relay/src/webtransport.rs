@@ -28,6 +28,7 @@ use wtransport::config::QuicTransportConfig;
 use wtransport::quinn::VarInt as QuicVarInt;
 use wtransport::{Endpoint, Identity, ServerConfig};
 
+use crate::client::ClientKey;
 use crate::config::Config;
 use crate::state::AppState;
 use crate::sync::{read, write};
@@ -136,19 +137,32 @@ pub async fn start(
 }
 
 /// Accepts connections; after `shutdown`, refuses new ones (open sessions end in the drain).
+/// Each connection counts against its address's `RELAY_MAX_CONNECTIONS_PER_CLIENT` from
+/// before its handshake, so that one address cannot hold every handshake slot.
 async fn accept(endpoint: Arc<Server>, state: AppState, shutdown: CancellationToken) {
     loop {
         let incoming = endpoint.accept().await;
-        if shutdown.is_cancelled() || endpoint.open_connections() > state.config.max_connections {
+        if shutdown.is_cancelled() || endpoint.open_connections() >= state.config.max_connections {
             state
                 .metrics
                 .rejected(crate::metrics::reason::WEBTRANSPORT_FULL);
             incoming.refuse();
             continue;
         }
-        state
-            .sessions
-            .spawn(crate::transport::wt::session(state.clone(), incoming));
+        let client = ClientKey::of(incoming.remote_address().ip());
+        let Some(handshake) = state.budgets.open_connection(client) else {
+            state
+                .metrics
+                .rejected(protocol::ErrorCode::TooManyConnections.as_str());
+            incoming.refuse();
+            continue;
+        };
+        state.sessions.spawn(crate::transport::wt::session(
+            state.clone(),
+            incoming,
+            client,
+            handshake,
+        ));
     }
 }
 

@@ -29,6 +29,7 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::inbound::Inbound;
 use super::{OpenStream, WRITE_BATCH, check_stream, heartbeat, next_signal};
+use crate::budget::ClientConnection;
 use crate::bus::{Delivery, Framing};
 use crate::client::ClientKey;
 use crate::drain::Closing;
@@ -53,14 +54,25 @@ pub async fn info(State(state): State<AppState>, headers: HeaderMap) -> Json<Tra
 }
 
 /// Serves one incoming QUIC connection: its session request, then its session.
-pub async fn session(state: AppState, incoming: IncomingSession) {
+/// `handshake` holds the client's connection place until the session is admitted in its own
+/// right (a refused session keeps a place while it is told why).
+pub async fn session(
+    state: AppState,
+    incoming: IncomingSession,
+    client: ClientKey,
+    handshake: ClientConnection,
+) {
     let limit = state.config.header_timeout;
     let Ok(Ok(request)) = timeout(limit, incoming).await else {
         return;
     };
     let peer = request.remote_address();
-    let client = ClientKey::of(peer.ip());
+    // Given back first: admission takes the place again, as for every stream.
+    drop(handshake);
     let opened = open(&state, &request, peer, client).await;
+    let _refused = opened
+        .is_err()
+        .then(|| state.budgets.open_connection(client));
     if let Err(err) = &opened {
         state.metrics.rejected(err.code.as_str());
         if err.code == ErrorCode::ForbiddenOrigin {

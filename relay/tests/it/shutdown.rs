@@ -26,8 +26,18 @@ fn advice(json: &str) -> u64 {
 
 #[tokio::test]
 async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
-    let (mut process, addr) =
-        Process::spawn(&["--shutdown-deadline", "5s", "--drain-window", "1s"], &[]).await;
+    let (mut process, addr) = Process::spawn(
+        &[
+            "--shutdown-deadline",
+            "5s",
+            "--drain-window",
+            "1s",
+            "--wt-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+    .await;
     let relay = Client::new(addr);
     let mut ws = Ws::connect(&relay.ws_url("bye", "")).await;
     ws.welcome().await;
@@ -35,6 +45,14 @@ async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
         .await
         .expect("SSE opens");
     sse.welcome().await;
+    let (mut stream, _) = Ndjson::connect(&relay.stream_url("bye", ""), &[])
+        .await
+        .expect("the HTTP stream opens");
+    stream.welcome().await;
+    let mut session = Wt::connect(&relay, "bye", "", None)
+        .await
+        .expect("the WebTransport session opens");
+    session.lines.welcome().await;
     let long_poll =
         tokio::spawn(async move { Client::new(addr).poll("bye", "after=0&wait=25").await });
     // Every client is live: a message reaches each, and answers the first long poll.
@@ -44,6 +62,8 @@ async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
     relay.post("bye", "a", "before").await;
     assert_eq!(ws.message().await.text, "before");
     assert_eq!(sse.message().await.text, "before");
+    assert_eq!(stream.message().await.text, "before");
+    assert_eq!(session.lines.message().await.text, "before");
     let first = within("the first long poll", long_poll)
         .await
         .expect("poll");
@@ -77,6 +97,22 @@ async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
     );
     assert!(told.retry_after_ms <= 1000);
     assert_eq!(sse.next().await, None, "then the SSE stream ends cleanly");
+    for (transport, lines) in [
+        ("stream", &mut stream),
+        ("webtransport", &mut session.lines),
+    ] {
+        match lines.event().await {
+            protocol::ServerEvent::Reconnect(told) => {
+                assert!(told.retry_after_ms <= 1000, "{transport}: {told:?}")
+            }
+            other => panic!("{transport}: a reconnect line before the end, not {other:?}"),
+        }
+        assert_eq!(
+            lines.next().await,
+            None,
+            "then the {transport} stream ends cleanly"
+        );
+    }
     let answer = within("the long poll to be answered", long_poll)
         .await
         .expect("long poll answered with 200");

@@ -159,3 +159,36 @@ async fn a_renewed_certificate_keeps_old_sessions_and_serves_new_ones() {
     );
     assert_eq!(new.lines.message().await.id, id);
 }
+
+#[tokio::test]
+async fn one_address_gets_its_connection_budget_and_no_more_over_webtransport() {
+    let relay = Relay::start_with(|c| {
+        with_wt(c);
+        c.max_connections_per_client = 1;
+    })
+    .await;
+    let mut first = Wt::connect(&relay, "budget", "", None)
+        .await
+        .expect("opens");
+    first.lines.welcome().await;
+    // Refused before its handshake, or told why on its stream: either way, no session.
+    match Wt::connect(&relay, "budget", "", None).await {
+        Err(_) => {}
+        Ok(mut second) => match second.lines.event().await {
+            ServerEvent::Error(error) => assert_eq!(error.code, ErrorCode::TooManyConnections),
+            other => panic!("a second session from the same address: {other:?}"),
+        },
+    }
+    // The first is untouched, and its place is given back when it goes.
+    let id = relay.post("budget", "a", "still").await;
+    assert_eq!(first.lines.message().await.id, id);
+    drop(first);
+    eventually("the place to be given back", || async {
+        let mut again = Wt::connect(&relay, "budget", "", None).await.ok()?;
+        match again.lines.event().await {
+            ServerEvent::Welcome(_) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
