@@ -365,6 +365,13 @@ impl Config {
                 return Err(InvalidSetting::new(variable, flag, "must be at least 1ms"));
             }
         }
+        if self.wt_cert_validity < Duration::from_secs(1) {
+            return Err(InvalidSetting::new(
+                "RELAY_WT_CERT_VALIDITY",
+                "--wt-cert-validity",
+                "must be at least 1s (it is renewed after two thirds of it)",
+            ));
+        }
         if self.wt_cert_validity > crate::webtransport::MAX_SELF_SIGNED_VALIDITY {
             return Err(InvalidSetting::new(
                 "RELAY_WT_CERT_VALIDITY",

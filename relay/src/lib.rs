@@ -195,9 +195,11 @@ pub async fn serve(
         config.log_summary,
         shutdown.clone(),
     ));
+    let mut webtransport = None;
     if let Some(addr) = config.wt_addr {
         let advert = webtransport::start(addr, state.clone(), shutdown.clone()).await?;
-        let _ = state.webtransport.set(advert);
+        let _ = state.webtransport.set(advert.clone());
+        webtransport = Some(advert);
     }
     let sessions = state.sessions.clone();
     let metrics = state.metrics.clone();
@@ -213,6 +215,11 @@ pub async fn serve(
         server.await;
         sessions.close();
         sessions.wait().await;
+        // Every WebTransport session has ended (it is one of the sessions): close the
+        // endpoint, so that its close packets go out before the process ends.
+        if let Some(webtransport) = &webtransport {
+            webtransport.close().await;
+        }
         Ok(())
     };
     tokio::select! {

@@ -59,20 +59,32 @@ impl OriginPolicy {
 
 impl OriginPolicy {
     /// The same rule for a WebTransport session, whose `authority` is the relay's UDP
-    /// endpoint: another port of the host that served the page. So "same origin" here is the
-    /// same host name, any port — the host the operator runs the relay on.
+    /// endpoint, never the page's origin. Same origin here is the page's origin as the relay
+    /// serves it: the session's host name, on the relay's HTTP port (`http_port`) or on the
+    /// scheme's default port (the relay behind a proxy on 80 or 443). Another port of the
+    /// same host is another site, refused unless listed in `RELAY_ALLOWED_ORIGINS`.
     pub fn check_webtransport(
         &self,
         origin: Option<&str>,
         authority: &str,
+        http_port: u16,
     ) -> Result<(), ApiError> {
         let Some(origin) = origin else {
             return Ok(());
         };
         let origin = normalise(origin);
-        let same_host = authority_host(&origin)
-            .is_some_and(|host| host == authority_host_of(&authority.to_ascii_lowercase()));
-        if same_host || self.allowed.contains(&origin) {
+        let session_host = split_port(&authority.to_ascii_lowercase()).0.to_owned();
+        let same_site = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            let (host, port) = split_port(rest);
+            let default = match scheme {
+                "http" => 80,
+                "https" => 443,
+                _ => return false,
+            };
+            let port = port.unwrap_or(default);
+            host == session_host && !rest.contains('/') && (port == http_port || port == default)
+        });
+        if same_site || self.allowed.contains(&origin) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -85,23 +97,22 @@ impl OriginPolicy {
     }
 }
 
-/// The host name of an origin, without its port.
-fn authority_host(origin: &str) -> Option<String> {
-    authority(origin).map(authority_host_of)
-}
-
-/// `host[:port]` → `host` (`[::1]:4433` → `[::1]`).
-fn authority_host_of(authority: &str) -> String {
-    let host = if authority.starts_with('[') {
-        authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end])
-    } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host)
+/// `host[:port]` → (`host`, port): `[::1]:4433` → (`[::1]`, 4433).
+fn split_port(authority: &str) -> (&str, Option<u16>) {
+    let (host, rest) = match authority.strip_prefix('[') {
+        Some(_) => match authority.find(']') {
+            Some(end) => authority.split_at(end + 1),
+            None => return (authority, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => return (host, port.parse().ok()),
+            None => return (authority, None),
+        },
     };
-    host.to_owned()
+    (
+        host,
+        rest.strip_prefix(':').and_then(|port| port.parse().ok()),
+    )
 }
 
 fn normalise(origin: &str) -> String {
@@ -184,6 +195,40 @@ mod tests {
             policy
                 .check(&headers(Some("relay:3000"), "relay:3000"))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_webtransport_session_is_same_origin_with_the_page_the_relay_serves() {
+        let policy = OriginPolicy::new(["http://dev.example:8080"]);
+        let check = |origin| policy.check_webtransport(Some(origin), "127.0.0.1:4433", 3000);
+        assert!(
+            check("http://127.0.0.1:3000").is_ok(),
+            "the relay's own page"
+        );
+        assert!(check("https://127.0.0.1").is_ok(), "behind a proxy on 443");
+        assert!(check("http://127.0.0.1").is_ok(), "behind a proxy on 80");
+        assert!(
+            check("http://127.0.0.1:8080").is_err(),
+            "another port of the host"
+        );
+        assert!(check("https://evil.example").is_err());
+        assert!(check("null").is_err());
+        assert!(
+            policy
+                .check_webtransport(Some("http://dev.example:8080"), "127.0.0.1:4433", 3000)
+                .is_ok(),
+            "listed"
+        );
+        assert!(
+            policy
+                .check_webtransport(None, "127.0.0.1:4433", 3000)
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_webtransport(Some("http://[::1]:3000"), "[::1]:4433", 3000)
+                .is_ok()
         );
     }
 }

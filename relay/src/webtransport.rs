@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use wtransport::config::QuicTransportConfig;
 use wtransport::quinn::VarInt as QuicVarInt;
-use wtransport::{Endpoint, Identity, ServerConfig};
+use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 
 use crate::client::ClientKey;
 use crate::config::Config;
@@ -54,19 +54,36 @@ const RECEIVE_WINDOW: u32 = 256 * 1024;
 /// Bytes the relay keeps queued for one connection: past this, writes wait, and a reader
 /// that takes nothing for `RELAY_SEND_TIMEOUT` is let go.
 const SEND_WINDOW: u64 = 256 * 1024;
+/// Datagrams a client may have queued at the relay: the relay reads none, and QUIC datagrams
+/// have no flow control, so quinn's default (1.25 MB per connection) would be memory any
+/// client could fill. Kept (not disabled) because browsers expect HTTP/3 datagram support.
+const DATAGRAM_BUFFER: usize = 2 * 1024;
+/// How long a stopping relay waits for its QUIC close packets to go out.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// QUIC keep-alive, so that NATs keep an idle session's mapping.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What pages are told about the endpoint: its port, and the hash of the certificate when it
 /// is self-signed. Shared with `/api/transport-info`.
-#[derive(Debug)]
 pub struct Advert {
     port: u16,
-    /// Lowercase hex SHA-256 of the current self-signed certificate; empty for a trusted one.
+    /// Lowercase hex SHA-256 of the self-signed certificates a handshake may meet (the
+    /// current one, and the one before it around a renewal); empty for a trusted one.
     hashes: RwLock<Vec<String>>,
+    endpoint: Arc<Server>,
+    /// Stops the accept loop, before the endpoint is closed.
+    stop: CancellationToken,
 }
 
 impl Advert {
+    /// Closes the endpoint once the sessions are done (the relay is stopping): the accept
+    /// loop stops, then the close goes out, within a bound.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.endpoint.close(VarInt::from_u32(0), b"relay stopped");
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await;
+    }
+
     /// The endpoint's UDP port.
     pub fn port(&self) -> u16 {
         self.port
@@ -113,6 +130,8 @@ pub async fn start(
     };
     let endpoint = Endpoint::server(server_config(addr, &config, &identity))?;
     let bound = endpoint.local_addr()?;
+    let endpoint = Arc::new(endpoint);
+    let stop = CancellationToken::new();
     let advert = Arc::new(Advert {
         port: bound.port(),
         hashes: RwLock::new(if self_signed {
@@ -120,28 +139,38 @@ pub async fn start(
         } else {
             Vec::new()
         }),
+        endpoint: endpoint.clone(),
+        stop: stop.clone(),
     });
     tracing::info!(addr = %bound, self_signed, "webtransport listening");
-    let endpoint = Arc::new(endpoint);
     if self_signed {
         tokio::spawn(renew(
             endpoint.clone(),
             addr,
             state.clone(),
             advert.clone(),
-            shutdown.clone(),
+            stop.clone(),
         ));
     }
-    tokio::spawn(accept(endpoint, state, shutdown));
+    tokio::spawn(accept(endpoint, state, shutdown, stop));
     Ok(advert)
 }
 
 /// Accepts connections; after `shutdown`, refuses new ones (open sessions end in the drain).
 /// Each connection counts against its address's `RELAY_MAX_CONNECTIONS_PER_CLIENT` from
 /// before its handshake, so that one address cannot hold every handshake slot.
-async fn accept(endpoint: Arc<Server>, state: AppState, shutdown: CancellationToken) {
+async fn accept(
+    endpoint: Arc<Server>,
+    state: AppState,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
     loop {
-        let incoming = endpoint.accept().await;
+        // Stops before the endpoint closes (`accept` on a closed endpoint panics).
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = stop.cancelled() => return,
+        };
         if shutdown.is_cancelled() || endpoint.open_connections() >= state.config.max_connections {
             state
                 .metrics
@@ -167,31 +196,42 @@ async fn accept(endpoint: Arc<Server>, state: AppState, shutdown: CancellationTo
 }
 
 /// Replaces the self-signed certificate after two thirds of its validity, for as long as the
-/// relay runs.
+/// relay runs. The new hash is advertised (beside the old one) before the endpoint presents
+/// the new certificate, so that a page that asks in between trusts either.
 async fn renew(
     endpoint: Arc<Server>,
     addr: SocketAddr,
     state: AppState,
     advert: Arc<Advert>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let validity = state.config.wt_cert_validity;
+    let mut wait = validity * 2 / 3;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(validity * 2 / 3) => {}
-            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
         }
         let renewed = self_signed(validity).and_then(|identity| {
-            endpoint.reload_config(server_config(addr, &state.config, &identity), false)?;
-            Ok(identity)
+            let new = hash(&identity);
+            {
+                let mut hashes = write(&advert.hashes);
+                let old = hashes.first().cloned();
+                *hashes = std::iter::once(new).chain(old).collect();
+            }
+            endpoint.reload_config(server_config(addr, &state.config, &identity), false)
         });
         match renewed {
-            Ok(identity) => {
-                *write(&advert.hashes) = vec![hash(&identity)];
+            Ok(()) => {
                 tracing::info!("webtransport certificate renewed");
+                wait = validity * 2 / 3;
             }
-            // The old certificate serves until it expires; the next attempt is a third later.
-            Err(err) => tracing::error!(%err, "cannot renew the webtransport certificate"),
+            // The old certificate serves until it expires; try again a tenth of its validity
+            // later (the remaining third leaves room for three more tries).
+            Err(err) => {
+                tracing::error!(%err, "cannot renew the webtransport certificate");
+                wait = validity / 10;
+            }
         }
     }
 }
@@ -229,6 +269,7 @@ fn server_config(addr: SocketAddr, config: &Config, identity: &Identity) -> Serv
         .stream_receive_window(QuicVarInt::from_u32(STREAM_RECEIVE_WINDOW))
         .receive_window(QuicVarInt::from_u32(RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(config.idle_timeout.try_into().ok());
     ServerConfig::builder()

@@ -76,11 +76,12 @@ pub async fn session(
     if let Err(err) = &opened {
         state.metrics.rejected(err.code.as_str());
         if err.code == ErrorCode::ForbiddenOrigin {
-            request.forbidden().await;
+            // The answer goes out on a stream whose credit the client grants: bounded.
+            let _ = timeout(limit, request.forbidden()).await;
             return;
         }
     }
-    let Ok(connection) = request.accept().await else {
+    let Ok(Ok(connection)) = timeout(limit, request.accept()).await else {
         return;
     };
     let Ok(Ok((send, recv))) = timeout(limit, connection.accept_bi()).await else {
@@ -110,7 +111,8 @@ pub async fn session(
             if let Some(refusal) = super::ws::close::refusal(code) {
                 session.stream.conn.metrics.rejected(refusal);
             }
-            connection.close(VarInt::from_u32(code.into()), why.as_bytes());
+            // What was written (the error that says why) goes out first, within a bound.
+            finish(&connection, session.send, code, why).await;
         }
         End::Gone => {}
     }
@@ -131,9 +133,24 @@ async fn open(
         .and_then(|path| path.strip_prefix("/rooms/"))
         .and_then(|path| path.strip_suffix(&format!("/{}", wt_name())))
         .ok_or_else(not_found)?;
+    // The gate every HTTP request passes: the host it names (DNS rebinding), and the
+    // client's request budget (a session opened and closed in a loop spends it).
+    if !state.hosts.allows(request.authority()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidHost,
+            "this host name is not served here (RELAY_ALLOWED_HOSTS)",
+        ));
+    }
     state
-        .origins
-        .check_webtransport(request.origin(), request.authority())?;
+        .budgets
+        .requests
+        .take(client, std::time::Instant::now())
+        .map_err(ApiError::rate_limited)?;
+    state.origins.check_webtransport(
+        request.origin(),
+        request.authority(),
+        state.config.addr.port(),
+    )?;
     check_stream(state, room, &HeaderMap::new(), Query::try_from_uri(&uri))?
         .open(state, Transport::WebTransport, peer, client, None)
         .await
@@ -248,11 +265,13 @@ impl Session {
             return self.too_big().await;
         }
         let Ok(text) = std::str::from_utf8(line) else {
-            let refusal = ApiError::new(ErrorCode::InvalidText, "a line is not valid UTF-8");
-            self.stream.conn.metrics.rejected(refusal.code.as_str());
-            return self
+            // Not the protocol at all: said once, then the session closes (answering every
+            // such line would let a few bytes in buy many out).
+            let refusal = ApiError::new(ErrorCode::BadRequest, "a line is not valid UTF-8");
+            let _ = self
                 .write(Bytes::from(event::ndjson(&refusal.event())))
                 .await;
+            return Err(End::Close(close::UNSUPPORTED, "lines must be UTF-8 JSON"));
         };
         if text.trim().is_empty() {
             return Ok(());

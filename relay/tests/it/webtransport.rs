@@ -67,7 +67,7 @@ async fn a_session_follows_the_room_and_publishes_with_acks_and_errors() {
 }
 
 #[tokio::test]
-async fn a_foreign_origin_is_refused_and_the_page_s_host_on_another_port_is_not() {
+async fn a_foreign_origin_or_another_port_is_refused_and_the_page_s_own_origin_is_not() {
     let relay = Relay::start_with(with_wt).await;
     let refused = Wt::connect(&relay, "o", "", Some("https://evil.example")).await;
     assert!(refused.is_err(), "a foreign origin opened a session");
@@ -78,11 +78,17 @@ async fn a_foreign_origin_is_refused_and_the_page_s_host_on_another_port_is_not(
         (n == Some(1.0)).then_some(())
     })
     .await;
-    // The page is served from the HTTP port; the session goes to the UDP one.
+    // The page is served from the HTTP port; the session goes to the UDP one: allowed.
     let mut page = Wt::connect(&relay, "o", "", Some(&relay.origin()))
         .await
         .expect("the page's own host is allowed");
     assert!(matches!(page.lines.event().await, ServerEvent::Welcome(_)));
+    // Another port of the same host is another site.
+    let other_port = Wt::connect(&relay, "o", "", Some("http://127.0.0.1:1")).await;
+    assert!(
+        other_port.is_err(),
+        "another port of the host opened a session"
+    );
 }
 
 #[tokio::test]
@@ -126,7 +132,8 @@ async fn a_session_resumes_from_after_and_epoch() {
 async fn a_renewed_certificate_keeps_old_sessions_and_serves_new_ones() {
     let relay = Relay::start_with(|c| {
         with_wt(c);
-        c.wt_cert_validity = Duration::from_secs(3);
+        // Renewed after 4 s, and again after 8 s: the new session has 4 s to connect.
+        c.wt_cert_validity = Duration::from_secs(6);
     })
     .await;
     let before = transport_info(&relay)
@@ -146,7 +153,9 @@ async fn a_renewed_certificate_keeps_old_sessions_and_serves_new_ones() {
         (now != before).then_some(now)
     })
     .await;
-    assert_eq!(after.len(), 1);
+    // The new one first; the old one still listed, for a page that asked just before.
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[1], before[0]);
     let mut new = Wt::connect(&relay, "cert", "", None)
         .await
         .expect("a session with the new certificate");
@@ -189,6 +198,72 @@ async fn one_address_gets_its_connection_budget_and_no_more_over_webtransport() 
             ServerEvent::Welcome(_) => Some(()),
             _ => None,
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_that_stops_reading_is_closed_after_the_send_timeout() {
+    let relay = Relay::start_with(|c| {
+        with_wt(c);
+        c.send_timeout = Duration::from_millis(300);
+        c.history = 100_000;
+        c.history_bytes = 1 << 30;
+    })
+    .await;
+    // Never read: QUIC's flow control (the client's window, then the relay's send window)
+    // fills, and the relay's writes wait.
+    let _stalled = Wt::connect(&relay, "slow", "", None).await.expect("opens");
+    let mut published = 0;
+    within_long("the relay to let the stalled session go", async {
+        loop {
+            for _ in 0..20 {
+                published += 1;
+                relay
+                    .post(
+                        "slow",
+                        "flood",
+                        &format!("{published} {}", "p".repeat(4000)),
+                    )
+                    .await;
+            }
+            let slow = relay
+                .metric("relay_rejected_total{reason=\"slow_consumer\"}")
+                .await;
+            if slow == Some(1.0) {
+                break;
+            }
+        }
+    })
+    .await;
+    eventually("the stalled session's slot to be released", || async {
+        let open = relay
+            .metric("relay_connections{transport=\"webtransport\"}")
+            .await;
+        (open == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_endless_line_is_refused_and_closes_the_session() {
+    let relay = Relay::start_with(|c| {
+        with_wt(c);
+        c.max_frame_bytes = 1024;
+    })
+    .await;
+    let mut wt = Wt::connect(&relay, "long", "", None).await.expect("opens");
+    wt.lines.welcome().await;
+    wt.send_bytes(&vec![b'x'; 2048]).await;
+    match wt.lines.event().await {
+        ServerEvent::Error(error) => assert_eq!(error.code, ErrorCode::PayloadTooLarge),
+        other => panic!("expected payload_too_large, got {other:?}"),
+    }
+    eventually("the session to be released", || async {
+        let open = relay
+            .metric("relay_connections{transport=\"webtransport\"}")
+            .await;
+        (open == Some(0.0)).then_some(())
     })
     .await;
 }

@@ -92,6 +92,13 @@ impl Wt {
         })
     }
 
+    /// Writes bytes as they are (no line end added).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        within("bytes to be written", self.send.write_all(bytes))
+            .await
+            .expect("the bytes are written");
+    }
+
     /// Writes one line (a send frame).
     pub async fn send_line(&mut self, line: &str) {
         let mut bytes = line.as_bytes().to_vec();
