@@ -5,6 +5,10 @@
 //! `RELAY_MAX_TEXT_BYTES` / `RELAY_MAX_NAME_CHARS`, and the relay's answer is then the
 //! authority (the page shows its error).
 
+/// The longest validity browsers accept for a self-signed certificate they are told to trust
+/// by its hash (WebTransport's `serverCertificateHashes`): 14 days.
+pub const MAX_HASHED_CERT_VALIDITY_SECS: u64 = 14 * 24 * 3600;
+
 /// Longest room name, in bytes. Room names appear in URLs, logs and Redis keys, so they are
 /// kept short and free of characters that need escaping anywhere.
 pub const MAX_ROOM_LEN: usize = 64;

@@ -372,7 +372,7 @@ impl Config {
                 "must be at least 1s (it is renewed after two thirds of it)",
             ));
         }
-        if self.wt_cert_validity > crate::webtransport::MAX_SELF_SIGNED_VALIDITY {
+        if self.wt_cert_validity > Duration::from_secs(limits::MAX_HASHED_CERT_VALIDITY_SECS) {
             return Err(InvalidSetting::new(
                 "RELAY_WT_CERT_VALIDITY",
                 "--wt-cert-validity",

@@ -38,7 +38,8 @@
 //! - `state`: the handle every handler gets, and admission of long-lived connections.
 //! - `transport`: one module per way of following a room (`ws`, `sse`, `poll`, which also
 //!   holds `POST` publishing), sharing one stream handshake (`transport::check_stream` and `StreamRequest::open`).
-//! - `webtransport`: the UDP endpoint for WebTransport sessions, and its certificate.
+//! - `webtransport`: the UDP endpoint for WebTransport sessions, and its certificate;
+//!   `advert`: what pages are told about it, held in the state.
 //! - `app`: the router, the health endpoints, and the gate every request passes (host check,
 //!   client and request rate, refusal counts, security headers).
 //! - this file: building the bus and [`serve`].
@@ -67,6 +68,7 @@ pub mod logging;
 pub mod shutdown;
 
 mod admission;
+mod advert;
 mod app;
 mod budget;
 mod bus;

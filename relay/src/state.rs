@@ -82,7 +82,7 @@ pub struct Shared {
     pub sessions: TaskTracker,
     /// The WebTransport endpoint, once bound (never, without `RELAY_WT_ADDR`): what
     /// `/api/transport-info` tells pages.
-    pub webtransport: OnceLock<Arc<crate::webtransport::Advert>>,
+    pub webtransport: OnceLock<Arc<crate::advert::Advert>>,
 }
 
 impl AppState {

@@ -18,25 +18,20 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::WebTransportInfo;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use wtransport::config::QuicTransportConfig;
 use wtransport::quinn::VarInt as QuicVarInt;
-use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
+use wtransport::{Endpoint, Identity, ServerConfig};
 
 use crate::client::ClientKey;
 use crate::config::Config;
 use crate::state::AppState;
-use crate::sync::{read, write};
 
-type Server = Endpoint<wtransport::endpoint::endpoint_side::Server>;
-
-/// The longest validity browsers accept for a self-signed certificate given by hash.
-pub const MAX_SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
+use crate::advert::{Advert, Server};
 
 /// Names the self-signed certificate is made for. A browser that trusts it by hash does not
 /// check them; other clients may.
@@ -58,58 +53,8 @@ const SEND_WINDOW: u64 = 256 * 1024;
 /// have no flow control, so quinn's default (1.25 MB per connection) would be memory any
 /// client could fill. Kept (not disabled) because browsers expect HTTP/3 datagram support.
 const DATAGRAM_BUFFER: usize = 2 * 1024;
-/// How long a stopping relay waits for its QUIC close packets to go out.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// QUIC keep-alive, so that NATs keep an idle session's mapping.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// What pages are told about the endpoint: its port, and the hash of the certificate when it
-/// is self-signed. Shared with `/api/transport-info`.
-pub struct Advert {
-    port: u16,
-    /// Lowercase hex SHA-256 of the self-signed certificates a handshake may meet (the
-    /// current one, and the one before it around a renewal); empty for a trusted one.
-    hashes: RwLock<Vec<String>>,
-    endpoint: Arc<Server>,
-    /// Stops the accept loop, before the endpoint is closed.
-    stop: CancellationToken,
-}
-
-impl Advert {
-    /// Closes the endpoint once the sessions are done (the relay is stopping): the accept
-    /// loop stops, then the close goes out, within a bound.
-    pub async fn close(&self) {
-        self.stop.cancel();
-        self.endpoint.close(VarInt::from_u32(0), b"relay stopped");
-        let _ = tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await;
-    }
-
-    /// The endpoint's UDP port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The info for a page that reached the relay as `host` (its `Host` header): the same host
-    /// name, the endpoint's port.
-    pub fn info(&self, host: Option<&str>) -> WebTransportInfo {
-        let host = host.map(host_name).unwrap_or("127.0.0.1");
-        WebTransportInfo {
-            url: format!("https://{host}:{}", self.port),
-            cert_hashes: read(&self.hashes).clone(),
-        }
-    }
-}
-
-/// The host part of a `Host` header (`[::1]:3000` → `[::1]`, `example.org:80` → `example.org`).
-fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
 
 /// Binds the endpoint and starts serving it: accepting sessions until `shutdown`, and (for a
 /// self-signed certificate) renewing the certificate.
@@ -132,16 +77,17 @@ pub async fn start(
     let bound = endpoint.local_addr()?;
     let endpoint = Arc::new(endpoint);
     let stop = CancellationToken::new();
-    let advert = Arc::new(Advert {
-        port: bound.port(),
-        hashes: RwLock::new(if self_signed {
-            vec![hash(&identity)]
-        } else {
-            Vec::new()
-        }),
-        endpoint: endpoint.clone(),
-        stop: stop.clone(),
-    });
+    let hashes = if self_signed {
+        vec![hash(&identity)]
+    } else {
+        Vec::new()
+    };
+    let advert = Arc::new(Advert::new(
+        bound.port(),
+        hashes,
+        endpoint.clone(),
+        stop.clone(),
+    ));
     tracing::info!(addr = %bound, self_signed, "webtransport listening");
     if self_signed {
         tokio::spawn(renew(
@@ -152,7 +98,7 @@ pub async fn start(
             stop.clone(),
         ));
     }
-    tokio::spawn(accept(endpoint, state, shutdown, stop));
+    advert.accepting(tokio::spawn(accept(endpoint, state, shutdown, stop)));
     Ok(advert)
 }
 
@@ -168,8 +114,9 @@ async fn accept(
     loop {
         // Stops before the endpoint closes (`accept` on a closed endpoint panics).
         let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
+            biased;
             _ = stop.cancelled() => return,
+            incoming = endpoint.accept() => incoming,
         };
         if shutdown.is_cancelled() || endpoint.open_connections() >= state.config.max_connections {
             state
@@ -213,12 +160,7 @@ async fn renew(
             _ = stop.cancelled() => return,
         }
         let renewed = self_signed(validity).and_then(|identity| {
-            let new = hash(&identity);
-            {
-                let mut hashes = write(&advert.hashes);
-                let old = hashes.first().cloned();
-                *hashes = std::iter::once(new).chain(old).collect();
-            }
+            advert.renewed(hash(&identity));
             endpoint.reload_config(server_config(addr, &state.config, &identity), false)
         });
         match renewed {
@@ -282,13 +224,9 @@ fn server_config(addr: SocketAddr, config: &Config, identity: &Identity) -> Serv
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_host_name_drops_the_port_only() {
-        assert_eq!(host_name("127.0.0.1:3000"), "127.0.0.1");
-        assert_eq!(host_name("[::1]:3000"), "[::1]");
-        assert_eq!(host_name("[::1]"), "[::1]");
-        assert_eq!(host_name("chat.example"), "chat.example");
-    }
+    /// The longest validity browsers accept for a self-signed certificate given by hash.
+    const MAX_SELF_SIGNED_VALIDITY: Duration =
+        Duration::from_secs(protocol::limits::MAX_HASHED_CERT_VALIDITY_SECS);
 
     #[test]
     fn a_self_signed_certificate_is_what_browsers_accept_by_hash() {
@@ -303,5 +241,37 @@ mod tests {
             hex,
             hash(&self_signed(Duration::from_secs(60)).expect("made"))
         );
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_ecdsa_p256_valid_from_now_for_at_most_14_days() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+        let identity = self_signed(MAX_SELF_SIGNED_VALIDITY).expect("made");
+        let der = identity.certificate_chain().as_slice()[0].der().to_vec();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("a certificate");
+        // ecdsa-with-SHA256, an EC key on P-256 (prime256v1): what browsers accept by hash.
+        assert_eq!(
+            cert.signature_algorithm.algorithm.to_id_string(),
+            "1.2.840.10045.4.3.2"
+        );
+        let key = cert.public_key();
+        assert_eq!(key.algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1");
+        let curve = key
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .expect("a named curve");
+        assert_eq!(curve.to_id_string(), "1.2.840.10045.3.1.7");
+        let not_before = cert.validity().not_before.timestamp();
+        let not_after = cert.validity().not_after.timestamp();
+        assert!(
+            (now..=now + 60).contains(&not_before),
+            "valid from when it was made, not backdated: {not_before} vs {now}"
+        );
+        assert_eq!(not_after - not_before, 14 * 24 * 3600, "14 days, no more");
     }
 }

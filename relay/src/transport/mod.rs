@@ -4,9 +4,10 @@
 //! - [`stream`]: HTTP streaming, NDJSON lines on one long response (clients `POST`); it and
 //!   SSE share their body, [`http_stream`];
 //! - [`wt`]: WebTransport sessions, NDJSON both ways on one bidirectional QUIC stream (the
-//!   UDP endpoint itself is `crate::webtransport`);
+//!   UDP endpoint itself is the `webtransport` module);
 //! - [`poll`]: `GET …/messages` for short and long polling, and `POST …/messages` to publish,
-//!   which every transport but WebSocket uses.
+//!   which every transport but WebSocket and WebTransport uses;
+//! - [`inbound`]: what the two-way transports' frames mean (publish, typing).
 //!
 //! Every streaming transport opens the same way, through [`check_stream`] (origin, room,
 //! query) and [`StreamRequest::open`] (name, admission, and a subscription at the client's
@@ -56,7 +57,7 @@ pub const ANONYMOUS: &str = "anonymous";
 /// a turn.
 pub const WRITE_BATCH: usize = 64;
 
-/// Query of the streaming endpoints (`/ws` and `/events`).
+/// Query of the streaming endpoints (`/ws`, `/events`, `/stream`, and WebTransport's `/wt`).
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamQuery {
     pub name: Option<String>,

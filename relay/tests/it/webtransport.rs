@@ -267,3 +267,25 @@ async fn an_endless_line_is_refused_and_closes_the_session() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_session_that_never_opens_its_stream_is_let_go_after_the_header_timeout() {
+    let relay = Relay::start_with(|c| {
+        with_wt(c);
+        c.header_timeout = Duration::from_millis(300);
+        c.max_connections_per_client = 1;
+    })
+    .await;
+    // Holds the address's only place, without ever opening a stream.
+    let _idle = crate::support::wt::session_only(&relay, "idle", "").await;
+    // The place comes back once the relay stops waiting for the stream (long before QUIC's
+    // own idle timeout, 60 s): a full session gets in.
+    eventually("the idle session's place to be given back", || async {
+        let mut next = Wt::connect(&relay, "idle", "", None).await.ok()?;
+        match next.lines.event().await {
+            ServerEvent::Welcome(_) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}

@@ -37,6 +37,24 @@ fn digest(hex: &str) -> Sha256Digest {
     Sha256Digest::new(bytes.try_into().expect("32 bytes"))
 }
 
+/// Opens a session at `/api/rooms/{room}/wt?{query}` and nothing more (no stream): what the
+/// relay must not wait for forever.
+pub async fn session_only(relay: &Client, room: &str, query: &str) -> Connection {
+    let info = transport_info(relay)
+        .await
+        .webtransport
+        .expect("webtransport is on");
+    let config = ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes(info.cert_hashes.iter().map(|h| digest(h)))
+        .build();
+    let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint");
+    let url = format!("{}{}?{query}", info.url, Endpoint::Wt.path(room));
+    within("the WebTransport session", endpoint.connect(url))
+        .await
+        .expect("the session opens")
+}
+
 impl Wt {
     /// Opens a session at `/api/rooms/{room}/wt?{query}` with `origin` (none: a non-browser
     /// client); `Err` with the reason when the session is refused.
