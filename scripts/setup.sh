@@ -122,6 +122,12 @@ if $want_nginx && ! have nginx && [ ! -x /usr/sbin/nginx ]; then
 fi
 
 if $want_container; then
+    # The static relay's C parts (ring, under QUIC's TLS) are compiled with musl-gcc, as the
+    # Dockerfile's build stage does.
+    if ! have musl-gcc; then
+        say "installing musl-tools (Debian package)"
+        apt_install musl-tools
+    fi
     # build-stage-check.sh tells a static binary by `file`.
     if ! have file; then
         say "installing file (Debian package)"

@@ -8,7 +8,7 @@
 import { CONNECTED, launchBrowser, loadMeasured, startRelay } from '../../e2e/support.mjs';
 
 const LOADS = Number(process.argv[2] ?? 10);
-const TRANSPORTS = ['ws', 'sse', 'longpoll', 'shortpoll'];
+const TRANSPORTS = ['ws', 'sse', 'longpoll', 'shortpoll', 'stream', 'webtransport'];
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -16,7 +16,8 @@ const median = (xs) => {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 };
 
-const relay = await startRelay();
+// WebTransport on, at a port of its own, so that its option is there to measure.
+const relay = await startRelay({ env: { RELAY_WT_ADDR: '127.0.0.1:0' } });
 const browser = await launchBrowser();
 const report = { mode: 'page-load', loads: LOADS, date: new Date().toISOString(), transports: {} };
 try {

@@ -74,9 +74,11 @@ pub fn App() -> impl IntoView {
     let webtransport_option = NodeRef::<html::Option_>::new();
     if blocked.is_none() {
         leptos::task::spawn_local(async move {
+            // Only the relay's own answer rules it out: when it cannot be asked (a failed or
+            // refused request), the option stays offered, and choosing it asks again.
             let offered = crate::api::transport_info()
                 .await
-                .is_some_and(|info| info.webtransport.is_some());
+                .is_none_or(|info| info.webtransport.is_some());
             if let Some(option) = webtransport_option.get_untracked() {
                 let why = (!offered).then_some("not offered by this relay");
                 show_availability(&option, why);

@@ -103,8 +103,9 @@ pub async fn start(
 }
 
 /// Accepts connections; after `shutdown`, refuses new ones (open sessions end in the drain).
-/// Each connection counts against its address's `RELAY_MAX_CONNECTIONS_PER_CLIENT` from
-/// before its handshake, so that one address cannot hold every handshake slot.
+/// Each connection's address is validated first (Retry), then spends a request token and
+/// counts against its `RELAY_MAX_CONNECTIONS_PER_CLIENT` from before its handshake, so that
+/// one address can neither hold every handshake slot nor loop through handshakes.
 async fn accept(
     endpoint: Arc<Server>,
     state: AppState,
@@ -125,7 +126,30 @@ async fn accept(
             incoming.refuse();
             continue;
         }
+        // An address is only charged once it has shown that it receives at it (a Retry
+        // round trip, RFC 9000 §8.1): otherwise spoofed Initials from invented addresses
+        // would fill every budget below without a single real client behind them.
+        if !incoming.remote_address_validated() {
+            incoming.retry();
+            continue;
+        }
         let client = ClientKey::of(incoming.remote_address().ip());
+        // Every connection spends a token of the address's request budget before its
+        // handshake (the signature is the costly part), as every HTTP request does at the
+        // gate; what the client does not get here it cannot be told on a session, so it is
+        // refused at the QUIC level.
+        if state
+            .budgets
+            .requests
+            .take(client, std::time::Instant::now())
+            .is_err()
+        {
+            state
+                .metrics
+                .rejected(protocol::ErrorCode::RateLimited.as_str());
+            incoming.refuse();
+            continue;
+        }
         let Some(handshake) = state.budgets.open_connection(client) else {
             state
                 .metrics

@@ -6,9 +6,10 @@
 //! `error` answers to the page's sends; the page writes its send frames, one per line, as
 //! it would on a WebSocket (`{"type":"send","text":…,"key":…}`, `{"type":"typing"}`).
 //!
-//! Refusals: a foreign `Origin` is answered 403 before the session opens; any other refusal
-//! (a bad room or name, a full relay, a shutdown) opens the session so that the page can be
-//! told why: its stream carries the `error` event, then the session closes. A line longer
+//! Refusals: a foreign `Origin` is answered 403 and a path that is not a room's session 404,
+//! before the session opens; any other refusal (a bad room or name, a full relay, a shutdown)
+//! opens the session so that the page can be told why: its stream carries the `error` event,
+//! then the session closes (1012 when the relay is stopping, 1013 otherwise). A line longer
 //! than `RELAY_MAX_FRAME_BYTES` is answered `payload_too_large` and closes the session with
 //! 1009; a reader that takes nothing for `RELAY_SEND_TIMEOUT` is closed with 4008 (it
 //! resumes from its last id), as on WebSockets.
@@ -55,37 +56,63 @@ pub async fn info(State(state): State<AppState>, headers: HeaderMap) -> Json<Tra
 
 /// Serves one incoming QUIC connection: its session request, then its session.
 /// `handshake` holds the client's connection place until the session is admitted in its own
-/// right (a refused session keeps a place while it is told why).
+/// right (a refused session keeps a place while it is told why, or is let go at once).
 pub async fn session(
     state: AppState,
     incoming: IncomingSession,
     client: ClientKey,
     handshake: ClientConnection,
 ) {
-    let limit = state.config.header_timeout;
-    let Ok(Ok(request)) = timeout(limit, incoming).await else {
+    let mut patience = state.config.header_timeout;
+    let Some(Ok(request)) = setting_up(&state, patience, incoming).await else {
         return;
     };
     let peer = request.remote_address();
     // Given back first: admission takes the place again, as for every stream.
     drop(handshake);
     let opened = open(&state, &request, peer, client).await;
-    let _refused = opened
-        .is_err()
-        .then(|| state.budgets.open_connection(client));
+    let mut _refused = None;
     if let Err(err) = &opened {
         state.metrics.rejected(err.code.as_str());
-        if err.code == ErrorCode::ForbiddenOrigin {
-            // The answer goes out on a stream whose credit the client grants: bounded.
-            let _ = timeout(limit, request.forbidden()).await;
-            return;
+        // Telling why takes a place of the address's again. Without one (it is at its
+        // budget: that may be the refusal), or once the relay is stopping, the telling
+        // gets a second per step, not the header timeout, so that refusals can neither
+        // pile up nor hold the drain.
+        _refused = state.budgets.open_connection(client);
+        if _refused.is_none() || state.shutdown.is_cancelled() {
+            patience = CLOSE_GRACE;
+        }
+        // Answered with a status before the session opens: what the browser needs no
+        // explanation for (its page asked for a foreign origin, or a path that is not ours).
+        // The answer goes out on a stream whose credit the client grants: bounded.
+        match err.code {
+            ErrorCode::ForbiddenOrigin => {
+                let _ = timeout(patience, request.forbidden()).await;
+                return;
+            }
+            ErrorCode::NotFound => {
+                let _ = timeout(patience, request.not_found()).await;
+                return;
+            }
+            _ => {}
         }
     }
-    let Ok(Ok(connection)) = timeout(limit, request.accept()).await else {
-        return;
-    };
-    let Ok(Ok((send, recv))) = timeout(limit, connection.accept_bi()).await else {
-        return;
+    let (connection, (send, recv)) = if opened.is_ok() {
+        let Some(Ok(connection)) = setting_up(&state, patience, request.accept()).await else {
+            return;
+        };
+        let Some(Ok(stream)) = setting_up(&state, patience, connection.accept_bi()).await else {
+            return;
+        };
+        (connection, stream)
+    } else {
+        let Ok(Ok(connection)) = timeout(patience, request.accept()).await else {
+            return;
+        };
+        let Ok(Ok(stream)) = timeout(patience, connection.accept_bi()).await else {
+            return;
+        };
+        (connection, stream)
     };
     let mut session = match opened {
         Ok(stream) => Session {
@@ -100,7 +127,12 @@ pub async fn session(
             let mut send = send;
             let line = event::ndjson(&err.event());
             let _ = timeout(CLOSE_GRACE, send.write_all(line.as_bytes())).await;
-            finish(&connection, send, close::TRY_AGAIN, "refused").await;
+            // As on a refused WebSocket: 1012 when the relay is going, 1013 otherwise.
+            let code = match err.code {
+                ErrorCode::ShuttingDown => close::RESTART,
+                _ => close::TRY_AGAIN,
+            };
+            finish(&connection, send, code, "refused").await;
             return;
         }
     };
@@ -118,7 +150,24 @@ pub async fn session(
     }
 }
 
-/// The session request's room and query, checked as every stream's are, and admitted.
+/// One step of a session's setting up (handshake, request, stream), bounded by `limit`
+/// (`RELAY_HEADER_TIMEOUT`, as an HTTP request's head is) and abandoned when the relay
+/// starts to stop: the drain waits for every session, and one still setting up has nothing
+/// to drain (`None` either way).
+async fn setting_up<F: std::future::IntoFuture>(
+    state: &AppState,
+    limit: Duration,
+    step: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = state.shutdown.cancelled() => None,
+        done = timeout(limit, step.into_future()) => done.ok(),
+    }
+}
+
+/// The session request's room and query, checked as every stream's are, and admitted. (The
+/// request budget was spent before the handshake: see `webtransport::accept`.)
 async fn open(
     state: &AppState,
     request: &SessionRequest,
@@ -133,19 +182,13 @@ async fn open(
         .and_then(|path| path.strip_prefix("/rooms/"))
         .and_then(|path| path.strip_suffix(&format!("/{}", wt_name())))
         .ok_or_else(not_found)?;
-    // The gate every HTTP request passes: the host it names (DNS rebinding), and the
-    // client's request budget (a session opened and closed in a loop spends it).
+    // The host it names, as every HTTP request's is checked (DNS rebinding).
     if !state.hosts.allows(request.authority()) {
         return Err(ApiError::new(
             ErrorCode::InvalidHost,
             "this host name is not served here (RELAY_ALLOWED_HOSTS)",
         ));
     }
-    state
-        .budgets
-        .requests
-        .take(client, std::time::Instant::now())
-        .map_err(ApiError::rate_limited)?;
     state.origins.check_webtransport(
         request.origin(),
         request.authority(),

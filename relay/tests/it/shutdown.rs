@@ -53,6 +53,10 @@ async fn sigterm_ends_every_stream_with_advice_within_the_deadline() {
         .await
         .expect("the WebTransport session opens");
     session.lines.welcome().await;
+    // A WebTransport session still setting up (it never opens its stream) has nothing to
+    // drain: it must not hold the exit until the deadline (the header timeout, 10 s, is
+    // longer than the 5 s deadline).
+    let _setting_up = crate::support::wt::session_only(&relay, "bye", "").await;
     let long_poll =
         tokio::spawn(async move { Client::new(addr).poll("bye", "after=0&wait=25").await });
     // Every client is live: a message reaches each, and answers the first long poll.

@@ -64,13 +64,26 @@ impl Wt {
         query: &str,
         origin: Option<&str>,
     ) -> Result<Wt, String> {
+        Wt::connect_trusting(relay, room, query, origin, |hashes| hashes.to_vec()).await
+    }
+
+    /// As `connect`, trusting only the certificate hashes `trust` picks from those the relay
+    /// advertises.
+    pub async fn connect_trusting(
+        relay: &Client,
+        room: &str,
+        query: &str,
+        origin: Option<&str>,
+        trust: impl FnOnce(&[String]) -> Vec<String>,
+    ) -> Result<Wt, String> {
         let info = transport_info(relay)
             .await
             .webtransport
             .expect("webtransport is on");
+        let trusted = trust(&info.cert_hashes);
         let config = ClientConfig::builder()
             .with_bind_default()
-            .with_server_certificate_hashes(info.cert_hashes.iter().map(|h| digest(h)))
+            .with_server_certificate_hashes(trusted.iter().map(|h| digest(h)))
             .build();
         let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint");
         let url = format!("{}{}?{query}", info.url, Endpoint::Wt.path(room));
