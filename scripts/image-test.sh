@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the container image with buildah from host-built artifacts (the Dockerfile's
 # ARTIFACTS=prebuilt path: this machine cannot pull base images), runs it, and checks it
-# from outside: its configuration, health check, page, WebSocket and SSE, graceful stop.
+# from outside: its configuration, health check, page, WebSocket, SSE and WebTransport,
+# graceful stop.
 # Needs: buildah, hadolint (scripts/setup.sh --container), a built page (build-page.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ $buildah inspect --type image "$image" | node -e '
   want(!("9100/tcp" in (config.ExposedPorts ?? {})), "does not expose the metrics port");
   want(config.User === "10001:10001", "runs as a non-root user");
   want("3000/tcp" in (config.ExposedPorts ?? {}), "exposes 3000");
+  want(config.Env.includes("RELAY_WT_ADDR=0.0.0.0:4433"), "serves WebTransport on 0.0.0.0:4433");
+  want("4433/udp" in (config.ExposedPorts ?? {}), "exposes 4433/udp");
   want(JSON.stringify(config.Healthcheck?.Test) === JSON.stringify(["CMD", "/relay", "healthcheck"]), "has a shell-free HEALTHCHECK");
   want(config.StopSignal === "SIGTERM", "stops on SIGTERM");
   console.log("image config: ok");
@@ -44,10 +47,12 @@ trap cleanup EXIT
 # buildah run shares the host's network: give the relay free loopback ports.
 port=$(free_port)
 metrics_port=$(free_port)
-echo "== run it on 127.0.0.1:$port (metrics on $metrics_port)"
+wt_port=$(free_port)
+echo "== run it on 127.0.0.1:$port (metrics on $metrics_port, WebTransport on UDP $wt_port)"
 relay_log=$(mktemp)
 $buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" \
-    --env "RELAY_METRICS_ADDR=127.0.0.1:$metrics_port" "$container" -- /relay \
+    --env "RELAY_METRICS_ADDR=127.0.0.1:$metrics_port" \
+    --env "RELAY_WT_ADDR=127.0.0.1:$wt_port" "$container" -- /relay \
     >"$relay_log" 2>&1 &
 runner=$!
 wait_for "http://127.0.0.1:$port/healthz" || true
@@ -60,6 +65,18 @@ $buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" "$container" 
 echo "== the page, WebSocket and SSE through the container"
 BASE_URL="http://127.0.0.1:$port" METRICS_URL="http://127.0.0.1:$metrics_port/metrics" \
     node --test e2e/container.check.mjs
+
+echo "== WebTransport through the container's UDP port (relay-bench's client, the certificate by hash)"
+cargo build --locked -q -p relay-bench
+target/debug/relay-bench fanout --url "http://127.0.0.1:$port" --pid "$relay_pid" --room image-wt \
+    --transport webtransport --receivers 2 --senders 1 --rate 20 --duration 1 --warmup 0.5 \
+    | node -e '
+      const r = JSON.parse(require("fs").readFileSync(0, "utf8").trim().split("\n").pop());
+      if (!(r.sent > 0 && r.delivered === 2 * r.sent) || r.lost || r.duplicated || r.out_of_order) {
+        console.error("WebTransport through the container failed:", JSON.stringify(r)); process.exit(1);
+      }
+      console.log(`webtransport: ${r.delivered} deliveries of ${r.sent} messages, none lost`);
+    '
 
 echo "== graceful stop on SIGTERM"
 started=$(date +%s)
