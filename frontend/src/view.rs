@@ -333,7 +333,7 @@ fn StatsPanel(
                         <th scope="col" title="Echo latency of your latest message">"Last"</th>
                         <th scope="col" title="Median echo latency">"Median"</th>
                         <th scope="col" title="95th percentile of echo latency">"p95"</th>
-                        <th scope="col" title="Connections opened (WebSocket, SSE) or HTTP requests made (polling)">"Requests"</th>
+                        <th scope="col" title="Connections opened, or HTTP requests made">"Requests"</th>
                         <th scope="col" title="Payload bytes received">"Bytes in"</th>
                         <th scope="col">"Reconnects"</th>
                     </tr>
