@@ -47,12 +47,11 @@ trap cleanup EXIT
 # buildah run shares the host's network: give the relay free loopback ports.
 port=$(free_port)
 metrics_port=$(free_port)
-wt_port=$(free_port)
-echo "== run it on 127.0.0.1:$port (metrics on $metrics_port, WebTransport on UDP $wt_port)"
+echo "== run it on 127.0.0.1:$port (metrics on $metrics_port, WebTransport on any free UDP port)"
 relay_log=$(mktemp)
 $buildah run --isolation chroot --env "RELAY_ADDR=127.0.0.1:$port" \
     --env "RELAY_METRICS_ADDR=127.0.0.1:$metrics_port" \
-    --env "RELAY_WT_ADDR=127.0.0.1:$wt_port" "$container" -- /relay \
+    --env "RELAY_WT_ADDR=127.0.0.1:0" "$container" -- /relay \
     >"$relay_log" 2>&1 &
 runner=$!
 wait_for "http://127.0.0.1:$port/healthz" || true

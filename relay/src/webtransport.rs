@@ -19,12 +19,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use ring::rand::SecureRandom;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use wtransport::config::QuicTransportConfig;
 use wtransport::quinn::VarInt as QuicVarInt;
+use wtransport::quinn::crypto::HandshakeTokenKey;
 use wtransport::{Endpoint, Identity, ServerConfig};
 
 use crate::client::ClientKey;
@@ -32,6 +34,9 @@ use crate::config::Config;
 use crate::state::AppState;
 
 use crate::advert::{Advert, Server};
+
+/// How often the renewal task compares the wall clock with the renewal's due time.
+const CLOCK_CHECK: Duration = Duration::from_secs(60);
 
 /// Names the self-signed certificate is made for. A browser that trusts it by hash does not
 /// check them; other clients may.
@@ -73,7 +78,8 @@ pub async fn start(
         ),
         _ => (self_signed(config.wt_cert_validity)?, true),
     };
-    let endpoint = Endpoint::server(server_config(addr, &config, &identity))?;
+    let token_key = token_key()?;
+    let endpoint = Endpoint::server(server_config(addr, &config, &identity, &token_key))?;
     let bound = endpoint.local_addr()?;
     let endpoint = Arc::new(endpoint);
     let stop = CancellationToken::new();
@@ -96,6 +102,7 @@ pub async fn start(
             state.clone(),
             advert.clone(),
             stop.clone(),
+            token_key,
         ));
     }
     advert.accepting(tokio::spawn(accept(endpoint, state, shutdown, stop)));
@@ -119,18 +126,18 @@ async fn accept(
             _ = stop.cancelled() => return,
             incoming = endpoint.accept() => incoming,
         };
+        // An address is only charged (or counted in the metrics) once it has shown that it
+        // receives at it (a Retry round trip, RFC 9000 §8.1): otherwise spoofed Initials from
+        // invented addresses would fill every budget below without a real client behind them.
+        if !incoming.remote_address_validated() {
+            incoming.retry();
+            continue;
+        }
         if shutdown.is_cancelled() || endpoint.open_connections() >= state.config.max_connections {
             state
                 .metrics
                 .rejected(crate::metrics::reason::WEBTRANSPORT_FULL);
             incoming.refuse();
-            continue;
-        }
-        // An address is only charged once it has shown that it receives at it (a Retry
-        // round trip, RFC 9000 §8.1): otherwise spoofed Initials from invented addresses
-        // would fill every budget below without a single real client behind them.
-        if !incoming.remote_address_validated() {
-            incoming.retry();
             continue;
         }
         let client = ClientKey::of(incoming.remote_address().ip());
@@ -175,28 +182,37 @@ async fn renew(
     state: AppState,
     advert: Arc<Advert>,
     stop: CancellationToken,
+    token_key: TokenKey,
 ) {
     let validity = state.config.wt_cert_validity;
-    let mut wait = validity * 2 / 3;
+    let mut due = SystemTime::now() + validity * 2 / 3;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
+        // Due by the wall clock, looked at every minute: tokio's timers stop while the host
+        // is suspended, and the certificate's validity does not.
+        let left = due.duration_since(SystemTime::now()).unwrap_or_default();
+        if !left.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(left.min(CLOCK_CHECK)) => continue,
+                _ = stop.cancelled() => return,
+            }
         }
+        // Advertised first (see above). `reload_config` without a rebind does not fail
+        // today; if it did, the next try would advertise its own hash beside this one.
         let renewed = self_signed(validity).and_then(|identity| {
             advert.renewed(hash(&identity));
-            endpoint.reload_config(server_config(addr, &state.config, &identity), false)
+            let config = server_config(addr, &state.config, &identity, &token_key);
+            endpoint.reload_config(config, false)
         });
         match renewed {
             Ok(()) => {
                 tracing::info!("webtransport certificate renewed");
-                wait = validity * 2 / 3;
+                due = SystemTime::now() + validity * 2 / 3;
             }
             // The old certificate serves until it expires; try again a tenth of its validity
             // later (the remaining third leaves room for three more tries).
             Err(err) => {
                 tracing::error!(%err, "cannot renew the webtransport certificate");
-                wait = validity / 10;
+                due = SystemTime::now() + validity / 10;
             }
         }
     }
@@ -227,7 +243,27 @@ fn hash(identity: &Identity) -> String {
         .collect()
 }
 
-fn server_config(addr: SocketAddr, config: &Config, identity: &Identity) -> ServerConfig {
+/// The key that seals Retry tokens. One for the endpoint's life: a configuration built
+/// without one gets a fresh random key, and a renewal would then turn away every client
+/// caught between its Retry and its answer (their tokens no longer open).
+type TokenKey = Arc<dyn HandshakeTokenKey>;
+
+fn token_key() -> io::Result<TokenKey> {
+    let mut master = [0u8; 64];
+    ring::rand::SystemRandom::new()
+        .fill(&mut master)
+        .map_err(|_| io::Error::other("no randomness for the Retry token key"))?;
+    Ok(Arc::new(
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&master),
+    ))
+}
+
+fn server_config(
+    addr: SocketAddr,
+    config: &Config,
+    identity: &Identity,
+    token_key: &TokenKey,
+) -> ServerConfig {
     let mut transport = QuicTransportConfig::default();
     transport
         .max_concurrent_bidi_streams(QuicVarInt::from_u32(MAX_BIDI_STREAMS))
@@ -238,10 +274,12 @@ fn server_config(addr: SocketAddr, config: &Config, identity: &Identity) -> Serv
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(config.idle_timeout.try_into().ok());
-    ServerConfig::builder()
+    let mut server = ServerConfig::builder()
         .with_bind_address(addr)
         .with_custom_transport(identity.clone_identity(), transport)
-        .build()
+        .build();
+    server.quic_config_mut().token_key(token_key.clone());
+    server
 }
 
 #[cfg(test)]

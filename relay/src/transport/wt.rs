@@ -9,7 +9,7 @@
 //! Refusals: a foreign `Origin` is answered 403 and a path that is not a room's session 404,
 //! before the session opens; any other refusal (a bad room or name, a full relay, a shutdown)
 //! opens the session so that the page can be told why: its stream carries the `error` event,
-//! then the session closes (1012 when the relay is stopping, 1013 otherwise). A line longer
+//! then the session closes (1012 for `shutting_down`, 1013 otherwise). A line longer
 //! than `RELAY_MAX_FRAME_BYTES` is answered `payload_too_large` and closes the session with
 //! 1009; a reader that takes nothing for `RELAY_SEND_TIMEOUT` is closed with 4008 (it
 //! resumes from its last id), as on WebSockets.
@@ -75,11 +75,10 @@ pub async fn session(
     if let Err(err) = &opened {
         state.metrics.rejected(err.code.as_str());
         // Telling why takes a place of the address's again. Without one (it is at its
-        // budget: that may be the refusal), or once the relay is stopping, the telling
-        // gets a second per step, not the header timeout, so that refusals can neither
-        // pile up nor hold the drain.
+        // budget: that may be the refusal), the telling gets a second per step, not the
+        // header timeout, so that refusals cannot pile up.
         _refused = state.budgets.open_connection(client);
-        if _refused.is_none() || state.shutdown.is_cancelled() {
+        if _refused.is_none() {
             patience = CLOSE_GRACE;
         }
         // Answered with a status before the session opens: what the browser needs no
@@ -87,32 +86,21 @@ pub async fn session(
         // The answer goes out on a stream whose credit the client grants: bounded.
         match err.code {
             ErrorCode::ForbiddenOrigin => {
-                let _ = timeout(patience, request.forbidden()).await;
+                let _ = setting_up(&state, patience, request.forbidden()).await;
                 return;
             }
             ErrorCode::NotFound => {
-                let _ = timeout(patience, request.not_found()).await;
+                let _ = setting_up(&state, patience, request.not_found()).await;
                 return;
             }
             _ => {}
         }
     }
-    let (connection, (send, recv)) = if opened.is_ok() {
-        let Some(Ok(connection)) = setting_up(&state, patience, request.accept()).await else {
-            return;
-        };
-        let Some(Ok(stream)) = setting_up(&state, patience, connection.accept_bi()).await else {
-            return;
-        };
-        (connection, stream)
-    } else {
-        let Ok(Ok(connection)) = timeout(patience, request.accept()).await else {
-            return;
-        };
-        let Ok(Ok(stream)) = timeout(patience, connection.accept_bi()).await else {
-            return;
-        };
-        (connection, stream)
+    let Some(Ok(connection)) = setting_up(&state, patience, request.accept()).await else {
+        return;
+    };
+    let Some(Ok((send, recv))) = setting_up(&state, patience, connection.accept_bi()).await else {
+        return;
     };
     let mut session = match opened {
         Ok(stream) => Session {
@@ -150,19 +138,21 @@ pub async fn session(
     }
 }
 
-/// One step of a session's setting up (handshake, request, stream), bounded by `limit`
-/// (`RELAY_HEADER_TIMEOUT`, as an HTTP request's head is) and abandoned when the relay
-/// starts to stop: the drain waits for every session, and one still setting up has nothing
-/// to drain (`None` either way).
+/// One step of a session's setting up (handshake, request, stream, the answer to a refusal),
+/// bounded by `limit` (`RELAY_HEADER_TIMEOUT`, as an HTTP request's head is) and, once the
+/// relay starts to stop, by `CLOSE_GRACE` from then: the drain waits for every session, and
+/// one still setting up must not hold it to the deadline. `None` when the step did not end.
 async fn setting_up<F: std::future::IntoFuture>(
     state: &AppState,
     limit: Duration,
     step: F,
 ) -> Option<F::Output> {
+    let step = timeout(limit, step.into_future());
+    tokio::pin!(step);
     tokio::select! {
         biased;
-        _ = state.shutdown.cancelled() => None,
-        done = timeout(limit, step.into_future()) => done.ok(),
+        done = &mut step => done.ok(),
+        _ = state.shutdown.cancelled() => timeout(CLOSE_GRACE, step).await.ok()?.ok(),
     }
 }
 

@@ -194,15 +194,10 @@ async fn one_address_gets_its_connection_budget_and_no_more_over_webtransport() 
         .await
         .expect("opens");
     first.lines.welcome().await;
-    // Refused before its handshake, or told why on its stream: either way, no session, and
-    // the refusal is counted as the address's budget.
-    match Wt::connect(&relay, "budget", "", None).await {
-        Err(_) => {}
-        Ok(mut second) => match second.lines.event().await {
-            ServerEvent::Error(error) => assert_eq!(error.code, ErrorCode::TooManyConnections),
-            other => panic!("a second session from the same address: {other:?}"),
-        },
-    }
+    // Refused before its handshake (the place is taken then), and counted as the address's
+    // connection budget.
+    let second = Wt::connect(&relay, "budget", "", None).await;
+    assert!(second.is_err(), "a second session from the same address");
     relay
         .wait_metric("relay_rejected_total{reason=\"too_many_connections\"}", 1.0)
         .await;
@@ -306,4 +301,44 @@ async fn a_session_that_never_opens_its_stream_is_let_go_after_the_header_timeou
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_connection_over_the_address_s_request_budget_is_refused_before_its_handshake() {
+    let relay = Relay::start_with(|c| {
+        with_wt(c);
+        // Three requests, then none for a long while: asking `transport-info` and a
+        // connection, then asking again, and a connection that finds the budget spent.
+        c.request_burst = 3.0;
+        c.request_rate = 0.001;
+    })
+    .await;
+    let mut first = Wt::connect(&relay, "spent", "", None).await.expect("opens");
+    first.lines.welcome().await;
+    let second = Wt::connect(&relay, "spent", "", None).await;
+    assert!(second.is_err(), "a connection past the request budget");
+    relay
+        .wait_metric("relay_rejected_total{reason=\"rate_limited\"}", 1.0)
+        .await;
+    // The session that got in is untouched: it still sends (a frame is not a request) and
+    // receives.
+    first
+        .send_line(r#"{"type":"send","text":"still here"}"#)
+        .await;
+    assert_eq!(first.lines.message().await.text, "still here");
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_a_room_s_session_is_answered_404() {
+    let relay = Relay::start_with(with_wt).await;
+    let refused = Wt::connect_path(&relay, "/api/rooms/x/events", None).await;
+    let Err(why) = refused else {
+        panic!("a session opened on a path that is not a session's");
+    };
+    // The client is told no more than "rejected" (the status is not in its error); the
+    // relay counts why.
+    assert!(why.contains("rejected"), "{why}");
+    relay
+        .wait_metric("relay_rejected_total{reason=\"not_found\"}", 1.0)
+        .await;
 }

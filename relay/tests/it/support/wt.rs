@@ -76,6 +76,30 @@ impl Wt {
         origin: Option<&str>,
         trust: impl FnOnce(&[String]) -> Vec<String>,
     ) -> Result<Wt, String> {
+        Wt::open(
+            relay,
+            &format!("{}?{query}", Endpoint::Wt.path(room)),
+            origin,
+            trust,
+        )
+        .await
+    }
+
+    /// Opens a session at any path (and query) of the endpoint, as a non-browser client.
+    pub async fn connect_path(
+        relay: &Client,
+        path_and_query: &str,
+        origin: Option<&str>,
+    ) -> Result<Wt, String> {
+        Wt::open(relay, path_and_query, origin, |hashes| hashes.to_vec()).await
+    }
+
+    async fn open(
+        relay: &Client,
+        path_and_query: &str,
+        origin: Option<&str>,
+        trust: impl FnOnce(&[String]) -> Vec<String>,
+    ) -> Result<Wt, String> {
         let info = transport_info(relay)
             .await
             .webtransport
@@ -86,7 +110,7 @@ impl Wt {
             .with_server_certificate_hashes(trusted.iter().map(|h| digest(h)))
             .build();
         let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint");
-        let url = format!("{}{}?{query}", info.url, Endpoint::Wt.path(room));
+        let url = format!("{}{path_and_query}", info.url);
         let mut options = ConnectOptions::builder(url);
         if let Some(origin) = origin {
             options = options.add_header("origin", origin);
