@@ -439,31 +439,42 @@ impl Session<'_> {
         }
     }
 
-    async fn sse(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
+    /// Opens an HTTP stream (SSE, HTTP streaming) at `endpoint`; how it ended instead, when
+    /// it could not open or was refused.
+    async fn open_http(
+        &self,
+        http: &reqwest::Client,
+        endpoint: Endpoint,
+        cursor: &Cursor,
+    ) -> Result<reqwest::Response, Ended> {
         let url = format!(
             "{}{}?name=c{}&{}",
             self.url,
-            Endpoint::Events.path(self.room),
+            endpoint.path(self.room),
             self.index,
             cursor.query()
         );
         let Ok(answer) = http.get(url).send().await else {
-            return Ended {
+            return Err(Ended {
                 advice_ms: None,
                 live: false,
-            };
+            });
         };
         if !answer.status().is_success() {
-            let advice = answer
-                .json::<ServerEvent>()
-                .await
-                .ok()
-                .and_then(|e| match e {
-                    ServerEvent::Error(ErrorBody { retry_after_ms, .. }) => retry_after_ms,
-                    _ => None,
-                });
-            return self.refused(advice);
+            let advice = match answer.json::<ServerEvent>().await {
+                Ok(ServerEvent::Error(ErrorBody { retry_after_ms, .. })) => retry_after_ms,
+                _ => None,
+            };
+            return Err(self.refused(advice));
         }
+        Ok(answer)
+    }
+
+    async fn sse(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
+        let answer = match self.open_http(http, Endpoint::Events, cursor).await {
+            Ok(answer) => answer,
+            Err(ended) => return ended,
+        };
         let mut live = false;
         let mut advice = None;
         let mut buffer = String::new();
@@ -484,26 +495,10 @@ impl Session<'_> {
     }
 
     async fn stream(&self, http: &reqwest::Client, cursor: &mut Cursor) -> Ended {
-        let url = format!(
-            "{}{}?name=c{}&{}",
-            self.url,
-            Endpoint::Stream.path(self.room),
-            self.index,
-            cursor.query()
-        );
-        let Ok(answer) = http.get(url).send().await else {
-            return Ended {
-                advice_ms: None,
-                live: false,
-            };
+        let answer = match self.open_http(http, Endpoint::Stream, cursor).await {
+            Ok(answer) => answer,
+            Err(ended) => return ended,
         };
-        if !answer.status().is_success() {
-            let advice = match answer.json::<ServerEvent>().await {
-                Ok(ServerEvent::Error(ErrorBody { retry_after_ms, .. })) => retry_after_ms,
-                _ => None,
-            };
-            return self.refused(advice);
-        }
         let chunks = answer
             .bytes_stream()
             .map(|chunk| chunk.map_err(anyhow::Error::from));

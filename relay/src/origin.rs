@@ -44,7 +44,12 @@ impl OriginPolicy {
             (Some(origin_authority), Some(host)) => origin_authority == host,
             _ => false,
         };
-        if same_origin || self.allowed.contains(&origin) {
+        self.verdict(same_origin, &origin)
+    }
+
+    /// Allowed when same-origin (by the caller's rule) or listed; refused with how to allow it.
+    fn verdict(&self, same_origin: bool, origin: &str) -> Result<(), ApiError> {
+        if same_origin || self.allowed.iter().any(|allowed| allowed == origin) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -84,16 +89,7 @@ impl OriginPolicy {
             let port = port.unwrap_or(default);
             host == session_host && !rest.contains('/') && (port == http_port || port == default)
         });
-        if same_site || self.allowed.contains(&origin) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ErrorCode::ForbiddenOrigin,
-                format!(
-                    "origin {origin:?} is not allowed; add it to RELAY_ALLOWED_ORIGINS to permit it"
-                ),
-            ))
-        }
+        self.verdict(same_site, &origin)
     }
 }
 
