@@ -63,14 +63,18 @@ floor_pid=$!
 read -r _ _ floor_addr < "$floor_out"
 rm -f "$floor_out"
 $bench fanout --floor --url "http://$floor_addr" --pid "$floor_pid" --receiver-threads 2 "${small[@]}" | check
-# A relay of its own, so that the connections' memory is not served from what earlier runs
-# freed. (The tool exits non-zero if any connection fails to open.)
-idle_port=$(free_port)
-RELAY_ADDR="127.0.0.1:$idle_port" RUST_LOG=warn target/debug/relay & pids+=($!)
-idle_pid=$!
-wait_for "http://127.0.0.1:$idle_port/healthz"
-$bench idle --url "http://127.0.0.1:$idle_port" --pid "$idle_pid" --transport sse --connections 50 --settle 0.5 | check
-$bench idle --url "http://127.0.0.1:$idle_port" --pid "$idle_pid" --transport stream --connections 50 --settle 0.5 | check
+# A relay of its own for each transport, so that the connections' memory is not served from
+# what earlier runs freed (a second run on the same relay reuses the first one's). (The tool
+# exits non-zero if any connection fails to open.)
+for transport in sse stream; do
+    idle_port=$(free_port)
+    RELAY_ADDR="127.0.0.1:$idle_port" RUST_LOG=warn target/debug/relay & pids+=($!)
+    idle_pid=$!
+    wait_for "http://127.0.0.1:$idle_port/healthz"
+    $bench idle --url "http://127.0.0.1:$idle_port" --pid "$idle_pid" --transport "$transport" \
+        --connections 50 --settle 0.5 | check
+    kill "$idle_pid" 2>/dev/null || true
+done
 $bench ramp --url "http://127.0.0.1:$relay_port" --pid "$relay_pid" --room smoke-ramp \
     --receivers 5 --rate 20 --factor 2 --max-steps 2 --duration 1 --warmup 0.5 --max-p99-ms 5000 | check
 # Two relays on one Redis: senders on one, receivers on the other.
