@@ -110,24 +110,8 @@ async fn stalled_reader_is_closed_so_that_it_resumes() {
     let mut stalled = Ws::connect_small_buffer(&relay.ws_url("slow2", ""), relay.addr).await;
     let (epoch, _) = stalled.welcome().await;
 
-    // Publish over POST (no stream of its own that could be too slow) until the relay says it
-    // gave up on the stalled reader: however large the kernel's buffers, this ends.
-    let mut published = 0;
-    within_long("the relay to close the stalled reader as slow", async {
-        loop {
-            for _ in 0..20 {
-                published += 1;
-                relay.post("slow2", "flood", &payload(published)).await;
-            }
-            let closed = relay
-                .metric("relay_rejected_total{reason=\"slow_consumer\"}")
-                .await;
-            if closed == Some(1.0) {
-                break;
-            }
-        }
-    })
-    .await;
+    // Publish until the relay says it gave up on the stalled reader.
+    let published = publish_until_one_is_let_go(&relay, "slow2", async |_| {}).await as usize;
 
     // Now read: what was buffered (an unbroken run from id 1), then the documented close.
     // The relay gives the close frame a second to leave; the buffers between it and this

@@ -92,3 +92,38 @@ pub fn texts(messages: &[Message]) -> Vec<&str> {
 pub fn ids(messages: &[Message]) -> Vec<u64> {
     messages.iter().map(|m| m.id).collect()
 }
+
+/// Publishes 4 KB messages over `POST` (no stream of its own that could be too slow), twenty
+/// at a time, until the relay reports that it let a slow reader go (`slow_consumer`): however
+/// large the buffers on the way, this ends. `each` is given every published id as it goes.
+/// Fails if more than one reader was let go. Returns how many were published.
+pub async fn publish_until_one_is_let_go(
+    relay: &Client,
+    room: &str,
+    mut each: impl AsyncFnMut(u64),
+) -> u64 {
+    let mut published = 0u64;
+    within_long("the relay to let a slow reader go", async {
+        loop {
+            for _ in 0..20 {
+                published += 1;
+                let text = format!("{published} {}", "p".repeat(4000));
+                let id = relay.post(room, "flood", &text).await;
+                each(id).await;
+            }
+            let slow = relay
+                .metric("relay_rejected_total{reason=\"slow_consumer\"}")
+                .await;
+            if slow.is_some_and(|n| n >= 1.0) {
+                assert_eq!(
+                    slow,
+                    Some(1.0),
+                    "one slow reader, and no one else, is let go"
+                );
+                break;
+            }
+        }
+    })
+    .await;
+    published
+}
